@@ -1,0 +1,64 @@
+"""``python -m sim.bench <engine>``: benchmarks that print JSON and a table.
+
+Each engine's benchmark lives in ``sim/bench_<engine>.py`` and provides
+``add_arguments(parser)`` and ``run(args) -> dict`` (the JSON document). Figures
+come from the RTL simulated cycle by cycle or from yosys/nextpnr (DESIGN.md 4);
+record them in docs/results.md with the command that made them.
+"""
+
+import argparse
+import importlib
+import json
+import sys
+
+BENCHMARKS = {
+    "systolic": "sim.bench_systolic",
+    "spmv": "sim.bench_spmv",
+    "topk": "sim.bench_topk",
+    "synth": "sim.bench_synth",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def print_table(rows, columns):
+    """Print ``rows`` (dicts) as an aligned text table of ``columns``."""
+    cells = [[str(row.get(column, "")) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(cell[i]) for cell in cells)) if cells else len(column)
+              for i, column in enumerate(columns)]
+    print("  ".join(column.ljust(width) for column, width in zip(columns, widths)))
+    print("  ".join("-" * width for width in widths))
+    for cell in cells:
+        print("  ".join(value.ljust(width) for value, width in zip(cell, widths)))
+
+
+def main(argv=None):
+    parser = _Parser(prog="python -m sim.bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="engine", required=True, parser_class=_Parser)
+    modules = {}
+    for engine, module_name in BENCHMARKS.items():
+        try:
+            modules[engine] = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        sub = commands.add_parser(engine, help=modules[engine].__doc__.splitlines()[0])
+        sub.add_argument("--json", action="store_true", help="print only the JSON document")
+        modules[engine].add_arguments(sub)
+    args = parser.parse_args(argv)
+    try:
+        document = modules[args.engine].run(args)
+    except ValueError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(document, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
