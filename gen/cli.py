@@ -1,16 +1,23 @@
 """``python -m gen``: parameters in, Verilog/RTLIL, manifest and reports out."""
 
 import argparse
+import json
 import importlib
 import os
 import re
 import sys
 from pathlib import Path
 
+from gen.emit import write_design
+
 __all__ = ["UsageError", "parse_array", "main"]
 
 #: The generated units and the ``gen`` module that builds each.
 UNITS = {"array": "gen.systolic", "spmv": "gen.spmv", "topk": "gen.topk"}
+
+#: Steps that may follow generation (synthesis, board bitstreams), each a module with
+#: ``add_arguments(parser)`` and ``run(args, design, paths)``.
+STEPS = ("gen.synth", "gen.board")
 
 EXAMPLES = """\
 examples:
@@ -44,10 +51,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _unit_module(unit):
-    return importlib.import_module(UNITS[unit])
-
-
 def build_parser():
     parser = _Parser(
         prog="python -m gen",
@@ -59,8 +62,8 @@ def build_parser():
                         help="output directory (default: build/)")
     parser.add_argument("--json", action="store_true",
                         help="print the manifest as JSON instead of a summary")
-    for unit in UNITS:
-        _unit_module(unit).add_arguments(parser)
+    for module in (*UNITS.values(), *STEPS):
+        importlib.import_module(module).add_arguments(parser)
     return parser
 
 
@@ -79,8 +82,17 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        design = importlib.import_module(UNITS[args.unit]).design(args)
         args.out = _check_out_dir(args.out)
-        return _unit_module(args.unit).generate(args) or 0
+        paths = write_design(design, args.out)
+        if args.json:
+            print(json.dumps(json.loads(paths["json"].read_text()), indent=2))
+        else:
+            print(design.summary())
+            print("wrote " + ", ".join(str(path) for path in paths.values()))
+        for step in STEPS:
+            importlib.import_module(step).run(args, design, paths)
+        return 0
     except (UsageError, ValueError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2

@@ -1,12 +1,43 @@
 """Write a generated design: Verilog, RTLIL and a JSON manifest, byte for byte reproducible."""
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from amaranth.back import rtlil, verilog
 from amaranth.lib.wiring import In
 
-__all__ = ["ports_of", "write_design"]
+__all__ = ["Design", "ports_of", "write_design"]
+
+
+@dataclass
+class Design:
+    """A generated unit, as a ``gen`` unit module's ``design(args)`` returns it.
+
+    Attributes
+    ----------
+    component : wiring.Component
+        The hardware.
+    name : str
+        Name of the top-level module and stem of the written files.
+    manifest : dict
+        Parameters, latency, throughput... (JSON-serialisable); the ports are added on writing.
+    headline : str
+        One line for the printed summary, e.g. "8x8 fusion array, run-time 2/4/8-bit".
+    figures : dict
+        Numbers printed under the headline, e.g. {"peak MACs/cycle at 2x2": 1024}.
+    """
+    component: object
+    name: str
+    manifest: dict
+    headline: str
+    figures: dict = field(default_factory=dict)
+
+    def summary(self):
+        """The text printed by ``python -m gen`` after writing the files."""
+        width = max((len(key) for key in self.figures), default=0)
+        return "\n".join([self.headline,
+                          *(f"  {key.ljust(width)}  {value}" for key, value in self.figures.items())])
 
 
 def ports_of(component):
@@ -27,25 +58,13 @@ def ports_of(component):
     return ports
 
 
-def write_design(component, name, out_dir, manifest):
-    """Write ``<out_dir>/<name>.v``, ``.il`` and ``.json``; return their paths.
-
-    Parameters
-    ----------
-    component : wiring.Component
-        The design to convert.
-    name : str
-        Name of the top-level module and stem of the files.
-    out_dir : path-like
-        Directory to write into (created if missing).
-    manifest : dict
-        Parameters, latency, throughput... of the design; the ports are added here.
-    """
+def write_design(design, out_dir):
+    """Write ``<out_dir>/<name>.v``, ``.il`` and ``.json`` of ``design``; return their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {kind: out_dir / f"{name}.{kind}" for kind in ("v", "il", "json")}
-    paths["v"].write_text(verilog.convert(component, name=name, emit_src=False))
-    paths["il"].write_text(rtlil.convert(component, name=name, emit_src=False))
-    document = {"top": name, **manifest, "ports": ports_of(component)}
+    paths = {kind: out_dir / f"{design.name}.{kind}" for kind in ("v", "il", "json")}
+    paths["v"].write_text(verilog.convert(design.component, name=design.name, emit_src=False))
+    paths["il"].write_text(rtlil.convert(design.component, name=design.name, emit_src=False))
+    document = {"top": design.name, **design.manifest, "ports": ports_of(design.component)}
     paths["json"].write_text(json.dumps(document, indent=2) + "\n")
     return paths

@@ -7,5 +7,5 @@ def add_arguments(parser):
                        help="processing elements, 1..64 (default: 4)")
 
 
-def generate(args):
+def design(args):
     raise ValueError("--unit spmv is not available yet")

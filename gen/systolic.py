@@ -14,7 +14,7 @@ def add_arguments(parser):
                             "or one fixed precision (default: mixed)")
 
 
-def generate(args):
+def design(args):
     rows, cols = parse_array(args.array)
     if args.bits not in BITS:
         raise UsageError(f"--bits must be one of 2, 4, 8, mixed, not {args.bits!r}")

@@ -7,5 +7,5 @@ def add_arguments(parser):
                        help="maximum number of scores per batch (default: 256)")
 
 
-def generate(args):
+def design(args):
     raise ValueError("--unit topk is not available yet")
