@@ -1,0 +1,343 @@
+"""A real pruned and quantized network: an MLP on scikit-learn's digits.
+
+The float model (64-64-32-10, ReLU) is trained with NumPy (Adam, softmax
+cross-entropy, fixed seed) on a fixed training split; pruning removes the
+smallest-magnitude weights of every layer and fine-tunes the survivors with the
+mask held. Quantization then gives, per layer ``l`` with ``(w_bits, a_bits)``:
+
+- unsigned input activations ``a_q = clamp(round(a / s_a), 0, 2^a_bits - 1)``
+  (the first layer's input is the pixel value / 16);
+- signed weights per output channel (per tensor for the output layer, so that
+  the argmax of the raw accumulators is the prediction);
+- a bias in accumulator units ``round(b / (s_w s_a))``;
+- requantization to the next layer's ``a_bits`` with ``M / 2^shift ~= s_w s_a / s_next``
+  (golden.requant), ReLU folded into the clamp.
+
+Integer-only inference uses nothing but these operations: ``acc = a_q W_q^T + b_q``
+in int64, requantize, and an argmax of the last accumulators.
+
+Run ``python -m golden.network`` for the accuracy table.
+"""
+
+import argparse
+import functools
+import json
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.bitfusion import check_bits
+from golden.prune import magnitude_prune
+from golden.quant import activation_scale, kmeans_codebook, quantize_activations, quantize_weights
+from golden.requant import quantize_multiplier, requantize
+
+__all__ = ["LAYER_SIZES", "SPARSITIES", "PRECISIONS", "digits_split", "FloatMLP", "float_network",
+           "QuantizedLayer", "QuantizedMLP", "digits_network", "accuracy_table",
+           "accumulator_bits"]
+
+#: Neurons per layer, input first.
+LAYER_SIZES = (64, 64, 32, 10)
+#: Weight sparsities of the accuracy table.
+SPARSITIES = (0.0, 0.5, 0.8, 0.9)
+#: Precision rows of the accuracy table: (w_bits, a_bits) per layer.
+PRECISIONS = {
+    "8-bit": ((8, 8), (8, 8), (8, 8)),
+    "4-bit": ((4, 4), (4, 4), (4, 4)),
+    "2-bit": ((2, 2), (2, 2), (2, 2)),
+    "mixed": ((8, 8), (4, 4), (8, 4)),
+}
+#: Percentile of the calibration activations mapped to the top quantization level.
+CALIBRATION_PERCENTILE = 99.9
+
+
+def digits_split(seed=0):
+    """scikit-learn's digits as ``(x_train, x_test, y_train, y_test)``; pixels 0..16, 20% held out."""
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise ImportError("the digits network needs scikit-learn: pip install -e '.[test]'") from None
+    digits = load_digits()
+    return train_test_split(digits.data.astype(np.float64), digits.target.astype(np.int64),
+                            test_size=0.2, random_state=seed, stratify=digits.target)
+
+
+@dataclass(frozen=True)
+class FloatMLP:
+    """Float weights ``(out, in)`` and biases of each layer; ReLU between layers."""
+    weights: tuple
+    biases: tuple
+
+    def activations(self, x):
+        """Input of every layer (the first is the pixels / 16) and the final logits."""
+        a = np.asarray(x, dtype=np.float64) / 16.0
+        inputs = []
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            inputs.append(a)
+            a = a @ w.T + b
+            if i < len(self.weights) - 1:
+                a = np.maximum(a, 0.0)
+        return inputs, a
+
+    def accuracy(self, x, y):
+        return float((self.activations(x)[1].argmax(axis=1) == y).mean())
+
+
+def _train(weights, biases, x, y, masks, epochs, seed, lr=3e-3, batch=64):
+    """Adam on softmax cross-entropy, keeping masked weights at zero."""
+    rng = np.random.default_rng(seed)
+    params = [*weights, *biases]
+    moments = [np.zeros_like(p) for p in params]
+    velocities = [np.zeros_like(p) for p in params]
+    step = 0
+    depth = len(weights)
+    onehot = np.eye(LAYER_SIZES[-1])[y]
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), batch):
+            idx = order[start:start + batch]
+            a = x[idx]
+            inputs, pre = [], []
+            for i in range(depth):
+                inputs.append(a)
+                z = a @ weights[i].T + biases[i]
+                pre.append(z)
+                a = np.maximum(z, 0) if i < depth - 1 else z
+            p = np.exp(a - a.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            delta = (p - onehot[idx]) / len(idx)
+            grads_w, grads_b = [None] * depth, [None] * depth
+            for i in reversed(range(depth)):
+                grads_w[i] = delta.T @ inputs[i]
+                grads_b[i] = delta.sum(axis=0)
+                if i:
+                    delta = (delta @ weights[i]) * (pre[i - 1] > 0)
+            step += 1
+            for k, (param, grad) in enumerate(zip(params, [*grads_w, *grads_b])):
+                moments[k] = 0.9 * moments[k] + 0.1 * grad
+                velocities[k] = 0.999 * velocities[k] + 0.001 * grad * grad
+                m_hat = moments[k] / (1 - 0.9 ** step)
+                v_hat = velocities[k] / (1 - 0.999 ** step)
+                param -= lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+            for w, mask in zip(weights, masks):
+                w *= mask
+
+
+@functools.lru_cache(maxsize=None)
+def float_network(sparsity=0.0, seed=0):
+    """The trained float MLP, magnitude-pruned to ``sparsity`` per layer and fine-tuned."""
+    if sparsity:
+        dense = float_network(0.0, seed)
+        weights = [w.copy() for w in dense.weights]
+        biases = [b.copy() for b in dense.biases]
+        masks = [magnitude_prune(w, sparsity) for w in weights]
+        for w, mask in zip(weights, masks):
+            w *= mask
+        x_train, _, y_train, _ = digits_split(seed)
+        _train(weights, biases, x_train / 16.0, y_train, masks, epochs=40, seed=seed + 1)
+        return FloatMLP(tuple(weights), tuple(biases))
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(0.0, np.sqrt(2.0 / n_in), (n_out, n_in))
+               for n_in, n_out in zip(LAYER_SIZES, LAYER_SIZES[1:])]
+    biases = [np.zeros(n_out) for n_out in LAYER_SIZES[1:]]
+    x_train, _, y_train, _ = digits_split(seed)
+    masks = [np.ones_like(w, dtype=bool) for w in weights]
+    _train(weights, biases, x_train / 16.0, y_train, masks, epochs=60, seed=seed)
+    return FloatMLP(tuple(weights), tuple(biases))
+
+
+@dataclass(frozen=True)
+class QuantizedLayer:
+    """One integer layer: ``acc = a W^T + bias``, then requantize (or logits).
+
+    Attributes
+    ----------
+    weight : int64 (out, in)
+        Signed ``w_bits`` weights, pruned entries 0 (with weight sharing, the
+        decoded codebook values).
+    bias : int64 (out,)
+        Bias in accumulator units.
+    w_bits, a_bits : int
+        Weight precision and the precision of this layer's unsigned inputs.
+    multiplier : int64 (out,) or None
+        Requantization multipliers ``M``; None for the output layer.
+    shift : int or None
+        Requantization shift, common to the layer.
+    out_bits : int or None
+        Precision of the outputs (the next layer's ``a_bits``); None for the
+        output layer, whose outputs are the raw accumulators.
+    codebook, weight_index : int64 arrays or None
+        Weight sharing: ``weight == codebook[weight_index]``, index 0 meaning 0.
+    """
+    weight: np.ndarray
+    bias: np.ndarray
+    w_bits: int
+    a_bits: int
+    multiplier: np.ndarray | None
+    shift: int | None
+    out_bits: int | None
+    codebook: np.ndarray | None = None
+    weight_index: np.ndarray | None = None
+
+    def accumulate(self, a):
+        """``a @ weight.T + bias`` in int64; ``a`` is (n, in) unsigned ``a_bits`` integers."""
+        a = np.asarray(a, dtype=np.int64)
+        if a.ndim != 2 or a.shape[1] != self.weight.shape[1]:
+            raise ValueError(f"layer input must have shape (n, {self.weight.shape[1]}), "
+                             f"not {a.shape}")
+        if a.min(initial=0) < 0 or a.max(initial=0) >= 1 << self.a_bits:
+            raise ValueError(f"layer inputs must be unsigned {self.a_bits}-bit "
+                             f"(0..{(1 << self.a_bits) - 1})")
+        return a @ self.weight.T + self.bias
+
+    def forward(self, a):
+        """Requantized outputs, or the accumulators (logits) of the output layer."""
+        acc = self.accumulate(a)
+        if self.out_bits is None:
+            return acc
+        return requantize(acc, self.multiplier, self.shift, self.out_bits)
+
+
+@dataclass(frozen=True)
+class QuantizedMLP:
+    """The integer-only network: quantized input, then :class:`QuantizedLayer` s."""
+    layers: tuple
+    input_scale: float
+
+    def quantize_input(self, x):
+        """Pixels (0..16) to the first layer's unsigned ``a_bits`` inputs."""
+        return quantize_activations(np.asarray(x, dtype=np.float64) / 16.0,
+                                    self.layers[0].a_bits, self.input_scale)
+
+    def layer_inputs(self, a0):
+        """The integer input of every layer, starting with ``a0``."""
+        inputs = [np.asarray(a0, dtype=np.int64)]
+        for layer in self.layers[:-1]:
+            inputs.append(layer.forward(inputs[-1]))
+        return inputs
+
+    def forward(self, a0):
+        """The output layer's accumulators (logits, in a common scale)."""
+        return self.layers[-1].forward(self.layer_inputs(a0)[-1])
+
+    def predict(self, x):
+        return self.forward(self.quantize_input(x)).argmax(axis=1)
+
+    def accuracy(self, x, y):
+        return float((self.predict(x) == np.asarray(y)).mean())
+
+
+def _layer_bits(bits):
+    depth = len(LAYER_SIZES) - 1
+    if isinstance(bits, (int, np.integer)):
+        check_bits(bits)
+        return tuple((int(bits), int(bits)) for _ in range(depth))
+    bits = tuple(tuple(pair) for pair in bits)
+    if len(bits) != depth:
+        raise ValueError(f"bits needs one (w_bits, a_bits) pair per layer ({depth}), "
+                         f"not {len(bits)}")
+    for w_bits, a_bits in bits:
+        check_bits(w_bits, "w_bits")
+        check_bits(a_bits, "a_bits")
+    return bits
+
+
+@functools.lru_cache(maxsize=None)
+def _digits_network(bits, sparsity, codebook_bits, seed):
+    model = float_network(sparsity, seed)
+    x_train = digits_split(seed)[0]
+    inputs, _ = model.activations(x_train)
+    a_scales = [activation_scale(inputs[0], bits[0][1])]
+    a_scales += [activation_scale(a, a_bits, CALIBRATION_PERCENTILE)
+                 for a, (_, a_bits) in zip(inputs[1:], bits[1:])]
+    layers = []
+    depth = len(model.weights)
+    for i, (w, b) in enumerate(zip(model.weights, model.biases)):
+        w_bits, a_bits = bits[i]
+        last = i == depth - 1
+        weight, w_scale = quantize_weights(w, w_bits, per_channel=not last)
+        codebook = weight_index = None
+        if codebook_bits is not None:
+            codebook, weight_index = kmeans_codebook(weight, codebook_bits)
+            weight = codebook[weight_index]
+        acc_scale = np.broadcast_to(w_scale, (w.shape[0],)) * a_scales[i]
+        bias = np.rint(b / acc_scale).astype(np.int64)
+        multiplier = shift = out_bits = None
+        if not last:
+            out_bits = bits[i + 1][1]
+            multiplier, shift = quantize_multiplier(acc_scale / a_scales[i + 1])
+        layers.append(QuantizedLayer(weight, bias, w_bits, a_bits, multiplier, shift, out_bits,
+                                     codebook, weight_index))
+    return QuantizedMLP(tuple(layers), a_scales[0])
+
+
+def digits_network(bits=8, sparsity=0.0, codebook_bits=None, seed=0):
+    """The digits MLP, pruned to ``sparsity`` and quantized (memoized).
+
+    Parameters
+    ----------
+    bits : int or sequence of (w_bits, a_bits)
+        One precision from {2, 4, 8} for every layer, or a pair per layer.
+    sparsity : float
+        Fraction of the weights of every layer pruned, in [0, 1).
+    codebook_bits : int, optional
+        Share each layer's weights through a k-means codebook of 2^codebook_bits
+        integer entries (index 0 is 0).
+    seed : int
+        Seed of the split, the initialisation and the training order.
+    """
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), not {sparsity!r}")
+    if codebook_bits is not None and not 1 <= codebook_bits <= 8:
+        raise ValueError(f"codebook_bits must be between 1 and 8, not {codebook_bits!r}")
+    return _digits_network(_layer_bits(bits), float(sparsity), codebook_bits, seed)
+
+
+def accumulator_bits(k, w_bits, a_bits, w_signed=True, a_signed=False, bias_bits=0):
+    """Signed accumulator width that holds any sum of ``k`` products (plus a bias).
+
+    ``|acc| <= k * max|w| * max|a| + 2^(bias_bits-1)``; the result is the smallest
+    two's complement width holding that bound.
+    """
+    w_peak = 1 << (w_bits - 1) if w_signed else (1 << w_bits) - 1
+    a_peak = 1 << (a_bits - 1) if a_signed else (1 << a_bits) - 1
+    bound = k * w_peak * a_peak + ((1 << (bias_bits - 1)) if bias_bits else 0)
+    return int(bound).bit_length() + 1
+
+
+def accuracy_table(seed=0):
+    """``{row: {sparsity: accuracy}}`` on the held-out split, float and every precision."""
+    _, x_test, _, y_test = digits_split(seed)
+    table = {"float": {s: float_network(s, seed).accuracy(x_test, y_test) for s in SPARSITIES}}
+    for name, bits in PRECISIONS.items():
+        table[name] = {s: digits_network(bits, s, seed=seed).accuracy(x_test, y_test)
+                       for s in SPARSITIES}
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m golden.network",
+                                     description="Accuracy of the pruned, quantized digits MLP.")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    table = accuracy_table(args.seed)
+    if args.json:
+        print(json.dumps({row: {f"{s:.0%}": acc for s, acc in cols.items()}
+                          for row, cols in table.items()}, indent=2))
+        return 0
+    print(f"digits MLP {'-'.join(map(str, LAYER_SIZES))}, held-out accuracy (%) "
+          f"by weight sparsity")
+    print(f"{'':8}" + "".join(f"{s:>8.0%}" for s in SPARSITIES))
+    for row, cols in table.items():
+        print(f"{row:8}" + "".join(f"{100 * acc:8.1f}" for acc in cols.values()))
+    print("mixed = (w_bits, a_bits) per layer " +
+          ", ".join(f"{w}x{a}" for w, a in PRECISIONS["mixed"]))
+    print("accumulator bound (signed bits) per layer at 8x8: " + ", ".join(
+        str(accumulator_bits(k, 8, 8)) for k in LAYER_SIZES[:-1]) + " (before bias)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Pruning: fine-grained magnitude, structured (row) and N:M.
+
+Each function returns a boolean keep-mask of the weight's shape; apply it with
+``w * mask``. Ties in magnitude are broken toward the lower flat index, so the
+masks are deterministic.
+"""
+
+import numpy as np
+
+__all__ = ["sparsity", "magnitude_prune", "structured_prune", "n_m_prune"]
+
+
+def _check_sparsity(value):
+    if not 0 <= value < 1:
+        raise ValueError(f"sparsity must be in [0, 1), not {value!r}")
+    return float(value)
+
+
+def sparsity(w):
+    """Fraction of exact zeros in ``w``."""
+    w = np.asarray(w)
+    return float((w == 0).sum() / w.size) if w.size else 0.0
+
+
+def magnitude_prune(w, target):
+    """Keep-mask removing the ``round(target * size)`` smallest-magnitude weights."""
+    target = _check_sparsity(target)
+    w = np.asarray(w)
+    drop = int(round(target * w.size))
+    order = np.argsort(np.abs(w).ravel(), kind="stable")
+    mask = np.ones(w.size, dtype=bool)
+    mask[order[:drop]] = False
+    return mask.reshape(w.shape)
+
+
+def structured_prune(w, target):
+    """Keep-mask removing whole rows (output channels) with the smallest L2 norm."""
+    target = _check_sparsity(target)
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim != 2:
+        raise ValueError(f"structured pruning takes a 2-D weight (out, in), not shape {w.shape}")
+    drop = int(round(target * w.shape[0]))
+    order = np.argsort(np.linalg.norm(w, axis=1), kind="stable")
+    mask = np.ones(w.shape, dtype=bool)
+    mask[order[:drop], :] = False
+    return mask
+
+
+def n_m_prune(w, n, m):
+    """Keep-mask keeping the ``n`` largest-magnitude weights of every ``m`` consecutive inputs."""
+    w = np.asarray(w, dtype=np.float64)
+    if not (isinstance(m, int) and m >= 1 and isinstance(n, int) and 0 <= n <= m):
+        raise ValueError(f"N:M pruning needs integers 0 <= N <= M, not {n!r}:{m!r}")
+    if w.ndim != 2 or w.shape[1] % m:
+        raise ValueError(f"N:M pruning needs a 2-D weight whose input count is a multiple of "
+                         f"M={m}, not shape {w.shape}")
+    groups = np.abs(w).reshape(w.shape[0], -1, m)
+    order = np.argsort(-groups, axis=2, kind="stable")
+    keep = np.zeros_like(groups, dtype=bool)
+    np.put_along_axis(keep, order[:, :, :n], True, axis=2)
+    return keep.reshape(w.shape)
