@@ -1,0 +1,316 @@
+"""Bit Fusion processing element: 16 BitBricks fused at run time (DESIGN.md 3.1).
+
+A BitBrick multiplies two 2-bit slices, each read as signed (-2..1) when it is
+the top slice of a signed operand, else unsigned (0..3). A :class:`FusionPE`
+steers the slices of its packed operand words to its 16 bricks and adds the
+brick products, each shifted by ``2*(p+q)``, into the dot product of the
+``lanes(w_bits, a_bits)`` lanes; the dot product goes into the accumulator.
+
+How the bricks are fused
+------------------------
+Brick ``k`` (bits ``k3 k2 k1 k0``) takes weight slice ``p`` and activation slice
+``q`` of one lane:
+
+- ``p = k0 + 2*k2`` uses ``k0`` when w has 2 or more slices and ``k2`` when it
+  has 4; ``q = k1 + 2*k3`` likewise for a;
+- the ``k`` bits left unused number the lane (lowest first).
+
+So the shift ``2*(p+q)`` splits into ``2*(k0 + k1)`` inside each group of four
+bricks (``k1 k0``), and ``4*(k2 + k3)`` between the four groups (``k3 k2``): the
+adder tree has two levels, each with a few mode-dependent shifts, as Bit
+Fusion's fusion units do.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["BitWidth", "FusionMode", "BrickOperands", "BRICKS", "PRECISIONS", "lanes",
+           "word_bits", "modes", "SliceSteer", "BitBrick", "FusionPE"]
+
+#: BitBricks per PE.
+BRICKS = 16
+#: What ``precision`` of a PE may be: run-time fusible, or one fixed width.
+PRECISIONS = ("mixed", 2, 4, 8)
+
+
+class BitWidth(enum.Enum, shape=2):
+    """Operand precision of a run-time mode."""
+    B2 = 0
+    B4 = 1
+    B8 = 2
+
+    @property
+    def bits(self):
+        return 2 << self.value
+
+    @classmethod
+    def of(cls, bits):
+        return {2: cls.B2, 4: cls.B4, 8: cls.B8}[bits]
+
+
+#: The run-time mode of a PE: operand widths and signedness.
+FusionMode = data.StructLayout({
+    "w_bits":   BitWidth,
+    "a_bits":   BitWidth,
+    "w_signed": 1,
+    "a_signed": 1,
+})
+
+
+def lanes(w_bits, a_bits):
+    """Products per cycle in mode ``w_bits x a_bits``: ``16 / ((w_bits/2)*(a_bits/2))``."""
+    for bits in (w_bits, a_bits):
+        if bits not in (2, 4, 8):
+            raise ValueError(f"operand width must be 2, 4 or 8, not {bits!r}")
+    return BRICKS // ((w_bits // 2) * (a_bits // 2))
+
+
+def modes(precision):
+    """The ``(w_bits, a_bits)`` modes a PE of ``precision`` supports."""
+    _check_precision(precision)
+    if precision == "mixed":
+        return [(w, a) for w in (2, 4, 8) for a in (2, 4, 8)]
+    return [(precision, precision)]
+
+
+def word_bits(precision):
+    """Width of a packed operand word: the widest ``lanes * bits`` over the modes."""
+    return max(lanes(w, a) * max(w, a) for w, a in modes(precision))
+
+
+def _check_precision(precision):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'mixed', 2, 4 or 8, not {precision!r}")
+
+
+def _brick_operands(k, w_bits, a_bits):
+    """What brick ``k`` multiplies in a mode: (w slice, a slice, w top slice?, a top slice?)."""
+    nw, na = w_bits // 2, a_bits // 2
+    bit = [(k >> i) & 1 for i in range(4)]
+    used = {0: nw >= 2, 2: nw == 4, 1: na >= 2, 3: na == 4}
+    p = bit[0] * used[0] + 2 * bit[2] * used[2]
+    q = bit[1] * used[1] + 2 * bit[3] * used[3]
+    lane_bits = [i for i in range(4) if not used[i]]
+    lane = sum(bit[i] << n for n, i in enumerate(lane_bits))
+    return lane * nw + p, lane * na + q, p == nw - 1, q == na - 1
+
+
+def _shift_if(value, condition, amount):
+    return Mux(condition, value << amount, value)
+
+
+#: A PE operand after steering: one signed 3-bit slice value per brick.
+BrickOperands = data.ArrayLayout(signed(3), BRICKS)
+
+
+class SliceSteer(wiring.Component):
+    """Steers the 2-bit slices of a packed operand word to the 16 bricks.
+
+    Brick ``k`` receives the slice the mode assigns it (see the module docstring),
+    as a signed 3-bit value: ``-2..1`` for the top slice of a signed operand, else
+    ``0..3``. One steer serves a whole row (activations) or column (weights) of a
+    systolic array, so the PEs themselves hold no steering logic.
+
+    Parameters
+    ----------
+    precision : "mixed", 2, 4 or 8
+        As for :class:`FusionPE`.
+    operand : "w" or "a"
+        Which operand the word carries.
+
+    Attributes
+    ----------
+    mode : In(FusionMode)
+        Run-time mode.
+    word : In(word_bits(precision))
+        Packed lanes, lane ``i`` at bits ``[i*b, (i+1)*b)``.
+    bricks : Out(BrickOperands)
+        The slice value of every brick.
+    """
+
+    def __init__(self, precision="mixed", operand="w"):
+        _check_precision(precision)
+        if operand not in ("w", "a"):
+            raise ValueError(f"operand must be 'w' or 'a', not {operand!r}")
+        self._precision = precision
+        self._operand = operand
+        super().__init__({
+            "mode":   In(FusionMode),
+            "word":   In(word_bits(precision)),
+            "bricks": Out(BrickOperands),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        supported = modes(self._precision)
+        side = 0 if self._operand == "w" else 1
+        signed_mode = self.mode.w_signed if side == 0 else self.mode.a_signed
+        slices = [self.word[2 * i:2 * i + 2] for i in range(len(self.word) // 2)]
+        mode_code = Cat(self.mode.w_bits, self.mode.a_bits)
+        for k in range(BRICKS):
+            routes = {mode: _brick_operands(k, *mode) for mode in supported}
+            # Group the modes that give this brick the same slice and top flag.
+            cases = {}
+            for mode, route in routes.items():
+                cases.setdefault((route[side], route[2 + side]), []).append(mode)
+            chosen, top = Signal(2, name=f"slice{k}"), Signal(name=f"top{k}")
+            if len(cases) == 1:
+                (index, is_top), = cases
+                m.d.comb += [chosen.eq(slices[index]), top.eq(is_top)]
+            else:
+                with m.Switch(mode_code):
+                    for (index, is_top), mode_list in cases.items():
+                        with m.Case(*(BitWidth.of(w).value | BitWidth.of(a).value << 2
+                                      for w, a in mode_list)):
+                            m.d.comb += [chosen.eq(slices[index]), top.eq(is_top)]
+            m.d.comb += self.bricks[k].eq(Cat(chosen, chosen[1] & top & signed_mode).as_signed())
+        return m
+
+
+class BitBrick(wiring.Component):
+    """A 2-bit x 2-bit multiplier: two steered slice values, signed 3-bit each.
+
+    Written as explicit partial products (no ``*``), so synthesis builds it from
+    LUTs and never spends a DSP block on it.
+
+    Attributes
+    ----------
+    w, a : In(signed(3))
+        Slice values: -2..1 for a signed top slice, else 0..3.
+    product : Out(signed(5))
+        ``w * a``, from -6 to 9.
+    """
+
+    w: In(signed(3))
+    a: In(signed(3))
+    product: Out(signed(5))
+
+    def elaborate(self, platform):
+        m = Module()
+        # a = a0 + 2*a1 - 4*a2 (two's complement), so w*a is three partial products.
+        m.d.comb += self.product.eq(Mux(self.a[0], self.w, 0)
+                                    + (Mux(self.a[1], self.w, 0) << 1)
+                                    - (Mux(self.a[2], self.w, 0) << 2))
+        return m
+
+
+class FusionPE(wiring.Component):
+    """A fusion processing element: a dot product of packed lanes per cycle, accumulated.
+
+    Parameters
+    ----------
+    precision : "mixed", 2, 4 or 8
+        ``"mixed"`` builds the run-time fusible PE (all nine ``w_bits x a_bits``
+        modes); 2, 4 or 8 builds a fixed-precision PE of that width for both
+        operands, without the fusion steering and shift logic.
+    acc_width : int
+        Width of the signed accumulator, 16..64.
+
+    Attributes
+    ----------
+    mode : In(FusionMode)
+        Run-time mode of the operands presented this cycle. A fixed-precision PE
+        reads only the signedness.
+    w, a : In(BrickOperands)
+        Weight and activation slices steered to the bricks by a :class:`SliceSteer`
+        (one per array row and column).
+    valid : In(1)
+        ``w`` and ``a`` are a step of a dot product.
+    first : In(1)
+        With ``valid``: the first step; the accumulator restarts from this step's sum.
+    last : In(1)
+        With ``valid``: the last step; the finished sum appears on ``result``.
+    result : Out(signed(acc_width))
+        The finished dot product, ``latency`` cycles after the last step.
+    result_valid : Out(1)
+        ``result`` holds a finished dot product (for one cycle).
+
+    Raises
+    ------
+    ValueError
+        ``precision`` or ``acc_width`` out of range.
+    """
+
+    #: Cycles from a step on the inputs to its effect on ``result``.
+    latency = 3
+
+    def __init__(self, precision="mixed", acc_width=32):
+        _check_precision(precision)
+        if not isinstance(acc_width, int) or not 16 <= acc_width <= 64:
+            raise ValueError(f"acc_width must be between 16 and 64, not {acc_width!r}")
+        self._precision = precision
+        self._acc_width = acc_width
+        super().__init__({
+            "mode":         In(FusionMode),
+            "w":            In(BrickOperands),
+            "a":            In(BrickOperands),
+            "valid":        In(1),
+            "first":        In(1),
+            "last":         In(1),
+            "result":       Out(signed(acc_width)),
+            "result_valid": Out(1),
+        })
+
+    @property
+    def precision(self):
+        return self._precision
+
+    @property
+    def acc_width(self):
+        return self._acc_width
+
+    def elaborate(self, platform):
+        m = Module()
+        supported = modes(self._precision)
+        # Which tree levels shift: within a group by 2 for a 4- or 8-bit operand, between
+        # groups by 4 for an 8-bit operand (the k0/k1 and k2/k3 bits of the brick number).
+        if len(supported) == 1:
+            (w_bits, a_bits), = supported
+            w_wide, a_wide, w_full, a_full = w_bits > 2, a_bits > 2, w_bits == 8, a_bits == 8
+        else:
+            w_wide, a_wide = self.mode.w_bits != BitWidth.B2, self.mode.a_bits != BitWidth.B2
+            w_full, a_full = self.mode.w_bits == BitWidth.B8, self.mode.a_bits == BitWidth.B8
+
+        # Stage 1: bricks, first level of the shift-add tree.
+        groups = []
+        for g in range(4):
+            products = []
+            for j in range(4):
+                k = 4 * g + j
+                brick = m.submodules[f"brick{k}"] = BitBrick()
+                m.d.comb += [brick.w.eq(self.w[k]), brick.a.eq(self.a[k])]
+                products.append(brick.product)
+            # Pairs share an activation slice position: p0 + 4^[w wide] p1 (7 bits signed).
+            low, high = Signal(signed(7), name=f"low{g}"), Signal(signed(7), name=f"high{g}")
+            m.d.comb += [low.eq(products[0] + _shift_if(products[1], w_wide, 2)),
+                         high.eq(products[2] + _shift_if(products[3], w_wide, 2))]
+            group = Signal(signed(9), name=f"group{g}")
+            m.d.sync += group.eq(low + _shift_if(high, a_wide, 2))
+            groups.append(group)
+
+        # Stage 2: second level of the tree, between the groups.
+        low, high = Signal(signed(13)), Signal(signed(13))
+        m.d.comb += [low.eq(groups[0] + _shift_if(groups[1], w_full, 4)),
+                     high.eq(groups[2] + _shift_if(groups[3], w_full, 4))]
+        dot = Signal(signed(18))
+        m.d.sync += dot.eq(low + _shift_if(high, a_full, 4))
+
+        # The step's control travels beside its data through stages 1 and 2.
+        valid, first, last = self.valid, self.first, self.last
+        for stage in (1, 2):
+            next_valid, next_first, next_last = (Signal(name=f"{n}_{stage}")
+                                                 for n in ("valid", "first", "last"))
+            m.d.sync += [next_valid.eq(valid), next_first.eq(first), next_last.eq(last)]
+            valid, first, last = next_valid, next_first, next_last
+
+        # Stage 3: accumulate; the finished sum goes out on the last step.
+        acc = Signal(signed(self._acc_width))
+        total = Signal(signed(self._acc_width))
+        m.d.comb += total.eq(Mux(first, 0, acc) + dot)
+        m.d.sync += self.result_valid.eq(valid & last)
+        with m.If(valid):
+            m.d.sync += acc.eq(total)
+            with m.If(last):
+                m.d.sync += self.result.eq(total)
+        return m
