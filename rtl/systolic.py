@@ -1,0 +1,257 @@
+"""Output-stationary systolic array of Bit Fusion PEs.
+
+``PE(r, c)`` accumulates ``C[r, c] = sum_k A[r, k] W[k, c]`` of an ``R x C`` tile.
+Every accepted *step* brings one packed activation word per row and one packed
+weight word per column (``lanes(w_bits, a_bits)`` values of ``k`` each). The
+words are steered to the bricks at the edge (one :class:`SliceSteer` per row
+and per column), skewed (row ``r`` by ``r`` cycles, column ``c`` by ``c``) and
+forwarded PE to PE: activations to the right, weights down. The step's mode,
+``first``/``last`` flags and valid bit travel with the activations, so tiles of
+different modes follow each other through the array without a bubble.
+
+When a PE finishes a tile its sum rides a delay line of ``C-1-c`` cycles, so a
+whole row of results arrives at once and is written to that row's result FIFO.
+The next tile keeps computing meanwhile: the delay lines and FIFOs are the
+double buffer. The result stream carries ``drain_rows`` rows per beat, tile
+by tile, top rows first. A tile starts only when every row FIFO is sure to
+have room for it (a credit counter), so back-pressure on the result stream
+stalls the operand streams and never loses a result.
+"""
+
+import math
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl.fusion import FusionMode, FusionPE, SliceSteer, BitWidth, lanes, modes, word_bits
+
+__all__ = ["ArrayConfig", "SystolicArray", "k_step_bound", "peak_macs"]
+
+#: Width of the K-step and tile counts of a configuration.
+COUNT_BITS = 16
+
+
+def ArrayConfig():
+    """Layout of a configuration: the mode, steps per tile and tile count of a GEMM."""
+    return data.StructLayout({
+        "mode":    FusionMode,
+        "k_steps": unsigned(COUNT_BITS),
+        "tiles":   unsigned(COUNT_BITS),
+    })
+
+
+def _max_product(w_bits, a_bits, w_signed, a_signed):
+    w_peak = 1 << (w_bits - 1) if w_signed else (1 << w_bits) - 1
+    a_peak = 1 << (a_bits - 1) if a_signed else (1 << a_bits) - 1
+    return w_peak * a_peak
+
+
+def k_step_bound(acc_width, w_bits, a_bits, w_signed, a_signed):
+    """Largest number of steps per tile whose sum cannot overflow a signed ``acc_width`` accumulator.
+
+    Every step adds at most ``lanes * max|w| * max|a|``; the bound is how many such
+    steps fit in ``2^(acc_width-1) - 1``, capped at the largest count a
+    configuration can carry (``2^16 - 1``).
+    """
+    per_step = lanes(w_bits, a_bits) * _max_product(w_bits, a_bits, w_signed, a_signed)
+    return min(((1 << (acc_width - 1)) - 1) // per_step, (1 << COUNT_BITS) - 1)
+
+
+def peak_macs(rows, cols, w_bits, a_bits):
+    """Multiply-accumulates per cycle of the whole array in a mode."""
+    return rows * cols * lanes(w_bits, a_bits)
+
+
+class SystolicArray(wiring.Component):
+    """An ``rows x cols`` output-stationary array of fusion PEs.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array shape, each 1..32.
+    precision : "mixed", 2, 4 or 8
+        PE kind (see :class:`~rtl.fusion.FusionPE`).
+    acc_width : int
+        Signed accumulator width, 16..64.
+    drain_rows : int, optional
+        Result rows per beat of the result stream; must divide ``rows``. By
+        default the smallest divisor of ``rows`` that is at least ``rows / 4``,
+        so results drain as fast as a 2x2-bit tile with K = 64 computes.
+    fifo_depth : int, optional
+        Tiles of results each row FIFO holds (the credit limit). By default
+        enough to keep the PEs busy with 4-step tiles.
+
+    Attributes
+    ----------
+    config : In(stream.Signature(ArrayConfig()))
+        A GEMM (or a single tile): the run-time mode, ``k_steps`` steps per tile and
+        ``tiles`` tiles. Accepted when the previous configuration has taken all its
+        steps. A configuration with ``k_steps`` or ``tiles`` of 0, or ``k_steps``
+        above :func:`k_step_bound` for its mode, is dropped and sets ``error``.
+    act : In(stream.Signature(data.ArrayLayout(word_bits, rows)))
+        One packed activation word per row per step.
+    wgt : In(stream.Signature(data.ArrayLayout(word_bits, cols)))
+        One packed weight word per column per step. A step is taken when both
+        ``act`` and ``wgt`` are valid.
+    result : Out(stream.Signature(data.ArrayLayout(data.ArrayLayout(signed(acc_width), cols), drain_rows)))
+        Rows ``g*drain_rows .. g*drain_rows + drain_rows - 1`` of a finished tile,
+        ``g`` = 0, 1, ... then the next tile.
+    error : Out(1)
+        Sticky: a configuration was rejected. Cleared by reset.
+    """
+
+    def __init__(self, rows, cols, precision="mixed", acc_width=32, drain_rows=None,
+                 fifo_depth=None):
+        for name, value in (("rows", rows), ("cols", cols)):
+            if not isinstance(value, int) or not 1 <= value <= 32:
+                raise ValueError(f"{name} must be between 1 and 32, not {value!r}")
+        modes(precision)
+        if not isinstance(acc_width, int) or not 16 <= acc_width <= 64:
+            raise ValueError(f"acc_width must be between 16 and 64, not {acc_width!r}")
+        if drain_rows is None:
+            drain_rows = min(d for d in range(1, rows + 1) if rows % d == 0 and 4 * d >= rows)
+        if not isinstance(drain_rows, int) or drain_rows < 1 or rows % drain_rows:
+            raise ValueError(f"drain_rows must divide rows={rows}, not {drain_rows!r}")
+        if fifo_depth is None:
+            fifo_depth = max(2, math.ceil((4 + rows + cols + FusionPE.latency + 2) / 4))
+        if not isinstance(fifo_depth, int) or not 1 <= fifo_depth <= 64:
+            raise ValueError(f"fifo_depth must be between 1 and 64, not {fifo_depth!r}")
+        self._rows, self._cols = rows, cols
+        self._precision = precision
+        self._acc_width = acc_width
+        self._drain_rows = drain_rows
+        self._fifo_depth = fifo_depth
+        word = word_bits(precision)
+        super().__init__({
+            "config": In(stream.Signature(ArrayConfig())),
+            "act":    In(stream.Signature(data.ArrayLayout(word, rows))),
+            "wgt":    In(stream.Signature(data.ArrayLayout(word, cols))),
+            "result": Out(stream.Signature(data.ArrayLayout(
+                data.ArrayLayout(signed(acc_width), cols), drain_rows))),
+            "error":  Out(1),
+        })
+
+    rows = property(lambda self: self._rows)
+    cols = property(lambda self: self._cols)
+    precision = property(lambda self: self._precision)
+    acc_width = property(lambda self: self._acc_width)
+    drain_rows = property(lambda self: self._drain_rows)
+    fifo_depth = property(lambda self: self._fifo_depth)
+    word_bits = property(lambda self: word_bits(self._precision))
+
+    @property
+    def latency(self):
+        """Cycles from the edge that accepts a tile's last step to its first result beat valid."""
+        return self._cols + self._drain_rows + FusionPE.latency - 1
+
+    def k_step_bounds(self):
+        """``{(w_bits, a_bits, w_signed, a_signed): largest k_steps}`` of the supported modes."""
+        return {(w, a, ws, as_): k_step_bound(self._acc_width, w, a, ws, as_)
+                for w, a in modes(self._precision) for ws in (False, True) for as_ in (False, True)}
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._rows, self._cols
+
+        # Configuration: the current GEMM and where its steps are.
+        mode = Signal(FusionMode)
+        k_steps = Signal(COUNT_BITS)
+        tiles_left = Signal(COUNT_BITS)
+        step = Signal(COUNT_BITS)
+        k_fits = Signal()
+        incoming = self.config.payload
+        with m.Switch(Cat(incoming.mode.w_bits, incoming.mode.a_bits,
+                          incoming.mode.w_signed, incoming.mode.a_signed)):
+            for (w, a, ws, as_), bound in self.k_step_bounds().items():
+                with m.Case(BitWidth.of(w).value | BitWidth.of(a).value << 2 | ws << 4 | as_ << 5):
+                    m.d.comb += k_fits.eq(incoming.k_steps <= bound)
+        m.d.comb += self.config.ready.eq(tiles_left == 0)
+        with m.If(self.config.valid & self.config.ready):
+            with m.If(k_fits & (incoming.k_steps != 0) & (incoming.tiles != 0)):
+                m.d.sync += [mode.eq(incoming.mode), k_steps.eq(incoming.k_steps),
+                             tiles_left.eq(incoming.tiles), step.eq(0)]
+            with m.Else():
+                m.d.sync += self.error.eq(1)
+
+        # Credits: tiles started whose results are not all drained yet.
+        outstanding = Signal(range(self._fifo_depth + 1))
+        first = step == 0
+        last = step == k_steps - 1
+        take = Signal()
+        m.d.comb += take.eq((tiles_left != 0) & self.act.valid & self.wgt.valid
+                            & (~first | (outstanding < self._fifo_depth)))
+        m.d.comb += [self.act.ready.eq(take), self.wgt.ready.eq(take)]
+        with m.If(take):
+            m.d.sync += step.eq(Mux(last, 0, step + 1))
+            with m.If(last):
+                m.d.sync += tiles_left.eq(tiles_left - 1)
+        drained = Signal()
+        m.d.sync += outstanding.eq(outstanding + (take & first) - drained)
+
+        # Edge: steer and register the step, then skew rows and columns.
+        Control = data.StructLayout({"mode": FusionMode, "valid": 1, "first": 1, "last": 1})
+        a_edge, w_edge = [], []
+        control = Signal(Control)
+        m.d.sync += control.eq(Cat(mode, take, first, last))
+        for r in range(rows):
+            steer = m.submodules[f"steer_a{r}"] = SliceSteer(self._precision, "a")
+            m.d.comb += [steer.mode.eq(mode), steer.word.eq(self.act.payload[r])]
+            a_edge.append(self._delay(m, steer.bricks, 1 + r, f"skew_a{r}"))
+        for c in range(cols):
+            steer = m.submodules[f"steer_w{c}"] = SliceSteer(self._precision, "w")
+            m.d.comb += [steer.mode.eq(mode), steer.word.eq(self.wgt.payload[c])]
+            w_edge.append(self._delay(m, steer.bricks, 1 + c, f"skew_w{c}"))
+        ctrl_edge = [self._delay(m, control, r, f"skew_ctrl{r}") for r in range(rows)]
+
+        # The PE grid, results de-skewed along each row into the row FIFOs.
+        row_fifos = []
+        for r in range(rows):
+            a_in, ctrl_in = a_edge[r], ctrl_edge[r]
+            row_results = []
+            row_valid = None
+            for c in range(cols):
+                pe = m.submodules[f"pe_{r}_{c}"] = FusionPE(self._precision, self._acc_width)
+                w_in = w_edge[c]
+                m.d.comb += [pe.mode.eq(ctrl_in.mode), pe.valid.eq(ctrl_in.valid),
+                             pe.first.eq(ctrl_in.first), pe.last.eq(ctrl_in.last),
+                             pe.a.eq(a_in), pe.w.eq(w_in)]
+                row_results.append(self._delay(m, pe.result, cols - 1 - c, f"deskew_{r}_{c}"))
+                if c == cols - 1:
+                    row_valid = pe.result_valid
+                if c < cols - 1:
+                    a_in = self._delay(m, a_in, 1, f"fwd_a_{r}_{c}")
+                    ctrl_in = self._delay(m, ctrl_in, 1, f"fwd_ctrl_{r}_{c}")
+                if r < rows - 1:
+                    w_edge[c] = self._delay(m, w_in, 1, f"fwd_w_{r}_{c}")
+            row_fifo = m.submodules[f"row_fifo{r}"] = fifo.SyncFIFO(
+                width=cols * self._acc_width, depth=self._fifo_depth)
+            m.d.comb += [row_fifo.w_data.eq(Cat(*row_results)), row_fifo.w_en.eq(row_valid)]
+            row_fifos.append(row_fifo)
+
+        # Drain: rows in groups of drain_rows, group after group, tile after tile.
+        groups = rows // self._drain_rows
+        group = Signal(range(groups))
+        with m.Switch(group):
+            for g in range(groups):
+                members = row_fifos[g * self._drain_rows:(g + 1) * self._drain_rows]
+                with m.Case(g):
+                    m.d.comb += [
+                        self.result.valid.eq(Cat(f.r_rdy for f in members).all()),
+                        self.result.payload.eq(Cat(f.r_data for f in members)),
+                    ]
+                    for f in members:
+                        m.d.comb += f.r_en.eq(self.result.ready & self.result.valid)
+        with m.If(self.result.valid & self.result.ready):
+            m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
+            m.d.comb += drained.eq(group == groups - 1)
+        return m
+
+    @staticmethod
+    def _delay(m, value, cycles, name):
+        """``value`` delayed by ``cycles`` registers (named ``name_0``, ...)."""
+        for i in range(cycles):
+            stage = Signal(value.shape(), name=f"{name}_{i}")
+            m.d.sync += stage.eq(value)
+            value = stage
+        return value
