@@ -4,6 +4,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from amaranth import Shape
 from amaranth.back import rtlil, verilog
 from amaranth.lib.wiring import In
 
@@ -53,7 +54,7 @@ def ports_of(component):
         ports.append({
             "name": "__".join(str(part) for part in path),
             "direction": "input" if member.flow == In else "output",
-            "width": len(value),
+            "width": Shape.cast(member.shape).width,
         })
     return ports
 
@@ -63,8 +64,10 @@ def write_design(design, out_dir):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / f"{design.name}.{kind}" for kind in ("v", "il", "json")}
-    paths["v"].write_text(verilog.convert(design.component, name=design.name, emit_src=False))
-    paths["il"].write_text(rtlil.convert(design.component, name=design.name, emit_src=False))
+    rtlil_text = rtlil.convert(design.component, name=design.name, emit_src=False)
+    paths["il"].write_text(rtlil_text)
+    # What verilog.convert does, without elaborating the design a second time.
+    paths["v"].write_text(verilog._convert_rtlil_text(rtlil_text))
     document = {"top": design.name, **design.manifest, "ports": ports_of(design.component)}
     paths["json"].write_text(json.dumps(document, indent=2) + "\n")
     return paths

@@ -1,6 +1,11 @@
 """Generator of the Bit Fusion systolic array (``--unit array``)."""
 
 from gen.cli import UsageError, parse_array
+from gen.emit import Design
+from rtl.fusion import FusionPE, lanes, modes
+from rtl.systolic import SystolicArray, peak_macs
+
+__all__ = ["add_arguments", "design", "build"]
 
 BITS = ("2", "4", "8", "mixed")
 
@@ -12,10 +17,56 @@ def add_arguments(parser):
     group.add_argument("--bits", default="mixed", metavar="{2,4,8,mixed}",
                        help="operand precision: mixed = run-time fusible 2/4/8-bit PEs, "
                             "or one fixed precision (default: mixed)")
+    group.add_argument("--acc-bits", type=int, default=32, metavar="N",
+                       help="signed accumulator width, 16..64 (default: 32)")
 
 
-def design(args):
+def build(args):
+    """The :class:`SystolicArray` the arguments describe."""
     rows, cols = parse_array(args.array)
     if args.bits not in BITS:
         raise UsageError(f"--bits must be one of 2, 4, 8, mixed, not {args.bits!r}")
-    raise UsageError(f"the {rows}x{cols} systolic array generator is not available yet")
+    if not 16 <= args.acc_bits <= 64:
+        raise UsageError(f"--acc-bits must be between 16 and 64, not {args.acc_bits}")
+    precision = "mixed" if args.bits == "mixed" else int(args.bits)
+    return SystolicArray(rows, cols, precision, acc_width=args.acc_bits)
+
+
+def design(args):
+    array = build(args)
+    rows, cols = array.rows, array.cols
+    name = f"fusion_array_{rows}x{cols}_{array.precision}"
+    mode_list = modes(array.precision)
+    manifest = {
+        "unit": "array",
+        "parameters": {"rows": rows, "cols": cols, "precision": array.precision,
+                       "acc_width": array.acc_width, "drain_rows": array.drain_rows,
+                       "fifo_depth": array.fifo_depth, "word_bits": array.word_bits},
+        "latency": {
+            "pe_cycles": FusionPE.latency,
+            "last_step_to_first_result_cycles": array.latency,
+            "note": "a step reaches PE (r, c) 1 + r + c cycles after it is accepted",
+        },
+        "modes": [
+            {"w_bits": w, "a_bits": a, "lanes": lanes(w, a),
+             "peak_macs_per_cycle": peak_macs(rows, cols, w, a),
+             "k_steps_bound": {f"{'s' if ws else 'u'}{w}x{'s' if as_ else 'u'}{a}": bound
+                               for (bw, ba, ws, as_), bound in array.k_step_bounds().items()
+                               if (bw, ba) == (w, a)}}
+            for w, a in mode_list
+        ],
+    }
+    kind = "run-time 2/4/8-bit fusible" if array.precision == "mixed" else \
+        f"fixed {array.precision}-bit"
+    peaks = ", ".join(f"{w}x{a}: {peak_macs(rows, cols, w, a)}" for w, a in mode_list
+                      if w == a)
+    figures = {
+        "peak MACs/cycle": peaks,
+        "accumulator": f"{array.acc_width}-bit signed; K bound at 8x8 signed: "
+                       f"{array.k_step_bounds().get((8, 8, True, True), 'n/a')} steps"
+                       if (8, 8) in mode_list else f"{array.acc_width}-bit signed",
+        "result stream": f"{array.drain_rows} row(s) of {cols} per beat",
+        "latency": f"{array.latency} cycles from a tile's last step to its first result beat",
+    }
+    return Design(array, name, manifest, f"{rows}x{cols} Bit Fusion systolic array, {kind} PEs",
+                  figures)

@@ -26,7 +26,8 @@ from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["BitWidth", "FusionMode", "BrickOperands", "BRICKS", "PRECISIONS", "lanes",
-           "word_bits", "modes", "SliceSteer", "BitBrick", "FusionPE"]
+           "word_bits", "modes", "SliceSteer", "brick_product", "BitBrick", "FusionPE",
+           "FusionMAC"]
 
 #: BitBricks per PE.
 BRICKS = 16
@@ -168,11 +169,19 @@ class SliceSteer(wiring.Component):
         return m
 
 
+def brick_product(w, a):
+    """``w * a`` of two signed 3-bit slice values, as explicit partial products (no ``*``).
+
+    ``a = a0 + 2*a1 - 4*a2`` (two's complement), so the product is three partial
+    products of ``w``; synthesis builds it from LUTs and never from a DSP block.
+    """
+    return Mux(a[0], w, 0) + (Mux(a[1], w, 0) << 1) - (Mux(a[2], w, 0) << 2)
+
+
 class BitBrick(wiring.Component):
     """A 2-bit x 2-bit multiplier: two steered slice values, signed 3-bit each.
 
-    Written as explicit partial products (no ``*``), so synthesis builds it from
-    LUTs and never spends a DSP block on it.
+    The PE computes its 16 bricks with the same :func:`brick_product`, inline.
 
     Attributes
     ----------
@@ -188,10 +197,7 @@ class BitBrick(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # a = a0 + 2*a1 - 4*a2 (two's complement), so w*a is three partial products.
-        m.d.comb += self.product.eq(Mux(self.a[0], self.w, 0)
-                                    + (Mux(self.a[1], self.w, 0) << 1)
-                                    - (Mux(self.a[2], self.w, 0) << 2))
+        m.d.comb += self.product.eq(brick_product(self.w, self.a))
         return m
 
 
@@ -278,9 +284,9 @@ class FusionPE(wiring.Component):
             products = []
             for j in range(4):
                 k = 4 * g + j
-                brick = m.submodules[f"brick{k}"] = BitBrick()
-                m.d.comb += [brick.w.eq(self.w[k]), brick.a.eq(self.a[k])]
-                products.append(brick.product)
+                product = Signal(signed(5), name=f"brick{k}")
+                m.d.comb += product.eq(brick_product(self.w[k], self.a[k]))
+                products.append(product)
             # Pairs share an activation slice position: p0 + 4^[w wide] p1 (7 bits signed).
             low, high = Signal(signed(7), name=f"low{g}"), Signal(signed(7), name=f"high{g}")
             m.d.comb += [low.eq(products[0] + _shift_if(products[1], w_wide, 2)),
@@ -313,4 +319,44 @@ class FusionPE(wiring.Component):
             m.d.sync += acc.eq(total)
             with m.If(last):
                 m.d.sync += self.result.eq(total)
+        return m
+
+
+class FusionMAC(wiring.Component):
+    """A stand-alone fusion PE: its own slice steering in front of a :class:`FusionPE`.
+
+    In an array, one :class:`SliceSteer` serves a row or column of PEs; alone, the
+    PE needs two. Same ports as :class:`FusionPE` but ``w`` and ``a`` are packed
+    words; latency :attr:`FusionPE.latency`.
+
+    Parameters
+    ----------
+    precision : "mixed", 2, 4 or 8
+    acc_width : int
+    """
+
+    def __init__(self, precision="mixed", acc_width=32):
+        self._pe = FusionPE(precision, acc_width)
+        width = word_bits(precision)
+        super().__init__({
+            "mode":         In(FusionMode),
+            "w":            In(width),
+            "a":            In(width),
+            "valid":        In(1),
+            "first":        In(1),
+            "last":         In(1),
+            "result":       Out(signed(acc_width)),
+            "result_valid": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.pe = pe = self._pe
+        for operand in ("w", "a"):
+            steer = m.submodules[f"steer_{operand}"] = SliceSteer(pe.precision, operand)
+            m.d.comb += [steer.mode.eq(self.mode), steer.word.eq(getattr(self, operand)),
+                         getattr(pe, operand).eq(steer.bricks)]
+        m.d.comb += [pe.mode.eq(self.mode), pe.valid.eq(self.valid), pe.first.eq(self.first),
+                     pe.last.eq(self.last), self.result.eq(pe.result),
+                     self.result_valid.eq(pe.result_valid)]
         return m
