@@ -112,17 +112,20 @@ def _runner(simulator):
             bindir = str(root / "bin")
             if bindir not in os.environ.get("PATH", "").split(os.pathsep):
                 os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+            # The wheel's verilated.mk leaves the precompiled-header include flag empty, so
+            # g++ takes the header for a linker input when a model is split into several files.
+            flag = "CFG_CXXFLAGS_PCH_I=-include"
+            if flag not in os.environ.get("MAKEFLAGS", ""):
+                os.environ["MAKEFLAGS"] = f"{os.environ.get('MAKEFLAGS', '')} {flag}".strip()
     return get_runner(simulator)
 
 
-def _failures(results_xml):
-    failed = []
+def _outcomes(results_xml):
+    """``{test name: passed?}`` from cocotb's results file, or None without one."""
     if not results_xml.is_file():
         return None
-    for case in ElementTree.parse(results_xml).getroot().iter("testcase"):
-        if case.find("failure") is not None or case.find("error") is not None:
-            failed.append(case.get("name"))
-    return failed
+    return {case.get("name"): case.find("failure") is None and case.find("error") is None
+            for case in ElementTree.parse(results_xml).getroot().iter("testcase")}
 
 
 def run(design, test_module, *, name="top", simulator=None, testcase=None,
@@ -198,15 +201,20 @@ def run(design, test_module, *, name="top", simulator=None, testcase=None,
                     extra_env=env, waves=waves, seed=seed, timescale=_TIMESCALE,
                     log_file=test_dir / "sim.log")
     except SystemExit as exc:
-        if _failures(results_xml) is None:
+        if _outcomes(results_xml) is None:
             raise SimulationFailed(f"{simulator} ended with status {exc.code} and no results; "
                                    f"see {test_dir / 'sim.log'}") from None
     finally:
         if pytest_test is not None:
             os.environ["PYTEST_CURRENT_TEST"] = pytest_test
-    failed = _failures(results_xml)
-    if failed is None:
-        raise SimulationFailed(f"{simulator} produced no results; see {test_dir / 'sim.log'}")
+    outcomes = _outcomes(results_xml)
+    if not outcomes:
+        raise SimulationFailed(f"{simulator} ran no test; see {test_dir / 'sim.log'}")
+    wanted = [testcase] if isinstance(testcase, str) else list(testcase or [])
+    missing = [name for name in wanted if name not in outcomes]
+    if missing:
+        raise SimulationFailed(f"cocotb tests not found in {test_module}: {', '.join(missing)}")
+    failed = [name for name, passed in outcomes.items() if not passed]
     if failed:
         raise SimulationFailed(f"cocotb tests failed on {simulator}: {', '.join(failed)}; "
                                f"log: {test_dir / 'sim.log'}\n" + _log_tail(test_dir / "sim.log"))

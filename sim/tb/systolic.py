@@ -1,0 +1,198 @@
+"""cocotb tests of the systolic array (rtl.systolic.SystolicArray) against golden.systolic.
+
+Parameters (sim.runner.params): rows, cols, drain_rows, fifo_depth, acc_width, word_bits,
+modes (the (w_bits, a_bits) the array supports), seed, and for the network test
+``layers``: a list of {w_bits, a_bits, a, w} with ``a`` (M x K) and ``w`` (K x N).
+"""
+
+import itertools
+import random
+
+import cocotb
+import numpy as np
+from cocotb.triggers import RisingEdge
+
+from golden.bitfusion import value_range
+from golden.systolic import Mode, gemm_cycles, pack_steps, tile_gemm, unpack_results
+from sim.runner import params
+from sim.streams import StreamSink, StreamSource, reset, start_clock, to_signed
+
+WIDTH_CODE = {2: 0, 4: 1, 8: 2}
+
+
+def config_word(mode, k_steps, tiles):
+    code = (WIDTH_CODE[mode.w_bits] | WIDTH_CODE[mode.a_bits] << 2
+            | int(mode.w_signed) << 4 | int(mode.a_signed) << 5)
+    return code | k_steps << 6 | tiles << 22
+
+
+def join(words, width):
+    return sum(word << (i * width) for i, word in enumerate(words))
+
+
+def split_beat(value, p):
+    """A result beat as ``drain_rows`` lists of ``cols`` signed values."""
+    width, cols = p["acc_width"], p["cols"]
+    return [[to_signed(value >> ((g * cols + c) * width), width) for c in range(cols)]
+            for g in range(p["drain_rows"])]
+
+
+class ArrayDriver:
+    """Streams GEMMs through the array and times them."""
+
+    def __init__(self, dut, rng, stall=0.0):
+        self.dut = dut
+        self.p = params()
+        self.config = StreamSource(dut, "config", stall=stall, rng=rng)
+        self.act = StreamSource(dut, "act", stall=stall, rng=rng)
+        self.wgt = StreamSource(dut, "wgt", stall=stall, rng=rng)
+        self.sink = StreamSink(dut, "result", stall=stall, rng=rng).start()
+        self.first_step = self.last_beat = None
+        self._cycle = 0
+        self._tasks = [cocotb.start_soon(self._watch())]
+
+    def abort(self):
+        """Stop driving and watching (before a reset)."""
+        for task in self._tasks:
+            task.cancel()
+        self.sink.stop()
+
+    async def _watch(self):
+        dut = self.dut
+        while True:
+            await RisingEdge(dut.clk)
+            self._cycle += 1
+            if dut.act__valid.value and dut.act__ready.value and self.first_step is None:
+                self.first_step = self._cycle
+            if dut.result__valid.value and dut.result__ready.value:
+                self.last_beat = self._cycle
+
+    async def gemm(self, a, w, mode):
+        """Run ``A @ W`` in ``mode``; return (C, cycles from first step to last beat)."""
+        rows, cols = self.p["rows"], self.p["cols"]
+        tiling = tile_gemm(a, w, rows, cols, mode)
+        steps = pack_steps(a, w, rows, cols, mode)
+        self.first_step = None
+        already = len(self.sink.received)
+        await self.config.send(config_word(mode, tiling.k_steps, tiling.tiles))
+        width = self.p["word_bits"]
+        acts = cocotb.start_soon(self.act.send_all([join(s[0], width) for s in steps]))
+        wgts = cocotb.start_soon(self.wgt.send_all([join(s[1], width) for s in steps]))
+        self._tasks += [acts, wgts]
+        beats = tiling.tiles * (rows // self.p["drain_rows"])
+        received = await self.sink.wait_for(already + beats)
+        await acts
+        await wgts
+        result = unpack_results([split_beat(v, self.p) for v in received[already:]], tiling,
+                                self.p["drain_rows"])
+        return result, self.last_beat - self.first_step + 1
+
+
+def random_operands(rng, mode, m, n, k):
+    a = rng.integers(*value_range(mode.a_bits, mode.a_signed), endpoint=True, size=(m, k))
+    w = rng.integers(*value_range(mode.w_bits, mode.w_signed), endpoint=True, size=(k, n))
+    return a, w
+
+
+def all_modes():
+    for (w_bits, a_bits), w_signed, a_signed in itertools.product(
+            params()["modes"], (False, True), (False, True)):
+        yield Mode(w_bits, a_bits, w_signed, a_signed)
+
+
+@cocotb.test()
+async def random_gemms_in_every_mode_under_stalls(dut):
+    """Odd-shaped GEMMs in every mode and signedness, random stalls on all four streams."""
+    p = params()
+    rng = np.random.default_rng(p["seed"])
+    start_clock(dut)
+    await reset(dut)
+    driver = ArrayDriver(dut, random.Random(p["seed"]), stall=0.3)
+    for mode in all_modes():
+        m = int(rng.integers(1, 2 * p["rows"] + 2))
+        n = int(rng.integers(1, 2 * p["cols"] + 2))
+        k = int(rng.integers(1, 3 * mode.lanes + 2))
+        a, w = random_operands(rng, mode, m, n, k)
+        got, _ = await driver.gemm(a, w, mode)
+        assert np.array_equal(got, a @ w), f"{mode} {m}x{n}x{k} seed {p['seed']}"
+
+
+@cocotb.test()
+async def cycle_count_matches_golden_model(dut):
+    """With no stalls the array takes exactly the cycles golden.systolic predicts."""
+    p = params()
+    rng = np.random.default_rng(p["seed"] + 1)
+    start_clock(dut)
+    await reset(dut)
+    driver = ArrayDriver(dut, random.Random(0))
+    for (w_bits, a_bits), shape in zip(p["modes"], itertools.cycle(p["shapes"])):
+        mode = Mode(w_bits, a_bits, True, False)
+        a, w = random_operands(rng, mode, *shape)
+        got, cycles = await driver.gemm(a, w, mode)
+        assert np.array_equal(got, a @ w)
+        tiling = tile_gemm(a, w, p["rows"], p["cols"], mode)
+        want = gemm_cycles(tiling, p["drain_rows"], p["fifo_depth"])
+        assert cycles == want, f"{mode} {shape}: {cycles} cycles, model says {want}"
+
+
+@cocotb.test()
+async def digits_mlp_layers_bit_exact(dut):
+    """The trained, pruned, quantized digits MLP, layer by layer, under stalls."""
+    p = params()
+    start_clock(dut)
+    await reset(dut)
+    driver = ArrayDriver(dut, random.Random(p["seed"]), stall=0.2)
+    for layer in p["layers"]:
+        mode = Mode(layer["w_bits"], layer["a_bits"], True, False)
+        a, w = np.array(layer["a"]), np.array(layer["w"])
+        got, _ = await driver.gemm(a, w, mode)
+        assert np.array_equal(got, a @ w), f"layer {layer['name']}"
+
+
+@cocotb.test()
+async def reset_mid_gemm_then_a_clean_gemm(dut):
+    """Reset while tiles are in flight and results are queued; the next GEMM is exact."""
+    p = params()
+    rng = np.random.default_rng(p["seed"] + 2)
+    start_clock(dut)
+    await reset(dut)
+    mode = Mode(*p["modes"][0], True, True)
+    a, w = random_operands(rng, mode, 3 * p["rows"], 2 * p["cols"], 5 * mode.lanes)
+    driver = ArrayDriver(dut, random.Random(1))
+    driver.sink.stop()                              # results pile up in the row FIFOs
+    task = cocotb.start_soon(driver.gemm(a, w, mode))
+    for _ in range(40):
+        await RisingEdge(dut.clk)
+    task.cancel()
+    driver.abort()
+    await reset(dut)
+    assert not dut.result__valid.value and not dut.error.value
+    driver = ArrayDriver(dut, random.Random(2), stall=0.2)
+    a, w = random_operands(rng, mode, p["rows"] + 1, p["cols"] + 1, 2 * mode.lanes + 1)
+    got, _ = await driver.gemm(a, w, mode)
+    assert np.array_equal(got, a @ w)
+
+
+@cocotb.test()
+async def configuration_beyond_the_k_bound_is_rejected(dut):
+    """K = 0, tiles = 0 or K above the accumulator bound set ``error``; valid work still runs."""
+    p = params()
+    start_clock(dut)
+    await reset(dut)
+    driver = ArrayDriver(dut, random.Random(3))
+    w_bits, a_bits = p["modes"][-1]
+    mode = Mode(w_bits, a_bits, False, False)
+    for k_steps, tiles in ((0, 1), (1, 0)):
+        await driver.config.send(config_word(mode, k_steps, tiles))
+        await RisingEdge(dut.clk)
+        assert dut.error.value, (k_steps, tiles)
+        await reset(dut)
+    bound = p["k_bound_unsigned"]
+    if bound < (1 << 16) - 1:
+        await driver.config.send(config_word(mode, bound + 1, 1))
+        await RisingEdge(dut.clk)
+        assert dut.error.value
+        assert dut.config__ready.value, "a rejected configuration must not wait for steps"
+    a, w = random_operands(np.random.default_rng(4), mode, 2, 2, 3)
+    got, _ = await driver.gemm(a, w, mode)
+    assert np.array_equal(got, a @ w)

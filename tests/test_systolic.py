@@ -1,0 +1,81 @@
+"""The fusion PE and the systolic array, as generated Verilog under cocotb, against golden."""
+
+import pytest
+
+from golden.network import PRECISIONS, digits_network, digits_split
+from rtl.fusion import FusionMAC, FusionPE, modes
+from rtl.systolic import SystolicArray, k_step_bound
+from sim.runner import run, simulator_available
+
+ICARUS = pytest.mark.skipif(not simulator_available("icarus"),
+                            reason="Icarus Verilog (iverilog) is not installed")
+
+
+def array_params(array, seed=1, **extra):
+    return {"rows": array.rows, "cols": array.cols, "drain_rows": array.drain_rows,
+            "fifo_depth": array.fifo_depth, "acc_width": array.acc_width,
+            "word_bits": array.word_bits, "modes": modes(array.precision), "seed": seed,
+            "shapes": [[2 * array.rows + 1, array.cols + 2, 37], [array.rows, array.cols, 16]],
+            "k_bound_unsigned": k_step_bound(array.acc_width, *modes(array.precision)[-1],
+                                             False, False),
+            **extra}
+
+
+def digits_layers(samples=12):
+    """Layer inputs and weights of the pruned, quantized digits MLP (8-bit and mixed)."""
+    x_test = digits_split()[1][:samples]
+    layers = []
+    for name, bits, sparsity in (("8-bit 50%", 8, 0.5), ("mixed 80%", PRECISIONS["mixed"], 0.8)):
+        net = digits_network(bits, sparsity)
+        for i, (layer, a) in enumerate(zip(net.layers, net.layer_inputs(net.quantize_input(x_test)))):
+            layers.append({"name": f"{name} layer {i}", "w_bits": layer.w_bits,
+                           "a_bits": layer.a_bits, "a": a.tolist(), "w": layer.weight.T.tolist()})
+    return layers
+
+
+@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=ICARUS)])
+def test_fusion_pe_matches_golden_in_every_mode(simulator):
+    tests = None if simulator == "verilator" else ["random_dot_products_in_every_mode",
+                                                   "reset_mid_dot_product_discards_it"]
+    run(FusionMAC("mixed"), "sim.tb.fusion", name="fusion_mac", simulator=simulator,
+        testcase=tests, params={"acc_width": 32, "latency": FusionPE.latency, "seed": 7,
+                                "modes": modes("mixed")})
+
+
+@pytest.mark.parametrize("precision", [8, 4, 2])
+def test_fixed_precision_pe_matches_golden(precision):
+    run(FusionMAC(precision), "sim.tb.fusion", name=f"fusion_mac_{precision}",
+        testcase=["random_dot_products_in_every_mode", "reset_mid_dot_product_discards_it"],
+        params={"acc_width": 32, "latency": FusionPE.latency, "seed": precision,
+                "modes": modes(precision)})
+
+
+def test_mixed_array_gemms_stalls_cycles_reset_and_bounds():
+    array = SystolicArray(3, 4, "mixed", acc_width=24)
+    run(array, "sim.tb.systolic", name="array_3x4_mixed",
+        testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model",
+                  "reset_mid_gemm_then_a_clean_gemm", "configuration_beyond_the_k_bound_is_rejected"],
+        params=array_params(array))
+
+
+@ICARUS
+def test_mixed_array_on_icarus():
+    array = SystolicArray(2, 3, "mixed")
+    run(array, "sim.tb.systolic", name="array_2x3_mixed", simulator="icarus",
+        testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model"],
+        params=array_params(array, seed=5))
+
+
+def test_8x8_array_runs_the_digits_mlp_and_matches_the_cycle_model():
+    array = SystolicArray(8, 8, "mixed")
+    run(array, "sim.tb.systolic", name="array_8x8_mixed",
+        testcase=["digits_mlp_layers_bit_exact", "cycle_count_matches_golden_model"],
+        params=array_params(array, layers=digits_layers()))
+
+
+@pytest.mark.parametrize("precision", [8, 2])
+def test_fixed_precision_array(precision):
+    array = SystolicArray(2, 3, precision)
+    run(array, "sim.tb.systolic", name=f"array_2x3_{precision}",
+        testcase=["random_gemms_in_every_mode_under_stalls", "reset_mid_gemm_then_a_clean_gemm"],
+        params=array_params(array, seed=precision))
