@@ -172,6 +172,10 @@ def run(design, test_module, *, name="top", simulator=None, testcase=None,
 
     if simulator == "verilator":
         build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT", *build_args]
+    else:
+        # Yosys' Verilog starts its `always @*` blocks with a register initialised at time 0;
+        # that initialisation is an event only under Verilog-2005 rules (cocotb asks for 2012).
+        build_args = ["-g2005", *build_args]
     key = hashlib.sha256(json.dumps([source, simulator, list(build_args), waves]).encode())
     build_dir = _build_root() / simulator / f"{name}-{key.hexdigest()[:16]}"
     with _locked(build_dir.with_suffix(".lock")):

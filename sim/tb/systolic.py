@@ -6,6 +6,7 @@ modes (the (w_bits, a_bits) the array supports), seed, and for the network test
 """
 
 import itertools
+import json
 import random
 
 import cocotb
@@ -47,7 +48,7 @@ class ArrayDriver:
         self.act = StreamSource(dut, "act", stall=stall, rng=rng)
         self.wgt = StreamSource(dut, "wgt", stall=stall, rng=rng)
         self.sink = StreamSink(dut, "result", stall=stall, rng=rng).start()
-        self.first_step = self.last_beat = None
+        self.first_step = self.last_step = self.last_beat = None
         self._cycle = 0
         self._tasks = [cocotb.start_soon(self._watch())]
 
@@ -62,8 +63,10 @@ class ArrayDriver:
         while True:
             await RisingEdge(dut.clk)
             self._cycle += 1
-            if dut.act__valid.value and dut.act__ready.value and self.first_step is None:
-                self.first_step = self._cycle
+            if dut.act__valid.value and dut.act__ready.value:
+                self.last_step = self._cycle
+                if self.first_step is None:
+                    self.first_step = self._cycle
             if dut.result__valid.value and dut.result__ready.value:
                 self.last_beat = self._cycle
 
@@ -196,3 +199,23 @@ async def configuration_beyond_the_k_bound_is_rejected(dut):
     a, w = random_operands(np.random.default_rng(4), mode, 2, 2, 3)
     got, _ = await driver.gemm(a, w, mode)
     assert np.array_equal(got, a @ w)
+
+
+@cocotb.test()
+async def benchmark(dut):
+    """Run the GEMMs of ``params["jobs"]`` with an ideal source and sink; write their timing."""
+    p = params()
+    start_clock(dut)
+    await reset(dut)
+    driver = ArrayDriver(dut, random.Random(0))
+    rng = np.random.default_rng(p["seed"])
+    results = []
+    for job in p["jobs"]:
+        mode = Mode(job["w_bits"], job["a_bits"], job["w_signed"], job["a_signed"])
+        a, w = random_operands(rng, mode, job["m"], job["n"], job["k"])
+        got, cycles = await driver.gemm(a, w, mode)
+        assert np.array_equal(got, a @ w), job
+        results.append({**job, "cycles": cycles,
+                        "step_span": driver.last_step - driver.first_step + 1})
+    with open(p["out"], "w") as out:
+        json.dump(results, out)

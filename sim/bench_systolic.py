@@ -1,0 +1,67 @@
+"""Utilization of the fusion systolic array per mode, measured on the RTL against the cycle model.
+
+Runs GEMMs on the generated Verilog (Verilator, cycle by cycle) with an ideal
+source and sink and reports, per mode, the array utilization of DESIGN.md 4
+(useful MACs / (PEs x lanes x cycles from the first step accepted to the last
+result taken)), the steady-state utilization (the same over the cycles from the
+first to the last step accepted, without the final drain) and the measured
+cycles beside golden.systolic's prediction.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+
+from gen.cli import UsageError, parse_array
+from golden.systolic import Mode, Tiling, gemm_cycles, useful_macs
+from rtl.fusion import modes
+from rtl.systolic import SystolicArray
+from sim import runner
+
+SHAPES = {"64x64x64": (64, 64, 64), "odd 50x70x33": (50, 70, 33)}
+
+
+def add_arguments(parser):
+    parser.add_argument("--array", default="8x8", metavar="RxC", help="array shape (default 8x8)")
+    parser.add_argument("--bits", default="mixed", choices=["mixed", "2", "4", "8"],
+                        help="PE precision (default mixed)")
+
+
+def run(args):
+    try:
+        rows, cols = parse_array(args.array)
+    except UsageError as error:
+        raise ValueError(str(error)) from None
+    precision = "mixed" if args.bits == "mixed" else int(args.bits)
+    array = SystolicArray(rows, cols, precision)
+    jobs = [{"shape": name, "m": m, "n": n, "k": k, "w_bits": w, "a_bits": a,
+             "w_signed": True, "a_signed": False}
+            for w, a in modes(precision) for name, (m, n, k) in SHAPES.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.json"
+        runner.run(array, "sim.tb.systolic", name=f"array_{rows}x{cols}_{precision}",
+                 testcase="benchmark", params={
+                     "rows": rows, "cols": cols, "drain_rows": array.drain_rows,
+                     "fifo_depth": array.fifo_depth, "acc_width": array.acc_width,
+                     "word_bits": array.word_bits, "seed": 0, "jobs": jobs, "out": str(out)})
+        measured = json.loads(out.read_text())
+    table = []
+    for job in measured:
+        mode = Mode(job["w_bits"], job["a_bits"], job["w_signed"], job["a_signed"])
+        tiling = Tiling(job["m"], job["n"], job["k"], rows, cols, mode.lanes)
+        work = rows * cols * mode.lanes
+        table.append({
+            "mode": f"{job['w_bits']}x{job['a_bits']}",
+            "gemm": job["shape"],
+            "cycles": job["cycles"],
+            "model_cycles": gemm_cycles(tiling, array.drain_rows, array.fifo_depth),
+            "utilization": round(useful_macs(tiling) / (work * job["cycles"]), 4),
+            "steady_state_utilization": round(useful_macs(tiling) / (work * job["step_span"]), 4),
+        })
+    document = {"array": f"{rows}x{cols}", "precision": precision, "results": table}
+    if not args.json:
+        from sim.bench import print_table
+        print(f"{rows}x{cols} fusion array ({precision}), ideal source and sink")
+        print_table(table, ["mode", "gemm", "cycles", "model_cycles", "utilization",
+                            "steady_state_utilization"])
+    return document
