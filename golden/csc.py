@@ -125,3 +125,102 @@ def decode(images, shape, z_bits=4):
     dense = np.zeros(shape, dtype=np.int64)
     dense[rows, cols] = values
     return dense
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory images of the sparse matrix-vector unit (rtl/spmv.py).
+
+#: Loader word kinds, in the order of rtl.spmv.LoadKind.
+LOAD_ENTRY, LOAD_POINTER, LOAD_CODEBOOK, LOAD_BIAS, LOAD_MULTIPLIER, LOAD_SETUP = range(6)
+#: Codebook entries and the width of their values.
+CODEBOOK_SIZE, CODEBOOK_VALUE_BITS = 16, 8
+#: Width of a loader word's data and of a requantization multiplier.
+LOAD_DATA_BITS, MULTIPLIER_BITS = 32, 16
+
+
+def _fits(values, lo, hi, what):
+    values = np.asarray(values, dtype=np.int64)
+    bad = (values < lo) | (values > hi)
+    if bad.any():
+        raise ValueError(f"{what} {int(values[bad].flat[0])} does not fit ({lo}..{hi})")
+
+
+def load_words(matrix, n_pes, *, z_bits=4, value_bits=8, codebook=None, capacity=None,
+               bias=None, multiplier=None, shift=None, out_bits=None):
+    """The loader words that put ``matrix`` into an ``n_pes``-PE unit.
+
+    Parameters
+    ----------
+    matrix : int array (rows, cols)
+        Signed ``value_bits`` weights or, with ``codebook``, 4-bit codebook indices
+        (0 where the weight is 0).
+    codebook : int array (16,), optional
+        Signed 8-bit weight of each index; entry 0 must be 0.
+    capacity : int, optional
+        Weight-memory depth per PE; an image that does not fit is an error.
+    bias, multiplier : int arrays (rows,), optional
+        Bias (accumulator units) and requantization multiplier of every row; with
+        ``shift`` and ``out_bits`` they switch on the fused requantizer.
+
+    Returns
+    -------
+    list of (kind, pe, addr, data)
+        In order: setup, codebook, pointers and entries of every PE, bias and multipliers.
+    """
+    matrix = _check_matrix(matrix)
+    rows, cols = matrix.shape
+    if codebook is not None:
+        codebook = np.asarray(codebook, dtype=np.int64)
+        if codebook.shape != (CODEBOOK_SIZE,) or codebook[0] != 0:
+            raise ValueError(f"the codebook needs {CODEBOOK_SIZE} values with entry 0 = 0")
+        _fits(codebook, -128, 127, "codebook value")
+        _fits(matrix, 0, CODEBOOK_SIZE - 1, "codebook index")
+        value_bits = 4
+    else:
+        if value_bits not in (2, 4, 8):
+            raise ValueError(f"value_bits must be 2, 4 or 8, not {value_bits!r}")
+        _fits(matrix, -(1 << (value_bits - 1)), (1 << (value_bits - 1)) - 1, "weight")
+    images = encode(matrix, n_pes, z_bits)
+    entries(images, z_bits)          # the images must decode
+    requantize = bias is not None
+    if requantize:
+        if multiplier is None or shift is None or out_bits is None:
+            raise ValueError("requantization needs bias, multiplier, shift and out_bits")
+        if not 1 <= shift <= 47 or not 1 <= out_bits <= 15:
+            raise ValueError(f"shift must be 1..47 and out_bits 1..15, not {shift!r}, {out_bits!r}")
+    words = [(LOAD_SETUP, 0, 0, rows | requantize << 16 | (shift or 1) << 17 | (out_bits or 8) << 23)]
+    if codebook is not None:
+        words += [(LOAD_CODEBOOK, 0, i, int(v) & 0xFF) for i, v in enumerate(codebook)]
+    mask = (1 << value_bits) - 1
+    for pe, image in enumerate(images):
+        if capacity is not None and len(image.values) > capacity:
+            raise ValueError(f"PE {pe} needs {len(image.values)} entries but its weight memory "
+                             f"holds {capacity}")
+        words += [(LOAD_POINTER, pe, j, int(p)) for j, p in enumerate(image.pointers)]
+        words += [(LOAD_ENTRY, pe, e, (int(v) & mask) | int(z) << value_bits)
+                  for e, (v, z) in enumerate(zip(image.values, image.z))]
+    if requantize:
+        bias = np.asarray(bias, dtype=np.int64)
+        multiplier = np.asarray(multiplier, dtype=np.int64)
+        _fits(bias, -(1 << (LOAD_DATA_BITS - 1)), (1 << (LOAD_DATA_BITS - 1)) - 1, "bias")
+        _fits(multiplier, 0, (1 << MULTIPLIER_BITS) - 1, "multiplier")
+        for r in range(rows):
+            words.append((LOAD_BIAS, r % n_pes, r // n_pes, int(bias[r]) & 0xFFFFFFFF))
+            words.append((LOAD_MULTIPLIER, r % n_pes, r // n_pes, int(multiplier[r])))
+    return words
+
+
+def spmv(matrix, x, codebook=None, bias=None, multiplier=None, shift=None, out_bits=None):
+    """What the unit computes: ``W x``, or ``requantize(W x + bias)`` with requantization."""
+    from golden.requant import requantize
+    weights = np.asarray(codebook)[matrix] if codebook is not None else np.asarray(matrix)
+    y = weights.astype(np.int64) @ np.asarray(x, dtype=np.int64)
+    if bias is None:
+        return y
+    return requantize(y + np.asarray(bias, dtype=np.int64), np.asarray(multiplier), shift, out_bits)
+
+
+def ideal_cycles(matrix, x, n_pes, z_bits=4):
+    """DESIGN.md 4: (sum over non-zero x_j of the entries of column j) / N, padding excluded."""
+    nnz = (np.asarray(matrix) != 0).sum(axis=0)
+    return float(nnz[np.asarray(x) != 0].sum() / n_pes)

@@ -24,7 +24,8 @@ __all__ = ["SIMULATORS", "SimulatorMissing", "SimulationFailed",
 
 SIMULATORS = ("verilator", "icarus")
 
-#: Environment variable through which :func:`run` hands parameters to the test module.
+#: Environment variable naming the JSON file through which :func:`run` hands parameters to
+#: the test module.
 PARAMS_ENV = "FUSEGEN_SIM_PARAMS"
 
 _BUILD_ROOT_ENV = "FUSEGEN_SIM_BUILD"
@@ -81,7 +82,8 @@ def verilog_of(design, name):
 
 def params():
     """Inside a cocotb test module: the ``params`` dict given to :func:`run`."""
-    return json.loads(os.environ.get(PARAMS_ENV, "{}"))
+    path = os.environ.get(PARAMS_ENV)
+    return json.loads(Path(path).read_text()) if path else {}
 
 
 def _build_root():
@@ -194,7 +196,10 @@ def run(design, test_module, *, name="top", simulator=None, testcase=None,
     ).encode()).hexdigest()[:12]
     test_dir = build_dir / f"run-{run_tag}"
     results_xml = test_dir / "results.xml"
-    env = {PARAMS_ENV: json.dumps(params or {})}
+    test_dir.mkdir(parents=True, exist_ok=True)
+    params_file = test_dir / "params.json"
+    params_file.write_text(json.dumps(params or {}))
+    env = {PARAMS_ENV: str(params_file)}
     # cocotb's runner checks results itself under pytest and calls sys.exit; we check them
     # here instead, to report which cocotb tests failed.
     pytest_test = os.environ.pop("PYTEST_CURRENT_TEST", None)

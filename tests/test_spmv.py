@@ -1,0 +1,112 @@
+"""The CSC sparse matrix-vector unit, as generated Verilog under cocotb, against golden.csc."""
+
+import numpy as np
+import pytest
+
+from golden import csc
+from golden.network import digits_network, digits_split
+from rtl.spmv import LoadKind, SpMV
+from sim.runner import run, simulator_available
+
+ICARUS = pytest.mark.skipif(not simulator_available("icarus"),
+                            reason="Icarus Verilog (iverilog) is not installed")
+
+
+def unit_params(unit, jobs, seed=1):
+    return {"n_pes": unit.n_pes, "lanes": unit.lanes, "act_bits": unit.act_bits,
+            "acc_width": unit.acc_width, "value_bits": unit.value_bits, "z_bits": unit.z_bits,
+            "capacity": unit.entries, "seed": seed, "jobs": jobs}
+
+
+def random_job(rng, name, rows, cols, sparsity, x_sparsity, stall=0.0, value_bits=8):
+    hi = (1 << (value_bits - 1)) - 1
+    matrix = rng.integers(-hi - 1, hi, endpoint=True, size=(rows, cols))
+    matrix[matrix == 0] = 1
+    matrix *= rng.random((rows, cols)) >= sparsity
+    x = rng.integers(1, 256, size=cols) * (rng.random(cols) >= x_sparsity)
+    return {"name": name, "matrix": matrix.tolist(), "x": x.tolist(), "stall": stall}
+
+
+def random_jobs(seed=3):
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for sparsity in (0.0, 0.5, 0.9, 0.99):
+        for x_sparsity, stall in ((0.0, 0.0), (0.5, 0.3), (0.9, 0.0)):
+            jobs.append(random_job(rng, f"w{sparsity} x{x_sparsity}", 40, 48, sparsity, x_sparsity,
+                                   stall))
+    edge = random_job(rng, "empty column, long gaps", 40, 48, 0.8, 0.2, stall=0.2)
+    matrix = np.array(edge["matrix"])
+    matrix[:, 5] = 0                      # an empty column
+    matrix[:, 7] = 0
+    matrix[39, 7] = -9                    # a gap far longer than the 3-bit z range
+    edge["matrix"] = matrix.tolist()
+    jobs.append(edge)
+    jobs.append(random_job(rng, "all-zero activations", 40, 48, 0.5, 1.0))
+    jobs.append(random_job(rng, "single row", 1, 48, 0.3, 0.3, stall=0.3))
+    jobs.append(random_job(rng, "dense columns longer than the queues", 64, 16, 0.0, 0.0))
+    return jobs
+
+
+def digits_jobs(codebook):
+    """The digits MLP layers at 50/80/90% sparsity, fused requantization on hidden layers."""
+    x_test = digits_split()[1][:2]
+    jobs = []
+    for sparsity in (0.5, 0.8, 0.9):
+        net = digits_network(8, sparsity, codebook_bits=4 if codebook else None)
+        inputs = net.layer_inputs(net.quantize_input(x_test))
+        for i, layer in enumerate(net.layers):
+            for sample in range(len(x_test)):
+                job = {"name": f"digits {sparsity} layer {i} sample {sample}",
+                       "x": inputs[i][sample].tolist(), "stall": 0.1 * sample}
+                if codebook:
+                    job["matrix"] = layer.weight_index.tolist()
+                    job["codebook"] = layer.codebook.tolist()
+                else:
+                    job["matrix"] = layer.weight.tolist()
+                if layer.out_bits is not None:
+                    job.update(bias=layer.bias.tolist(), multiplier=layer.multiplier.tolist(),
+                               shift=layer.shift, out_bits=layer.out_bits)
+                jobs.append(job)
+    return jobs
+
+
+def test_loader_kinds_agree_between_golden_and_rtl():
+    assert [kind.value for kind in LoadKind] == [
+        csc.LOAD_ENTRY, csc.LOAD_POINTER, csc.LOAD_CODEBOOK, csc.LOAD_BIAS,
+        csc.LOAD_MULTIPLIER, csc.LOAD_SETUP]
+
+
+def test_direct_values_random_and_digits():
+    unit = SpMV(n_pes=3, rows=64, cols=64, value_bits=8, z_bits=3, lanes=4, queue_depth=4)
+    run(unit, "sim.tb.spmv", name="spmv_3pe_direct",
+        testcase=["matrices_and_vectors_bit_exact", "reset_mid_vector_then_clean_run"],
+        params=unit_params(unit, random_jobs() + digits_jobs(codebook=False)))
+
+
+def test_codebook_values_digits():
+    unit = SpMV(n_pes=4, rows=64, cols=64, codebook=True, lanes=8, queue_depth=8)
+    run(unit, "sim.tb.spmv", name="spmv_4pe_codebook", testcase="matrices_and_vectors_bit_exact",
+        params=unit_params(unit, digits_jobs(codebook=True)))
+
+
+@ICARUS
+def test_direct_values_on_icarus():
+    unit = SpMV(n_pes=2, rows=16, cols=16, value_bits=4, z_bits=2, lanes=2, queue_depth=2)
+    rng = np.random.default_rng(9)
+    jobs = [random_job(rng, f"w{s}", 13, 16, s, 0.4, stall=0.2, value_bits=4)
+            for s in (0.0, 0.6, 0.95)]
+    run(unit, "sim.tb.spmv", name="spmv_2pe_small", simulator="icarus",
+        testcase="matrices_and_vectors_bit_exact", params=unit_params(unit, jobs))
+
+
+def test_packer_rejects_malformed_images():
+    matrix = np.eye(8, dtype=np.int64) * 3
+    with pytest.raises(ValueError, match="PE 0 needs 4 entries but its weight memory holds 3"):
+        csc.load_words(matrix, 2, capacity=3)
+    with pytest.raises(ValueError, match="weight 9 does not fit"):
+        csc.load_words(matrix * 3, 2, value_bits=4)
+    with pytest.raises(ValueError, match="codebook index 16 does not fit"):
+        csc.load_words(matrix * 16 // 3, 2, codebook=np.arange(16) * (np.arange(16) > 0))
+    with pytest.raises(ValueError, match="z 9 does not fit 3 bits"):
+        image = csc.encode(matrix, 1, z_bits=3)[0]
+        csc.entries([csc.PEColumns(image.values, image.z + 9, image.pointers)], z_bits=3)
