@@ -1,0 +1,170 @@
+"""cocotb tests of the top-k engine (rtl.topk.TopK) against golden.topk.
+
+Parameters (sim.runner.params): par, score_bits, signed, index_bits, value_bits, k_max, seed,
+``batches`` (a list of {name, scores, k, stall}), ``cascade`` (probs and keep for the SpAtten
+example) and ``out`` (a JSON file for the benchmark's timings).
+"""
+
+import json
+import random
+
+import cocotb
+import numpy as np
+from cocotb.triggers import RisingEdge
+
+from golden.topk import cascade_token_pruning, topk
+from sim.runner import params
+from sim.streams import StreamSink, StreamSource, reset, start_clock, to_signed
+
+
+def score_beats(scores, p):
+    """Scores as beats: ``par`` lanes, the valid count and ``last``."""
+    par, bits = p["par"], p["score_bits"]
+    count_bits = par.bit_length()
+    beats = []
+    for start in range(0, len(scores), par):
+        chunk = [int(s) for s in scores[start:start + par]]
+        word = sum((s & ((1 << bits) - 1)) << (i * bits) for i, s in enumerate(chunk))
+        last = start + par >= len(scores)
+        beats.append(word | len(chunk) << (par * bits) | int(last) << (par * bits + count_bits))
+    return beats
+
+
+class TopKDriver:
+    def __init__(self, dut, rng, stall=0.0):
+        self.dut, self.p = dut, params()
+        self.config = StreamSource(dut, "config", stall=stall, rng=rng)
+        self.scores = StreamSource(dut, "scores", stall=stall, rng=rng)
+        self.sink = StreamSink(dut, "result", stall=stall, rng=rng).start()
+        self.cycle = 0
+        self.marks = {}
+        self.tasks = [cocotb.start_soon(self._watch())]
+
+    async def _watch(self):
+        dut = self.dut
+        while True:
+            await RisingEdge(dut.clk)
+            self.cycle += 1
+            if dut.scores__valid.value and dut.scores__ready.value:
+                self.marks.setdefault("first_score", self.cycle)
+            if dut.result__valid.value and dut.result__ready.value:
+                self.marks["last_result"] = self.cycle
+
+    def abort(self):
+        for task in self.tasks:
+            task.cancel()
+        self.sink.stop()
+
+    async def select(self, scores, k):
+        """Run one batch; return (indices, threshold, timing marks)."""
+        p = self.p
+        await self.config.send(k)
+        self.marks = {}
+        already = len(self.sink.received)
+        sender = cocotb.start_soon(self.scores.send_all(score_beats(scores, p)))
+        self.tasks.append(sender)
+        count = min(k, len(scores)) + 1
+        out = await self.sink.wait_for(already + count, timeout_cycles=100_000)
+        await sender
+        beats = out[already:]
+        value_mask = (1 << p["value_bits"]) - 1
+        flags = [(beat >> p["value_bits"]) & 3 for beat in beats]
+        assert flags == [0] * (count - 1) + [3], f"threshold/last flags {flags}"
+        indices = [beat & value_mask for beat in beats[:-1]]
+        threshold = beats[-1] & value_mask
+        threshold = to_signed(threshold, p["value_bits"]) if p["signed"] else threshold
+        return np.array(indices), threshold, dict(self.marks)
+
+
+def check(indices, threshold, scores, k, what):
+    want, want_threshold = topk(np.array(scores), k)
+    assert indices.tolist() == want.tolist() and threshold == want_threshold, \
+        f"{what}: got {indices.tolist()[:12]} / {threshold}, want {want.tolist()[:12]} / {want_threshold}"
+
+
+@cocotb.test()
+async def batches_bit_exact(dut):
+    """Every batch of ``params["batches"]`` (random, ties, monotone, negative, k = 1..n)."""
+    p = params()
+    start_clock(dut)
+    await reset(dut)
+    for batch in p["batches"]:
+        driver = TopKDriver(dut, random.Random(p["seed"]), stall=batch.get("stall", 0.0))
+        indices, threshold, _ = await driver.select(batch["scores"], batch["k"])
+        driver.abort()
+        check(indices, threshold, batch["scores"], batch["k"], batch["name"])
+
+
+@cocotb.test()
+async def reset_mid_batch_then_clean_batch(dut):
+    """A reset while a batch streams in leaves an engine that selects the next batch exactly."""
+    p = params()
+    start_clock(dut)
+    await reset(dut)
+    batch = p["batches"][0]
+    driver = TopKDriver(dut, random.Random(1))
+    task = cocotb.start_soon(driver.select(batch["scores"], batch["k"]))
+    for _ in range(len(batch["scores"]) // (2 * p["par"]) + 2):
+        await RisingEdge(dut.clk)
+    task.cancel()
+    driver.abort()
+    await reset(dut)
+    assert not dut.result__valid.value and not dut.error.value
+    driver = TopKDriver(dut, random.Random(2), stall=0.3)
+    indices, threshold, _ = await driver.select(batch["scores"], batch["k"])
+    check(indices, threshold, batch["scores"], batch["k"], "after reset")
+
+
+@cocotb.test()
+async def k_out_of_range_sets_error(dut):
+    """k = 0 or k > k_max is refused with ``error``; the engine keeps working."""
+    p = params()
+    start_clock(dut)
+    await reset(dut)
+    driver = TopKDriver(dut, random.Random(3))
+    for bad in (0, p["k_max"] + 1):
+        if bad >= 1 << p["k_max"].bit_length():
+            continue
+        await driver.config.send(bad)
+        await RisingEdge(dut.clk)
+        assert dut.error.value, bad
+        await reset(dut)
+    scores = [(-1) ** i * i for i in range(3 * p["par"] + 1)]
+    scores = [s if p["signed"] else abs(s) for s in scores]
+    indices, threshold, _ = await driver.select(scores, 2)
+    check(indices, threshold, scores, 2, "after error")
+
+
+@cocotb.test()
+async def spatten_cascade_token_pruning(dut):
+    """Layer by layer, the engine picks the surviving tokens from the cumulative importance."""
+    p = params()
+    probs = np.array(p["cascade"]["probs"])
+    keep = p["cascade"]["keep"]
+    survivors, importance = cascade_token_pruning(probs, keep)
+    start_clock(dut)
+    await reset(dut)
+    alive = np.arange(probs.shape[2])
+    driver = TopKDriver(dut, random.Random(4), stall=0.2)
+    for layer, count in enumerate(keep):
+        scores = importance[layer][alive]
+        chosen, _, _ = await driver.select(scores.tolist(), count)
+        alive = alive[chosen]
+        assert alive.tolist() == survivors[layer].tolist(), f"layer {layer}"
+
+
+@cocotb.test()
+async def benchmark(dut):
+    """Time every batch with an ideal source and sink; write the marks to ``params["out"]``."""
+    p = params()
+    start_clock(dut)
+    await reset(dut)
+    results = []
+    for batch in p["batches"]:
+        driver = TopKDriver(dut, random.Random(0))
+        indices, threshold, marks = await driver.select(batch["scores"], batch["k"])
+        driver.abort()
+        check(indices, threshold, batch["scores"], batch["k"], batch["name"])
+        results.append({"name": batch["name"], **marks})
+    with open(p["out"], "w") as out:
+        json.dump(results, out)

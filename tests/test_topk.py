@@ -1,0 +1,78 @@
+"""The top-k engine, as generated Verilog under cocotb, against golden.topk."""
+
+import numpy as np
+import pytest
+
+from golden.topk import attention_probabilities
+from rtl.topk import TopK
+from sim.runner import run, simulator_available
+
+ICARUS = pytest.mark.skipif(not simulator_available("icarus"),
+                            reason="Icarus Verilog (iverilog) is not installed")
+
+
+def engine_params(engine, batches, seed=1, **extra):
+    return {"par": engine.par, "score_bits": engine.score_bits, "signed": engine.signed_scores,
+            "index_bits": engine.index_bits, "k_max": engine.k_max, "seed": seed,
+            "value_bits": max(engine.index_bits, engine.score_bits), "batches": batches, **extra}
+
+
+def batches(engine, seed=5):
+    rng = np.random.default_rng(seed)
+    lo = -(1 << (engine.score_bits - 1)) if engine.signed_scores else 0
+    hi = (1 << (engine.score_bits - 1)) - 1 if engine.signed_scores else (1 << engine.score_bits) - 1
+    k_max = engine.k_max
+
+    def batch(name, scores, k, stall=0.0):
+        return {"name": name, "scores": [int(s) for s in scores], "k": k, "stall": stall}
+    small = 0 if not engine.signed_scores else -9
+    n = min(100, engine.n_max)
+    return [
+        batch("random", rng.integers(lo, hi, endpoint=True, size=n), min(10, k_max), 0.3),
+        batch("all equal", [7] * 37, min(5, k_max)),
+        batch("strictly increasing", np.arange(min(64, n)) + small, k_max),
+        batch("strictly decreasing", 60 - np.arange(min(61, n)), k_max, 0.2),
+        batch("ties", rng.integers(small, small + 4, size=50), min(7, k_max), 0.2),
+        batch("k = 1", rng.integers(lo, hi, endpoint=True, size=33), 1),
+        batch("k = n", rng.integers(lo, hi, endpoint=True, size=k_max), k_max, 0.3),
+        batch("run-time k below the maximum", rng.integers(lo, hi, endpoint=True, size=45), 3),
+    ]
+
+
+def cascade():
+    probs = attention_probabilities(tokens=24, heads=3, layers=4, seed=11)
+    return {"probs": probs.tolist(), "keep": [16, 12, 8, 4]}
+
+
+def test_signed_engine_batches_cascade_reset_and_errors():
+    engine = TopK(n_max=256, k_max=16, par=4, score_bits=20, signed_scores=True)
+    tb_batches = batches(engine)
+    negatives = np.random.default_rng(3).integers(-5000, -1, size=40)
+    tb_batches.append({"name": "negative scores", "scores": negatives.tolist(), "k": 6,
+                       "stall": 0.2})
+    run(engine, "sim.tb.topk", name="topk_256_16_p4_s20",
+        testcase=["batches_bit_exact", "reset_mid_batch_then_clean_batch",
+                  "k_out_of_range_sets_error", "spatten_cascade_token_pruning"],
+        params=engine_params(engine, tb_batches, cascade=cascade()))
+
+
+def test_unsigned_engine_with_odd_parallelism():
+    engine = TopK(n_max=128, k_max=8, par=3, score_bits=8, signed_scores=False)
+    run(engine, "sim.tb.topk", name="topk_128_8_p3_u8",
+        testcase=["batches_bit_exact", "k_out_of_range_sets_error"],
+        params=engine_params(engine, batches(engine, seed=6)))
+
+
+@ICARUS
+def test_engine_on_icarus():
+    engine = TopK(n_max=64, k_max=4, par=2, score_bits=8, signed_scores=True)
+    run(engine, "sim.tb.topk", name="topk_64_4_p2_s8", simulator="icarus",
+        testcase=["batches_bit_exact", "reset_mid_batch_then_clean_batch"],
+        params=engine_params(engine, batches(engine, seed=7)[:5]))
+
+
+def test_bad_parameters_name_the_value():
+    with pytest.raises(ValueError, match="k_max must be between 1 and 8, not 9"):
+        TopK(n_max=8, k_max=9)
+    with pytest.raises(ValueError, match="par must be between 1 and 32, not 0"):
+        TopK(par=0)
