@@ -47,6 +47,7 @@ class TopKDriver:
             self.cycle += 1
             if dut.scores__valid.value and dut.scores__ready.value:
                 self.marks.setdefault("first_score", self.cycle)
+                self.marks["last_score"] = self.cycle
             if dut.result__valid.value and dut.result__ready.value:
                 self.marks["last_result"] = self.cycle
 

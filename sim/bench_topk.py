@@ -1,0 +1,59 @@
+"""Sustained throughput and latency of the top-k engine, measured on the RTL.
+
+Random signed 16-bit scores, an ideal source and sink, the generated Verilog on
+Verilator cycle by cycle. ``scores/cycle`` is DESIGN.md 4's top-k throughput: n
+over the cycles from the first score taken to the last index (the threshold
+beat) taken; ``latency`` is the cycles from the last score taken to the
+threshold beat.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from rtl.topk import TopK
+from sim import runner
+
+SIZES = (64, 256, 1024)
+KS = (8, 32)
+PARS = (1, 4, 8)
+LONG = 8192
+
+
+def add_arguments(parser):
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args):
+    rng = np.random.default_rng(args.seed)
+    table = []
+    for par in PARS:
+        engine = TopK(n_max=LONG, k_max=max(KS), par=par, score_bits=16, signed_scores=True)
+        batches = [{"name": f"n{n} k{k}", "n": n, "k": k,
+                    "scores": rng.integers(-(1 << 15), 1 << 15, size=n).tolist()}
+                   for n in (*SIZES, LONG) for k in KS]
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "bench.json"
+            runner.run(engine, "sim.tb.topk", name=f"topk_n{LONG}_k{max(KS)}_p{par}_s16",
+                       testcase="benchmark", params={
+                           "par": par, "score_bits": 16, "signed": True,
+                           "index_bits": engine.index_bits, "k_max": engine.k_max, "seed": 0,
+                           "value_bits": max(engine.index_bits, 16), "batches": batches,
+                           "out": str(out)})
+            marks = {m["name"]: m for m in json.loads(out.read_text())}
+        for batch in batches:
+            mark = marks[batch["name"]]
+            cycles = mark["last_result"] - mark["first_score"] + 1
+            rate = batch["n"] / cycles
+            table.append({"P": par, "n": batch["n"], "k": batch["k"], "cycles": cycles,
+                          "scores_per_cycle": round(rate, 3),
+                          "fraction_of_P": round(rate / par, 3),
+                          "latency": mark["last_result"] - mark["last_score"]})
+    document = {"results": table}
+    if not args.json:
+        from sim.bench import print_table
+        print("top-k engine, random signed 16-bit scores, ideal source and sink")
+        print_table(table, list(table[0]))
+    return document
