@@ -111,33 +111,33 @@ class TopK(wiring.Component):
         seen = Signal(index_bits + 2)        # scores taken so far in this batch
         batch_end = Signal()                 # the last beat has been taken
 
-        # Threshold filter on the beat being drained.
+        # Threshold filter on the beat being drained, against the current k-th best: a lane
+        # that no longer beats it is dropped without costing a cycle.
         beat = Signal(data.ArrayLayout(score_shape, P))
         base = Signal(index_bits + 2)
-        survivors = Signal(P)
+        pending = Signal(P)                  # lanes of the beat not yet inserted or dropped
+        live = Signal(P)
+        m.d.comb += live.eq(pending & Cat(~full | (beat[i] > threshold) for i in range(P)))
         lowest = Signal(range(P))
         for i in reversed(range(P)):
-            with m.If(survivors[i]):
+            with m.If(live[i]):
                 m.d.comb += lowest.eq(i)
-        inserting = survivors != 0
-        remaining = Signal(P)
-        m.d.comb += remaining.eq(survivors & ~(Const(1, P) << lowest))
+        inserting = live != 0
+        others = Signal(P)
+        m.d.comb += others.eq(live & ~(Const(1, P) << lowest))
         candidate_score = Signal(score_shape)
         candidate_index = Signal(index_bits + 2)
         m.d.comb += [candidate_score.eq(beat[lowest]), candidate_index.eq(base + lowest)]
 
         incoming = self.scores.payload
-        m.d.comb += self.scores.ready.eq(collecting & ~batch_end & (remaining == 0))
-        with m.If(inserting):
-            m.d.sync += survivors.eq(remaining)
+        m.d.comb += self.scores.ready.eq(collecting & ~batch_end & (others == 0))
+        m.d.sync += pending.eq(others)
         with m.If(self.scores.valid & self.scores.ready):
             m.d.sync += [
                 beat.eq(incoming.score),
                 base.eq(seen),
                 seen.eq(seen + incoming.count),
-                survivors.eq(Cat(
-                    (i < incoming.count) & (~full | (incoming.score[i] > threshold))
-                    for i in range(P))),
+                pending.eq(Cat(i < incoming.count for i in range(P))),
             ]
             with m.If(seen + incoming.count > self._n_max):
                 m.d.sync += self.error.eq(1)
@@ -162,7 +162,7 @@ class TopK(wiring.Component):
             with m.If(~full & beats[K - 1]):
                 m.d.sync += filled.eq(filled + 1)
 
-        with m.If(collecting & batch_end & ~inserting):
+        with m.If(collecting & batch_end & (pending == 0)):
             m.d.sync += collecting.eq(0)
 
         # Output: the smallest index not yet emitted (a tree of comparators), then the threshold.
@@ -189,7 +189,7 @@ class TopK(wiring.Component):
                              emitted.eq(0)]
 
         # Configuration between batches.
-        m.d.comb += self.config.ready.eq(collecting & (seen == 0) & ~inserting)
+        m.d.comb += self.config.ready.eq(collecting & (seen == 0) & (pending == 0))
         with m.If(self.config.valid & self.config.ready):
             with m.If((self.config.payload >= 1) & (self.config.payload <= K)):
                 m.d.sync += k.eq(self.config.payload)
