@@ -44,8 +44,8 @@ def design(args):
         "parameters": {"n_max": engine.n_max, "k_max": engine.k_max, "par": engine.par,
                        "score_bits": engine.score_bits, "signed": engine.signed_scores,
                        "index_bits": engine.index_bits},
-        "latency": {"last_score_to_first_index_cycles": "2 + survivors left in the last beat",
-                    "output_cycles": "min(k, n) + 1"},
+        "latency": {"last_score_to_first_index_cycles": "1 + survivors left in the last beat",
+                    "output_beats": "min(k, n), each with the threshold"},
         "throughput": {"scores_per_cycle_peak": engine.par,
                        "note": "a beat with s > 1 threshold survivors takes s cycles"},
     }
@@ -53,7 +53,7 @@ def design(args):
         "selects": f"k <= {engine.k_max} of n <= {engine.n_max} "
                    f"{'signed' if engine.signed_scores else 'unsigned'} {engine.score_bits}-bit scores",
         "throughput": f"{engine.par} scores per cycle while survivors are rare",
-        "output": "indices in ascending order, then the threshold",
+        "output": "indices in ascending order, each beat with the threshold",
     }
     return Design(engine, name, manifest,
                   f"top-k engine, {engine.par} scores per cycle", figures)

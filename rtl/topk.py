@@ -12,7 +12,7 @@ an increasing sequence degrades to one score per cycle.
 Ties go to the lower index: a score enters only when strictly larger than an
 entry, and indices arrive in increasing order. At the end of a batch the engine
 emits the selected indices in ascending order (a minimum search over the list,
-one index per cycle), then the threshold, the k-th largest score.
+one index per cycle), each beat also carrying the threshold, the k-th largest score.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -46,9 +46,9 @@ class TopK(wiring.Component):
     scores : In(stream.Signature(StructLayout({"score": ArrayLayout(score, P), "count": range(P+1), "last": 1})))
         ``count`` valid lanes (from lane 0) of the next scores of the batch; ``last``
         on its final beat.
-    result : Out(stream.Signature(StructLayout({"value": max(index, score) bits, "threshold": 1, "last": 1})))
-        The ``min(k, n)`` selected indices in ascending order, then one beat with
-        ``threshold`` and ``last`` set carrying the k-th largest score (sign-extended).
+    result : Out(stream.Signature(StructLayout({"index": index, "threshold": score, "last": 1})))
+        The ``min(k, n)`` selected indices in ascending order, one per beat, each with the
+        threshold (the k-th largest score); ``last`` on the final one.
     error : Out(1)
         Sticky: a batch had more than ``n_max`` scores, or a ``k`` was out of range.
     """
@@ -73,8 +73,8 @@ class TopK(wiring.Component):
                 "last":  1,
             }))),
             "result": Out(stream.Signature(data.StructLayout({
-                "value":     max(self._index_bits, score_bits),
-                "threshold": 1,
+                "index":     unsigned(self._index_bits),
+                "threshold": score,
                 "last":      1,
             }))),
             "error":  Out(1),
@@ -165,26 +165,30 @@ class TopK(wiring.Component):
         with m.If(collecting & batch_end & (pending == 0)):
             m.d.sync += collecting.eq(0)
 
-        # Output: the smallest index not yet emitted (a tree of comparators), then the threshold.
+        # Output: the smallest index not yet emitted (a tree of comparators), with the threshold.
         emitted = Signal(K)
-        nodes = [(~emitted[i] & (i < filled), indices[i], Const(i, range(K))) for i in range(K)]
+        unsent = Signal(K)
+        m.d.comb += unsent.eq(Cat(~emitted[i] & (i < filled) for i in range(K)))
+        nodes = [(unsent[i], indices[i], Const(i, range(K))) for i in range(K)]
         while len(nodes) > 1:
             paired = []
             for a, b in zip(nodes[0::2], nodes[1::2]):
                 take_b = b[0] & (~a[0] | (b[1] < a[1]))
                 paired.append((a[0] | b[0], Mux(take_b, b[1], a[1]), Mux(take_b, b[2], a[2])))
             nodes = paired + ([nodes[-1]] if len(nodes) % 2 else [])
-        any_left, minimum, pick = nodes[0]
+        _, minimum, pick = nodes[0]
+        # The list is final once the last beat's lanes are all inserted or dropped.
+        emitting = ~collecting | (batch_end & (pending == 0))
+        final = (unsent & ~(Const(1, K) << pick)) == 0
         m.d.comb += [
-            self.result.valid.eq(~collecting),
-            self.result.payload.value.eq(Mux(any_left, minimum, threshold)),
-            self.result.payload.threshold.eq(~any_left),
-            self.result.payload.last.eq(~any_left),
+            self.result.valid.eq(emitting),
+            self.result.payload.index.eq(minimum),
+            self.result.payload.threshold.eq(threshold),
+            self.result.payload.last.eq(final),
         ]
         with m.If(self.result.valid & self.result.ready):
-            with m.If(any_left):
-                m.d.sync += emitted.eq(emitted | (Const(1, K) << pick))
-            with m.Else():
+            m.d.sync += emitted.eq(emitted | (Const(1, K) << pick))
+            with m.If(final):
                 m.d.sync += [collecting.eq(1), batch_end.eq(0), seen.eq(0), filled.eq(0),
                              emitted.eq(0)]
 

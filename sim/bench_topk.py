@@ -2,9 +2,8 @@
 
 Random signed 16-bit scores, an ideal source and sink, the generated Verilog on
 Verilator cycle by cycle. ``scores/cycle`` is DESIGN.md 4's top-k throughput: n
-over the cycles from the first score taken to the last index (the threshold
-beat) taken; ``latency`` is the cycles from the last score taken to the
-threshold beat.
+over the cycles from the first score taken to the last index taken;
+``latency`` is the cycles from the last score taken to the last index taken.
 """
 
 import json
@@ -40,7 +39,7 @@ def run(args):
                        testcase="benchmark", params={
                            "par": par, "score_bits": 16, "signed": True,
                            "index_bits": engine.index_bits, "k_max": engine.k_max, "seed": 0,
-                           "value_bits": max(engine.index_bits, 16), "batches": batches,
+                           "batches": batches,
                            "out": str(out)})
             marks = {m["name"]: m for m in json.loads(out.read_text())}
         for batch in batches:

@@ -14,7 +14,7 @@ ICARUS = pytest.mark.skipif(not simulator_available("icarus"),
 def engine_params(engine, batches, seed=1, **extra):
     return {"par": engine.par, "score_bits": engine.score_bits, "signed": engine.signed_scores,
             "index_bits": engine.index_bits, "k_max": engine.k_max, "seed": seed,
-            "value_bits": max(engine.index_bits, engine.score_bits), "batches": batches, **extra}
+            "batches": batches, **extra}
 
 
 def batches(engine, seed=5):

@@ -64,16 +64,18 @@ class TopKDriver:
         already = len(self.sink.received)
         sender = cocotb.start_soon(self.scores.send_all(score_beats(scores, p)))
         self.tasks.append(sender)
-        count = min(k, len(scores)) + 1
+        count = min(k, len(scores))
         out = await self.sink.wait_for(already + count, timeout_cycles=100_000)
         await sender
         beats = out[already:]
-        value_mask = (1 << p["value_bits"]) - 1
-        flags = [(beat >> p["value_bits"]) & 3 for beat in beats]
-        assert flags == [0] * (count - 1) + [3], f"threshold/last flags {flags}"
-        indices = [beat & value_mask for beat in beats[:-1]]
-        threshold = beats[-1] & value_mask
-        threshold = to_signed(threshold, p["value_bits"]) if p["signed"] else threshold
+        index_bits, score_bits = p["index_bits"], p["score_bits"]
+        lasts = [beat >> (index_bits + score_bits) & 1 for beat in beats]
+        assert lasts == [0] * (count - 1) + [1], f"last flags {lasts}"
+        indices = [beat & ((1 << index_bits) - 1) for beat in beats]
+        thresholds = {beat >> index_bits & ((1 << score_bits) - 1) for beat in beats}
+        assert len(thresholds) == 1, f"the threshold changed during the output: {thresholds}"
+        threshold = thresholds.pop()
+        threshold = to_signed(threshold, score_bits) if p["signed"] else threshold
         return np.array(indices), threshold, dict(self.marks)
 
 
