@@ -1,6 +1,7 @@
 """Board bitstreams and programming (``--board NAME``, ``--program``)."""
 
 import os
+from contextlib import contextmanager
 import re
 import shutil
 import subprocess
@@ -8,6 +9,7 @@ import sys
 
 from boards.top import BOARDS, BoardTop
 from gen.cli import UsageError
+from gen.synth import overflow_message
 
 __all__ = ["add_arguments", "run", "build_board"]
 
@@ -41,25 +43,46 @@ def run(args, design, paths):
                       for clock, (mhz, need) in report["fmax"].items()))
 
 
+@contextmanager
+def _environment(variables):
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
 def build_board(array, board, out_dir, baud=115200, program=False):
     """Build (and optionally flash) ``array`` for ``board``; return the bitstream and Fmax."""
     spec = BOARDS[board]
-    for variable, command in YOWASP.items():
-        os.environ.setdefault(variable, command)
-    # ECP5 platforms look their programmer up even to build.
+    tools = {variable: os.environ.get(variable, command) for variable, command in YOWASP.items()}
     programmer_variable = spec.programmer.upper().replace("-", "_")
     programmer = os.environ.get(programmer_variable, spec.programmer)
-    if program and not shutil.which(programmer):
-        raise UsageError(f"cannot program the {board}: {programmer} is not installed "
-                         f"(set {programmer_variable} to its path)")
-    os.environ.setdefault(programmer_variable, programmer)
+    if not shutil.which(programmer):
+        if program:
+            raise UsageError(f"cannot program the {board}: {programmer} is not installed "
+                             f"(set {programmer_variable} to its path)")
+        # ECP5 platforms look their programmer up even to build: any command will do.
+        programmer = shutil.which("true")
+    tools[programmer_variable] = programmer
     platform = spec.make_platform()
     build_dir = os.path.join(out_dir, "board", board)
     print(f"board: building {board} in {build_dir} ...", file=sys.stderr, flush=True)
     try:
-        platform.build(BoardTop(array, baud), name="top", build_dir=build_dir,
-                       do_program=program)
+        with _environment(tools):
+            platform.build(BoardTop(array, baud), name="top", build_dir=build_dir,
+                           do_program=program)
     except subprocess.CalledProcessError as error:
+        timing = os.path.join(build_dir, "top.tim")
+        overflow = os.path.exists(timing) and overflow_message(
+            open(timing, errors="replace").read(), "the board top", board)
+        if overflow:
+            raise UsageError(overflow) from None
         stage = "programming" if program else "the build"
         raise UsageError(f"{stage} for {board} failed ({error.cmd[0]} exited {error.returncode}); "
                          f"logs in {build_dir}") from None

