@@ -15,10 +15,34 @@ def array_params(array, seed=1, **extra):
     return {"rows": array.rows, "cols": array.cols, "drain_rows": array.drain_rows,
             "fifo_depth": array.fifo_depth, "acc_width": array.acc_width,
             "word_bits": array.word_bits, "modes": modes(array.precision), "seed": seed,
-            "shapes": [[2 * array.rows + 1, array.cols + 2, 37], [array.rows, array.cols, 16]],
+            # Odd shapes; the last has one-step tiles in the wide-lane modes, so that
+            # draining binds and the credit limit shows in the cycle count.
+            "shapes": [[2 * array.rows + 1, array.cols + 2, 37], [array.rows, array.cols, 16],
+                       [4 * array.rows, 3 * array.cols, 3]],
             "k_bound_unsigned": k_step_bound(array.acc_width, *modes(array.precision)[-1],
                                              False, False),
             **extra}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rows": 0, "cols": 4}, "rows must be between 1 and 32, not 0"),
+    ({"rows": 4, "cols": 33}, "cols must be between 1 and 32, not 33"),
+    ({"rows": 4, "cols": 4, "precision": 3}, "precision must be 'mixed', 2, 4 or 8, not 3"),
+    ({"rows": 4, "cols": 4, "acc_width": 12}, "acc_width must be between 16 and 64, not 12"),
+    ({"rows": 6, "cols": 4, "drain_rows": 4}, "drain_rows must divide rows=6, not 4"),
+    ({"rows": 4, "cols": 4, "fifo_depth": 0}, "fifo_depth must be between 1 and 64, not 0"),
+])
+def test_bad_array_parameters_are_one_line_errors(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        SystolicArray(**kwargs)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("rows, drain_rows", [(1, 1), (3, 1), (4, 1), (8, 2), (12, 3), (7, 7),
+                                              (32, 8)])
+def test_default_drain_rows_keeps_up_with_four_step_tiles(rows, drain_rows):
+    # A 2x2-bit tile with K = 64 is 4 steps; its rows must leave in at most 4 beats.
+    assert SystolicArray(rows, 2).drain_rows == drain_rows
 
 
 def digits_layers(samples=12):
@@ -29,7 +53,8 @@ def digits_layers(samples=12):
         net = digits_network(bits, sparsity)
         for i, (layer, a) in enumerate(zip(net.layers, net.layer_inputs(net.quantize_input(x_test)))):
             layers.append({"name": f"{name} layer {i}", "w_bits": layer.w_bits,
-                           "a_bits": layer.a_bits, "a": a.tolist(), "w": layer.weight.T.tolist()})
+                           "a_bits": layer.a_bits, "a": a.tolist(), "w": layer.weight.T.tolist(),
+                           "bias": layer.bias.tolist(), "acc": layer.accumulate(a).tolist()})
     return layers
 
 
@@ -54,7 +79,8 @@ def test_mixed_array_gemms_stalls_cycles_reset_and_bounds():
     array = SystolicArray(3, 4, "mixed", acc_width=24)
     run(array, "sim.tb.systolic", name="array_3x4_mixed",
         testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model",
-                  "reset_mid_gemm_then_a_clean_gemm", "configuration_beyond_the_k_bound_is_rejected"],
+                  "reset_mid_gemm_then_a_clean_gemm", "configuration_beyond_the_k_bound_is_rejected",
+                  "result_back_pressure_stalls_the_array_without_loss"],
         params=array_params(array))
 
 

@@ -49,6 +49,7 @@ class ArrayDriver:
         self.wgt = StreamSource(dut, "wgt", stall=stall, rng=rng)
         self.sink = StreamSink(dut, "result", stall=stall, rng=rng).start()
         self.first_step = self.last_step = self.last_beat = None
+        self.steps_taken = 0
         self._cycle = 0
         self._tasks = [cocotb.start_soon(self._watch())]
 
@@ -65,6 +66,7 @@ class ArrayDriver:
             self._cycle += 1
             if dut.act__valid.value and dut.act__ready.value:
                 self.last_step = self._cycle
+                self.steps_taken += 1
                 if self.first_step is None:
                     self.first_step = self._cycle
             if dut.result__valid.value and dut.result__ready.value:
@@ -140,7 +142,11 @@ async def cycle_count_matches_golden_model(dut):
 
 @cocotb.test()
 async def digits_mlp_layers_bit_exact(dut):
-    """The trained, pruned, quantized digits MLP, layer by layer, under stalls."""
+    """The trained, pruned, quantized digits MLP, layer by layer, under stalls.
+
+    Each layer's result plus its bias must equal the network's integer accumulator
+    (``QuantizedLayer.accumulate``, before requantization), given as ``acc``.
+    """
     p = params()
     start_clock(dut)
     await reset(dut)
@@ -149,7 +155,32 @@ async def digits_mlp_layers_bit_exact(dut):
         mode = Mode(layer["w_bits"], layer["a_bits"], True, False)
         a, w = np.array(layer["a"]), np.array(layer["w"])
         got, _ = await driver.gemm(a, w, mode)
-        assert np.array_equal(got, a @ w), f"layer {layer['name']}"
+        assert np.array_equal(got + np.array(layer["bias"]), np.array(layer["acc"])), \
+            f"layer {layer['name']}"
+
+
+@cocotb.test()
+async def result_back_pressure_stalls_the_array_without_loss(dut):
+    """A sink that stops for a long time fills the row FIFOs, stops the operand streams at
+    exactly ``fifo_depth`` tiles, and loses nothing when it resumes."""
+    p = params()
+    rng = np.random.default_rng(p["seed"] + 3)
+    start_clock(dut)
+    await reset(dut)
+    mode = Mode(*p["modes"][0], False, True)
+    tiles_wanted = p["fifo_depth"] + 3
+    a, w = random_operands(rng, mode, tiles_wanted * p["rows"], p["cols"], 2 * mode.lanes)
+    driver = ArrayDriver(dut, random.Random(4))
+    driver.sink.stop()
+    task = cocotb.start_soon(driver.gemm(a, w, mode))
+    for _ in range(200):
+        await RisingEdge(dut.clk)
+    assert driver.steps_taken == p["fifo_depth"] * 2, \
+        f"{driver.steps_taken} steps taken with the sink stopped, fifo_depth {p['fifo_depth']}"
+    assert dut.act__valid.value and not dut.act__ready.value
+    driver.sink.start()
+    got, _ = await task
+    assert np.array_equal(got, a @ w), f"seed {p['seed']}"
 
 
 @cocotb.test()
