@@ -1,0 +1,65 @@
+"""Resources and Fmax of fusion arrays beside the plain ``a*b`` baseline, from yosys and nextpnr.
+
+For every array shape, precision and device asked for, synthesizes the fusion array
+(out of context, every port kept) and, per shape and device, the plain 8-bit ``a*b``
+array of the same shape, in the same run. Reports LUT4, FF, DSP, BRAM, Fmax, and peak
+GOPS at Fmax per 1k LUT4 (2 ops per MAC, at the precision's peak MACs per cycle) for
+each precision the design supports. A design that does not fit says so.
+"""
+
+import tempfile
+
+from gen.cli import parse_array
+from gen.synth import DEVICES, SynthesisError, synthesize
+from rtl.baseline import PlainArray
+from rtl.fusion import modes
+from rtl.systolic import SystolicArray, peak_macs
+
+
+def add_arguments(parser):
+    parser.add_argument("--array", action="append", metavar="RxC",
+                        help="array shape, repeatable (default: 2x2, 4x4, 8x8)")
+    parser.add_argument("--bits", action="append", choices=["2", "4", "8", "mixed"],
+                        help="precision, repeatable (default: all)")
+    parser.add_argument("--device", action="append", choices=sorted(DEVICES),
+                        help="device, repeatable (default: ice40-up5k, ecp5-85k)")
+    parser.add_argument("--freq", type=float, help="target MHz (default: the device's)")
+
+
+def _row(report, shape, kind, macs):
+    lut = report["resources"]["lut"]["used"]
+    fmax = min(c["achieved_mhz"] for c in report["fmax"].values())
+    return {"device": report["device"], "array": shape, "pe": kind, "lut": lut,
+            "ff": report["resources"]["ff"]["used"], "dsp": report["resources"]["dsp"]["used"],
+            "bram": report["resources"]["bram"]["used"], "fmax_mhz": fmax,
+            "gops_per_klut": {mode: round(2 * m * fmax / 1e3 / (lut / 1e3), 3)
+                              for mode, m in macs.items()}}
+
+
+def run(args):
+    shapes = args.array or ["2x2", "4x4", "8x8"]
+    precisions = args.bits or ["2", "4", "8", "mixed"]
+    devices = args.device or ["ice40-up5k", "ecp5-85k"]
+    table = []
+    with tempfile.TemporaryDirectory() as out:
+        for device in devices:
+            for shape in shapes:
+                rows, cols = parse_array(shape)
+                designs = [(f"{b}-bit fusion" if b != "mixed" else "mixed fusion",
+                            SystolicArray(rows, cols, "mixed" if b == "mixed" else int(b)))
+                           for b in precisions]
+                designs.append(("plain a*b 8-bit", PlainArray(rows, cols)))
+                for kind, array in designs:
+                    macs = {f"{w}x{a}": peak_macs(rows, cols, w, a)
+                            for w, a in modes(array.precision) if w == a}
+                    name = f"{kind.split()[0].replace('-', '')}_{shape}"
+                    try:
+                        report = synthesize(array, name, device, out, args.freq)
+                    except SynthesisError as error:
+                        table.append({"device": device, "array": shape, "pe": kind,
+                                      "note": str(error)})
+                        continue
+                    table.append(_row(report, shape, kind, macs))
+                    if not args.json:
+                        print(table[-1], flush=True)
+    return {"results": table}
