@@ -3,7 +3,7 @@
 from gen.cli import UsageError, parse_array
 from gen.emit import Design
 from rtl.fusion import FusionPE, lanes, modes
-from rtl.systolic import SystolicArray, peak_macs
+from rtl.systolic import SystolicArray, min_acc_width, peak_macs
 
 __all__ = ["add_arguments", "design", "build"]
 
@@ -18,7 +18,8 @@ def add_arguments(parser):
                        help="operand precision: mixed = run-time fusible 2/4/8-bit PEs, "
                             "or one fixed precision (default: mixed)")
     group.add_argument("--acc-bits", type=int, default=32, metavar="N",
-                       help="signed accumulator width, 16..64 (default: 32)")
+                       help="signed accumulator width, 17..64 (16..64 for --bits 2 or 4; "
+                            "default: 32)")
 
 
 def build(args):
@@ -26,9 +27,10 @@ def build(args):
     rows, cols = parse_array(args.array)
     if args.bits not in BITS:
         raise UsageError(f"--bits must be one of 2, 4, 8, mixed, not {args.bits!r}")
-    if not 16 <= args.acc_bits <= 64:
-        raise UsageError(f"--acc-bits must be between 16 and 64, not {args.acc_bits}")
     precision = "mixed" if args.bits == "mixed" else int(args.bits)
+    if not min_acc_width(precision) <= args.acc_bits <= 64:
+        raise UsageError(f"--acc-bits must be between {min_acc_width(precision)} and 64 "
+                         f"for --bits {args.bits}, not {args.acc_bits}")
     return SystolicArray(rows, cols, precision, acc_width=args.acc_bits)
 
 

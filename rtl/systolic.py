@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from rtl.fusion import FusionMode, FusionPE, SliceSteer, BitWidth, lanes, modes, word_bits
 
-__all__ = ["ArrayConfig", "SystolicArray", "k_step_bound", "peak_macs"]
+__all__ = ["ArrayConfig", "SystolicArray", "k_step_bound", "min_acc_width", "peak_macs"]
 
 #: Width of the K-step and tile counts of a configuration.
 COUNT_BITS = 16
@@ -58,6 +58,13 @@ def k_step_bound(acc_width, w_bits, a_bits, w_signed, a_signed):
     return min(((1 << (acc_width - 1)) - 1) // per_step, (1 << COUNT_BITS) - 1)
 
 
+def min_acc_width(precision):
+    """Narrowest accumulator (at least 16 bits) that holds one step of every mode of ``precision``."""
+    return max(16, *(
+        (lanes(w, a) * _max_product(w, a, False, False)).bit_length() + 1
+        for w, a in modes(precision)))
+
+
 def peak_macs(rows, cols, w_bits, a_bits):
     """Multiply-accumulates per cycle of the whole array in a mode."""
     return rows * cols * lanes(w_bits, a_bits)
@@ -73,7 +80,8 @@ class SystolicArray(wiring.Component):
     precision : "mixed", 2, 4 or 8
         PE kind (see :class:`~rtl.fusion.FusionPE`).
     acc_width : int
-        Signed accumulator width, 16..64.
+        Signed accumulator width, from :func:`min_acc_width` (17 for ``"mixed"`` and 8,
+        16 for 4 and 2: one step of every mode fits) to 64.
     drain_rows : int, optional
         Result rows per beat of the result stream; must divide ``rows``. By
         default the smallest divisor of ``rows`` that is at least ``rows / 4``,
@@ -107,8 +115,10 @@ class SystolicArray(wiring.Component):
             if not isinstance(value, int) or not 1 <= value <= 32:
                 raise ValueError(f"{name} must be between 1 and 32, not {value!r}")
         modes(precision)
-        if not isinstance(acc_width, int) or not 16 <= acc_width <= 64:
-            raise ValueError(f"acc_width must be between 16 and 64, not {acc_width!r}")
+        if not isinstance(acc_width, int) or not min_acc_width(precision) <= acc_width <= 64:
+            kind = "mixed-precision" if precision == "mixed" else f"{precision}-bit"
+            raise ValueError(f"acc_width must be between {min_acc_width(precision)} and 64 "
+                             f"for {kind} PEs, not {acc_width!r}")
         if drain_rows is None:
             drain_rows = min(d for d in range(1, rows + 1) if rows % d == 0 and 4 * d >= rows)
         if not isinstance(drain_rows, int) or drain_rows < 1 or rows % drain_rows:

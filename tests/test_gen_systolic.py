@@ -60,7 +60,24 @@ def test_fixed_precision_array_is_smaller_in_words(tmp_path):
     assert [(m["w_bits"], m["a_bits"]) for m in manifest["modes"]] == [(8, 8)]
 
 
-def test_bad_accumulator_width_is_one_line(tmp_path):
-    result = gen("--acc-bits", "8", cwd=tmp_path)
-    assert result.returncode == 2 and "--acc-bits must be between 16 and 64, not 8" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+@pytest.mark.parametrize("args, message", [
+    (["--acc-bits", "8"], "--acc-bits must be between 17 and 64 for --bits mixed, not 8"),
+    (["--acc-bits", "16", "--bits", "8"], "--acc-bits must be between 17 and 64 for --bits 8, not 16"),
+    (["--acc-bits", "65", "--bits", "2"], "--acc-bits must be between 16 and 64 for --bits 2, not 65"),
+    (["--array", "4x0"], "--array 4x0: columns must be between 1 and 32, not 0"),
+    (["--array", "33x4"], "--array 33x4: rows must be between 1 and 32, not 33"),
+    (["--bits", "16"], "--bits must be one of 2, 4, 8, mixed, not '16'"),
+])
+def test_bad_parameters_are_one_line_errors(args, message, tmp_path):
+    result = gen(*args, "--out", "o", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"python -m gen: error: {message}"]
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_16_bit_accumulator_is_enough_for_2_bit_pes(tmp_path):
+    result = gen("--array", "2x2", "--bits", "2", "--acc-bits", "16", "--json", "--out", "o",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    bounds = json.loads(result.stdout)["modes"][0]["k_steps_bound"]
+    assert bounds["u2xu2"] == (2**15 - 1) // (16 * 3 * 3)

@@ -1,6 +1,10 @@
 """The fusion PE and the systolic array, as generated Verilog under cocotb, against golden."""
 
+import itertools
+
 import pytest
+
+from golden.bitfusion import lanes, value_range
 
 from golden.network import PRECISIONS, digits_network, digits_split
 from rtl.fusion import FusionMAC, FusionPE, modes
@@ -28,7 +32,12 @@ def array_params(array, seed=1, **extra):
     ({"rows": 0, "cols": 4}, "rows must be between 1 and 32, not 0"),
     ({"rows": 4, "cols": 33}, "cols must be between 1 and 32, not 33"),
     ({"rows": 4, "cols": 4, "precision": 3}, "precision must be 'mixed', 2, 4 or 8, not 3"),
-    ({"rows": 4, "cols": 4, "acc_width": 12}, "acc_width must be between 16 and 64, not 12"),
+    ({"rows": 4, "cols": 4, "acc_width": 12},
+     "acc_width must be between 17 and 64 for mixed-precision PEs, not 12"),
+    ({"rows": 4, "cols": 4, "precision": 8, "acc_width": 16},
+     "acc_width must be between 17 and 64 for 8-bit PEs, not 16"),
+    ({"rows": 4, "cols": 4, "precision": 2, "acc_width": 65},
+     "acc_width must be between 16 and 64 for 2-bit PEs, not 65"),
     ({"rows": 6, "cols": 4, "drain_rows": 4}, "drain_rows must divide rows=6, not 4"),
     ({"rows": 4, "cols": 4, "fifo_depth": 0}, "fifo_depth must be between 1 and 64, not 0"),
 ])
@@ -43,6 +52,25 @@ def test_bad_array_parameters_are_one_line_errors(kwargs, message):
 def test_default_drain_rows_keeps_up_with_four_step_tiles(rows, drain_rows):
     # A 2x2-bit tile with K = 64 is 4 steps; its rows must leave in at most 4 beats.
     assert SystolicArray(rows, 2).drain_rows == drain_rows
+
+
+@pytest.mark.parametrize("precision, acc_width", [("mixed", 17), ("mixed", 24), ("mixed", 32),
+                                                  (8, 17), (4, 16), (2, 16)])
+def test_k_bound_is_the_largest_k_whose_worst_sum_fits_the_accumulator(precision, acc_width):
+    top = (1 << (acc_width - 1)) - 1
+    assert SystolicArray(2, 2, precision, acc_width).k_step_bounds().keys() == {
+        (w, a, ws, as_) for w, a in modes(precision) for ws in (False, True)
+        for as_ in (False, True)}
+    for (w_bits, a_bits), w_signed, a_signed in itertools.product(
+            modes(precision), (False, True), (False, True)):
+        bound = k_step_bound(acc_width, w_bits, a_bits, w_signed, a_signed)
+        corners = [w * a for w in value_range(w_bits, w_signed) for a in value_range(a_bits, a_signed)]
+        worst = max(abs(c) for c in corners) * lanes(w_bits, a_bits)   # per step
+        assert 1 <= bound <= 65535
+        assert bound * worst <= top, (w_bits, a_bits, w_signed, a_signed)
+        assert bound == 65535 or (bound + 1) * worst > top, (w_bits, a_bits, w_signed, a_signed)
+    assert k_step_bound(32, 8, 8, False, False) == 33025      # (2^31 - 1) // (255 * 255)
+    assert k_step_bound(16, 2, 2, False, False) == 227        # (2^15 - 1) // (16 * 3 * 3)
 
 
 def digits_layers(samples=12):
