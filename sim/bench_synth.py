@@ -8,11 +8,12 @@ each precision the design supports. A design that does not fit says so.
 """
 
 import tempfile
+from pathlib import Path
 
 from gen.cli import parse_array
-from gen.synth import DEVICES, SynthesisError, synthesize
-from rtl.baseline import PlainArray
-from rtl.fusion import modes
+from gen.synth import DEVICES, SynthesisError, resources, synthesize
+from rtl.baseline import PlainArray, PlainPE
+from rtl.fusion import FusionPE, SliceSteer, modes
 from rtl.systolic import SystolicArray, peak_macs
 
 
@@ -24,6 +25,9 @@ def add_arguments(parser):
     parser.add_argument("--device", action="append", choices=sorted(DEVICES),
                         help="device, repeatable (default: ice40-up5k, ecp5-85k)")
     parser.add_argument("--freq", type=float, help="target MHz (default: the device's)")
+    parser.add_argument("--pe", action="store_true",
+                        help="instead: yosys-only cost of one PE of each kind (with its "
+                             "accumulator), of a slice steer, and of a plain a*b MAC")
 
 
 def _row(report, shape, kind, macs):
@@ -36,7 +40,29 @@ def _row(report, shape, kind, macs):
                               for mode, m in macs.items()}}
 
 
+def pe_costs():
+    """LUT4 and DSP of single PEs on iCE40 and ECP5 (yosys, ports as the top level)."""
+    designs = [*((f"fusion PE {p}", FusionPE(p)) for p in ("mixed", 8, 4, 2)),
+               ("slice steer (one per row/column)", SliceSteer("mixed", "a")),
+               ("plain a*b 8-bit MAC", PlainPE())]
+    table = []
+    with tempfile.TemporaryDirectory() as out:
+        for number, (kind, design) in enumerate(designs):
+            row = {"design": kind}
+            for family in ("ice40", "ecp5"):
+                counts = resources(design, kind, family, Path(out) / f"{family}{number}")
+                row[f"{family}_lut4"], row[f"{family}_dsp"] = counts["lut"], counts["dsp"]
+            table.append(row)
+    return table
+
+
 def run(args):
+    if args.pe:
+        table = pe_costs()
+        if not args.json:
+            from sim.bench import print_table
+            print_table(table, list(table[0]))
+        return {"pe": table}
     shapes = args.array or ["2x2", "4x4", "8x8"]
     precisions = args.bits or ["2", "4", "8", "mixed"]
     devices = args.device or ["ice40-up5k", "ecp5-85k"]
