@@ -20,6 +20,10 @@ def add_arguments(parser):
     group.add_argument("--acc-bits", type=int, default=32, metavar="N",
                        help="signed accumulator width, 17..64 (16..64 for --bits 2 or 4; "
                             "default: 32)")
+    group.add_argument("--drain-rows", type=int, default=None, metavar="G",
+                       help="result rows per beat of the result stream, a divisor of R "
+                            "(default: the smallest divisor of R that is at least R/4, so a "
+                            "tile of 4 steps drains in 4 beats)")
 
 
 def build(args):
@@ -31,7 +35,11 @@ def build(args):
     if not min_acc_width(precision) <= args.acc_bits <= 64:
         raise UsageError(f"--acc-bits must be between {min_acc_width(precision)} and 64 "
                          f"for --bits {args.bits}, not {args.acc_bits}")
-    return SystolicArray(rows, cols, precision, acc_width=args.acc_bits)
+    if args.drain_rows is not None and not (1 <= args.drain_rows <= rows
+                                            and rows % args.drain_rows == 0):
+        raise UsageError(f"--drain-rows must divide the {rows} rows, not {args.drain_rows}")
+    return SystolicArray(rows, cols, precision, acc_width=args.acc_bits,
+                         drain_rows=args.drain_rows)
 
 
 def design(args):

@@ -25,6 +25,8 @@ def add_arguments(parser):
     parser.add_argument("--array", default="8x8", metavar="RxC", help="array shape (default 8x8)")
     parser.add_argument("--bits", default="mixed", choices=["mixed", "2", "4", "8"],
                         help="PE precision (default mixed)")
+    parser.add_argument("--drain-rows", type=int, default=None, metavar="G",
+                        help="result rows per beat (default: the generator's default)")
 
 
 def run(args):
@@ -33,7 +35,7 @@ def run(args):
     except UsageError as error:
         raise ValueError(str(error)) from None
     precision = "mixed" if args.bits == "mixed" else int(args.bits)
-    array = SystolicArray(rows, cols, precision)
+    array = SystolicArray(rows, cols, precision, drain_rows=args.drain_rows)
     jobs = [{"shape": name, "m": m, "n": n, "k": k, "w_bits": w, "a_bits": a,
              "w_signed": True, "a_signed": False}
             for w, a in modes(precision) for name, (m, n, k) in SHAPES.items()]
@@ -58,10 +60,12 @@ def run(args):
             "utilization": round(useful_macs(tiling) / (work * job["cycles"]), 4),
             "steady_state_utilization": round(useful_macs(tiling) / (work * job["step_span"]), 4),
         })
-    document = {"array": f"{rows}x{cols}", "precision": precision, "results": table}
+    document = {"array": f"{rows}x{cols}", "precision": precision,
+                "drain_rows": array.drain_rows, "fifo_depth": array.fifo_depth, "results": table}
     if not args.json:
         from sim.bench import print_table
-        print(f"{rows}x{cols} fusion array ({precision}), ideal source and sink")
+        print(f"{rows}x{cols} fusion array ({precision}, {array.drain_rows} result rows per beat),"
+              f" ideal source and sink")
         print_table(table, ["mode", "gemm", "cycles", "model_cycles", "utilization",
                             "steady_state_utilization"])
     return document

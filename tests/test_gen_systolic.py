@@ -67,12 +67,23 @@ def test_fixed_precision_array_is_smaller_in_words(tmp_path):
     (["--array", "4x0"], "--array 4x0: columns must be between 1 and 32, not 0"),
     (["--array", "33x4"], "--array 33x4: rows must be between 1 and 32, not 33"),
     (["--bits", "16"], "--bits must be one of 2, 4, 8, mixed, not '16'"),
+    (["--array", "6x2", "--drain-rows", "4"], "--drain-rows must divide the 6 rows, not 4"),
+    (["--array", "6x2", "--drain-rows", "0"], "--drain-rows must divide the 6 rows, not 0"),
 ])
 def test_bad_parameters_are_one_line_errors(args, message, tmp_path):
     result = gen(*args, "--out", "o", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"python -m gen: error: {message}"]
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_drain_rows_sets_the_result_beat(tmp_path):
+    result = gen("--array", "8x2", "--drain-rows", "4", "--json", "--out", "o", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    assert manifest["parameters"]["drain_rows"] == 4
+    ports = {port["name"]: port["width"] for port in manifest["ports"]}
+    assert ports["result__payload"] == 4 * 2 * 32
 
 
 def test_a_16_bit_accumulator_is_enough_for_2_bit_pes(tmp_path):
