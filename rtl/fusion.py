@@ -269,27 +269,38 @@ class FusionPE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         supported = modes(self._precision)
+        def delayed(value, cycles, name):
+            for stage in range(cycles):
+                register = Signal(name=f"{name}_{stage + 1}")
+                m.d.sync += register.eq(value)
+                value = register
+            return value
+
         # Which tree levels shift: within a group by 2 for a 4- or 8-bit operand, between
         # groups by 4 for an 8-bit operand (the k0/k1 and k2/k3 bits of the brick number).
+        # Each control travels with its step to the stage that uses it, so back-to-back steps
+        # of different modes do not disturb each other.
         if len(supported) == 1:
             (w_bits, a_bits), = supported
             w_wide, a_wide, w_full, a_full = w_bits > 2, a_bits > 2, w_bits == 8, a_bits == 8
         else:
-            w_wide, a_wide = self.mode.w_bits != BitWidth.B2, self.mode.a_bits != BitWidth.B2
-            w_full, a_full = self.mode.w_bits == BitWidth.B8, self.mode.a_bits == BitWidth.B8
+            w_wide = self.mode.w_bits != BitWidth.B2                           # stage 1
+            a_wide = delayed(self.mode.a_bits != BitWidth.B2, 1, "a_wide")     # stage 2
+            w_full = delayed(self.mode.w_bits == BitWidth.B8, 2, "w_full")     # stage 3
+            a_full = delayed(self.mode.a_bits == BitWidth.B8, 2, "a_full")
 
-        # Stage 1: bricks. Stage 2: first level of the shift-add tree.
+        # Stage 1: bricks and the pairs of the first tree level. Stage 2: the group sums.
         groups = []
         for g in range(4):
             products = []
             for j in range(4):
                 k = 4 * g + j
                 product = Signal(signed(5), name=f"brick{k}")
-                m.d.sync += product.eq(brick_product(self.w[k], self.a[k]))
+                m.d.comb += product.eq(brick_product(self.w[k], self.a[k]))
                 products.append(product)
             # Pairs share an activation slice position: p0 + 4^[w wide] p1 (7 bits signed).
             low, high = Signal(signed(7), name=f"low{g}"), Signal(signed(7), name=f"high{g}")
-            m.d.comb += [low.eq(products[0] + _shift_if(products[1], w_wide, 2)),
+            m.d.sync += [low.eq(products[0] + _shift_if(products[1], w_wide, 2)),
                          high.eq(products[2] + _shift_if(products[3], w_wide, 2))]
             group = Signal(signed(9), name=f"group{g}")
             m.d.sync += group.eq(low + _shift_if(high, a_wide, 2))

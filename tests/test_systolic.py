@@ -116,7 +116,8 @@ def test_mixed_array_gemms_stalls_cycles_reset_and_bounds():
 def test_mixed_array_on_icarus():
     array = SystolicArray(2, 3, "mixed")
     run(array, "sim.tb.systolic", name="array_2x3_mixed", simulator="icarus",
-        testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model"],
+        testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model",
+                  "reset_mid_gemm_then_a_clean_gemm"],
         params=array_params(array, seed=5))
 
 

@@ -201,6 +201,9 @@ async def reset_mid_gemm_then_a_clean_gemm(dut):
     driver.abort()
     await reset(dut)
     assert not dut.result__valid.value and not dut.error.value
+    for output in ("result__valid", "result__payload", "act__ready", "wgt__ready",
+                   "config__ready", "error"):
+        assert getattr(dut, output).value.is_resolvable, f"{output} is not 0/1 after reset"
     driver = ArrayDriver(dut, random.Random(2), stall=0.2)
     a, w = random_operands(rng, mode, p["rows"] + 1, p["cols"] + 1, 2 * mode.lanes + 1)
     got, _ = await driver.gemm(a, w, mode)
@@ -250,3 +253,33 @@ async def benchmark(dut):
                         "step_span": driver.last_step - driver.first_step + 1})
     with open(p["out"], "w") as out:
         json.dump(results, out)
+
+
+@cocotb.test()
+async def back_to_back_gemms_of_different_modes(dut):
+    """Configurations queued ahead: tiles of different modes follow each other with no gap."""
+    p = params()
+    rng = np.random.default_rng(p["seed"] + 3)
+    start_clock(dut)
+    await reset(dut)
+    driver = ArrayDriver(dut, random.Random(5))
+    rows, cols, width = p["rows"], p["cols"], p["word_bits"]
+    jobs = []
+    for i, (w_bits, a_bits) in enumerate(p["modes"][::-1][:4] * 2):
+        mode = Mode(w_bits, a_bits, bool(i & 1), bool(i & 2))
+        a, w = random_operands(rng, mode, rows + 1, cols, 2 * mode.lanes - 1)
+        jobs.append((mode, a, w, tile_gemm(a, w, rows, cols, mode)))
+    configs = [config_word(mode, t.k_steps, t.tiles) for mode, _, _, t in jobs]
+    steps = [step for mode, a, w, _ in jobs for step in pack_steps(a, w, rows, cols, mode)]
+    senders = [cocotb.start_soon(driver.config.send_all(configs)),
+               cocotb.start_soon(driver.act.send_all([join(s[0], width) for s in steps])),
+               cocotb.start_soon(driver.wgt.send_all([join(s[1], width) for s in steps]))]
+    per_tile = rows // p["drain_rows"]
+    beats = await driver.sink.wait_for(sum(t.tiles * per_tile for *_, t in jobs))
+    for sender in senders:
+        await sender
+    for mode, a, w, tiling in jobs:
+        count = tiling.tiles * per_tile
+        got = unpack_results([split_beat(v, p) for v in beats[:count]], tiling, p["drain_rows"])
+        beats = beats[count:]
+        assert np.array_equal(got, a @ w), f"{mode} after a different mode"
