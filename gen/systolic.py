@@ -1,5 +1,6 @@
 """Generator of the Bit Fusion systolic array (``--unit array``)."""
 
+from boards.top import BOARDS
 from gen.cli import UsageError, parse_array
 from gen.emit import Design
 from rtl.fusion import FusionPE, lanes, modes
@@ -12,8 +13,9 @@ BITS = ("2", "4", "8", "mixed")
 
 def add_arguments(parser):
     group = parser.add_argument_group("systolic array (--unit array)")
-    group.add_argument("--array", default="8x8", metavar="RxC",
-                       help="PE rows x columns, each 1..32 (default: 8x8)")
+    group.add_argument("--array", metavar="RxC",
+                       help="PE rows x columns, each 1..32 (default: 8x8, or with --board the "
+                            "largest that fits the board)")
     group.add_argument("--bits", default="mixed", metavar="{2,4,8,mixed}",
                        help="operand precision: mixed = run-time fusible 2/4/8-bit PEs, "
                             "or one fixed precision (default: mixed)")
@@ -28,6 +30,8 @@ def add_arguments(parser):
 
 def build(args):
     """The :class:`SystolicArray` the arguments describe."""
+    if args.array is None:
+        args.array = BOARDS[args.board].largest_array if getattr(args, "board", None) else "8x8"
     rows, cols = parse_array(args.array)
     if args.bits not in BITS:
         raise UsageError(f"--bits must be one of 2, 4, 8, mixed, not {args.bits!r}")
