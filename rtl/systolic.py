@@ -94,8 +94,8 @@ class SystolicArray(wiring.Component):
     ----------
     config : In(stream.Signature(ArrayConfig()))
         A GEMM (or a single tile): the run-time mode, ``k_steps`` steps per tile and
-        ``tiles`` tiles. Accepted when the previous configuration has taken all its
-        steps. A configuration with ``k_steps`` or ``tiles`` of 0, or ``k_steps``
+        ``tiles`` tiles. Accepted with the last step of the previous configuration
+        (or any time after it), so GEMMs of different modes follow back to back. A configuration with ``k_steps`` or ``tiles`` of 0, or ``k_steps``
         above :func:`k_step_bound` for its mode, is dropped and sets ``error``.
     act : In(stream.Signature(data.ArrayLayout(word_bits, rows)))
         One packed activation word per row per step.
@@ -176,14 +176,6 @@ class SystolicArray(wiring.Component):
             for (w, a, ws, as_), bound in self.k_step_bounds().items():
                 with m.Case(BitWidth.of(w).value | BitWidth.of(a).value << 2 | ws << 4 | as_ << 5):
                     m.d.comb += k_fits.eq(incoming.k_steps <= bound)
-        m.d.comb += self.config.ready.eq(tiles_left == 0)
-        with m.If(self.config.valid & self.config.ready):
-            with m.If(k_fits & (incoming.k_steps != 0) & (incoming.tiles != 0)):
-                m.d.sync += [mode.eq(incoming.mode), k_steps.eq(incoming.k_steps),
-                             tiles_left.eq(incoming.tiles), step.eq(0)]
-            with m.Else():
-                m.d.sync += self.error.eq(1)
-
         # Credits: tiles started whose results are not all drained yet.
         outstanding = Signal(range(self._fifo_depth + 1))
         first = step == 0
@@ -196,6 +188,15 @@ class SystolicArray(wiring.Component):
             m.d.sync += step.eq(Mux(last, 0, step + 1))
             with m.If(last):
                 m.d.sync += tiles_left.eq(tiles_left - 1)
+        # The next configuration is taken with the last step of the current one (or any time
+        # once it is done), so a GEMM in another mode follows without a bubble.
+        m.d.comb += self.config.ready.eq((tiles_left == 0) | (take & last & (tiles_left == 1)))
+        with m.If(self.config.valid & self.config.ready):
+            with m.If(k_fits & (incoming.k_steps != 0) & (incoming.tiles != 0)):
+                m.d.sync += [mode.eq(incoming.mode), k_steps.eq(incoming.k_steps),
+                             tiles_left.eq(incoming.tiles), step.eq(0)]
+            with m.Else():
+                m.d.sync += self.error.eq(1)
         drained = Signal()
         m.d.sync += outstanding.eq(outstanding + (take & first) - drained)
 

@@ -108,7 +108,8 @@ def test_mixed_array_gemms_stalls_cycles_reset_and_bounds():
     run(array, "sim.tb.systolic", name="array_3x4_mixed",
         testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model",
                   "reset_mid_gemm_then_a_clean_gemm", "configuration_beyond_the_k_bound_is_rejected",
-                  "result_back_pressure_stalls_the_array_without_loss"],
+                  "result_back_pressure_stalls_the_array_without_loss",
+                  "back_to_back_gemms_of_different_modes"],
         params=array_params(array))
 
 

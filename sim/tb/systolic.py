@@ -257,24 +257,30 @@ async def benchmark(dut):
 
 @cocotb.test()
 async def back_to_back_gemms_of_different_modes(dut):
-    """Configurations queued ahead: tiles of different modes follow each other with no gap."""
+    """Configurations queued ahead: GEMMs of different modes follow each other with no gap.
+
+    Each tile has as many steps as result beats, so with an ideal source and sink the
+    array takes a step every cycle from the first step of the first GEMM to the last
+    step of the last one, configuration changes included.
+    """
     p = params()
     rng = np.random.default_rng(p["seed"] + 3)
     start_clock(dut)
     await reset(dut)
     driver = ArrayDriver(dut, random.Random(5))
     rows, cols, width = p["rows"], p["cols"], p["word_bits"]
+    per_tile = rows // p["drain_rows"]
     jobs = []
     for i, (w_bits, a_bits) in enumerate(p["modes"][::-1][:4] * 2):
         mode = Mode(w_bits, a_bits, bool(i & 1), bool(i & 2))
-        a, w = random_operands(rng, mode, rows + 1, cols, 2 * mode.lanes - 1)
+        k = (per_tile - 1) * mode.lanes + 1            # per_tile steps, the last one padded
+        a, w = random_operands(rng, mode, rows + 1, cols, k)
         jobs.append((mode, a, w, tile_gemm(a, w, rows, cols, mode)))
     configs = [config_word(mode, t.k_steps, t.tiles) for mode, _, _, t in jobs]
     steps = [step for mode, a, w, _ in jobs for step in pack_steps(a, w, rows, cols, mode)]
     senders = [cocotb.start_soon(driver.config.send_all(configs)),
                cocotb.start_soon(driver.act.send_all([join(s[0], width) for s in steps])),
                cocotb.start_soon(driver.wgt.send_all([join(s[1], width) for s in steps]))]
-    per_tile = rows // p["drain_rows"]
     beats = await driver.sink.wait_for(sum(t.tiles * per_tile for *_, t in jobs))
     for sender in senders:
         await sender
@@ -282,4 +288,6 @@ async def back_to_back_gemms_of_different_modes(dut):
         count = tiling.tiles * per_tile
         got = unpack_results([split_beat(v, p) for v in beats[:count]], tiling, p["drain_rows"])
         beats = beats[count:]
-        assert np.array_equal(got, a @ w), f"{mode} after a different mode"
+        assert np.array_equal(got, a @ w), f"{mode} after a different mode, seed {p['seed']}"
+    span = driver.last_step - driver.first_step + 1
+    assert span == len(steps), f"{len(steps)} steps took {span} cycles"
