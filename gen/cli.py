@@ -6,11 +6,12 @@ import importlib
 import os
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from gen.emit import write_design
 
-__all__ = ["UsageError", "parse_array", "main"]
+__all__ = ["UsageError", "options_named", "parse_array", "main"]
 
 #: The generated units and the ``gen`` module that builds each.
 UNITS = {"array": "gen.systolic", "spmv": "gen.spmv", "topk": "gen.topk"}
@@ -30,6 +31,17 @@ examples:
 
 class UsageError(Exception):
     """A user mistake: reported as one line, exit status 2, no traceback."""
+
+
+@contextmanager
+def options_named(options):
+    """Reword a constructor's ValueError with command-line option names (``{param: option}``)."""
+    try:
+        yield
+    except ValueError as error:
+        message = str(error)
+        name = message.split()[0]
+        raise UsageError(message.replace(name, options.get(name, name), 1)) from None
 
 
 def parse_array(text):

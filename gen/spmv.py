@@ -1,6 +1,6 @@
 """Generator of the EIE-style CSC sparse matrix-vector unit (``--unit spmv``)."""
 
-from gen.cli import UsageError
+from gen.cli import options_named
 from gen.emit import Design
 from rtl.spmv import SpMV
 
@@ -34,18 +34,10 @@ OPTIONS = {"n_pes": "--spmv-pes", "rows": "--rows", "cols": "--cols", "value_bit
 
 
 def build(args):
-    try:
-        return _build(args)
-    except ValueError as error:
-        message = str(error)
-        name = message.split()[0]
-        raise UsageError(message.replace(name, OPTIONS.get(name, name), 1)) from None
-
-
-def _build(args):
-    return SpMV(n_pes=args.spmv_pes, rows=args.rows, cols=args.cols, value_bits=args.value_bits,
-                codebook=args.codebook, z_bits=args.z_bits, lanes=args.act_lanes,
-                queue_depth=args.queue_depth)
+    with options_named(OPTIONS):
+        return SpMV(n_pes=args.spmv_pes, rows=args.rows, cols=args.cols,
+                    value_bits=args.value_bits, codebook=args.codebook, z_bits=args.z_bits,
+                    lanes=args.act_lanes, queue_depth=args.queue_depth)
 
 
 def design(args):

@@ -1,6 +1,6 @@
 """Generator of the SpAtten-style top-k engine (``--unit topk``)."""
 
-from gen.cli import UsageError
+from gen.cli import options_named
 from gen.emit import Design
 from rtl.topk import TopK
 
@@ -26,13 +26,9 @@ def add_arguments(parser):
 
 
 def build(args):
-    try:
+    with options_named(OPTIONS):
         return TopK(n_max=args.topk_n, k_max=args.topk_k, par=args.topk_par,
                     score_bits=args.score_bits, signed_scores=not args.unsigned_scores)
-    except ValueError as error:
-        message = str(error)
-        name = message.split()[0]
-        raise UsageError(message.replace(name, OPTIONS.get(name, name), 1)) from None
 
 
 def design(args):
