@@ -59,7 +59,7 @@ def k_step_bound(acc_width, w_bits, a_bits, w_signed, a_signed):
 
 
 def min_acc_width(precision):
-    """Narrowest accumulator (at least 16 bits) that holds one step of every mode of ``precision``."""
+    """Narrowest accumulator (at least 16 bits) holding one step of every mode of ``precision``."""
     return max(16, *(
         (lanes(w, a) * _max_product(w, a, False, False)).bit_length() + 1
         for w, a in modes(precision)))

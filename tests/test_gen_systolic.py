@@ -62,8 +62,10 @@ def test_fixed_precision_array_is_smaller_in_words(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--acc-bits", "8"], "--acc-bits must be between 17 and 64 for --bits mixed, not 8"),
-    (["--acc-bits", "16", "--bits", "8"], "--acc-bits must be between 17 and 64 for --bits 8, not 16"),
-    (["--acc-bits", "65", "--bits", "2"], "--acc-bits must be between 16 and 64 for --bits 2, not 65"),
+    (["--acc-bits", "16", "--bits", "8"],
+     "--acc-bits must be between 17 and 64 for --bits 8, not 16"),
+    (["--acc-bits", "65", "--bits", "2"],
+     "--acc-bits must be between 16 and 64 for --bits 2, not 65"),
     (["--array", "4x0"], "--array 4x0: columns must be between 1 and 32, not 0"),
     (["--array", "33x4"], "--array 33x4: rows must be between 1 and 32, not 33"),
     (["--bits", "16"], "--bits must be one of 2, 4, 8, mixed, not '16'"),

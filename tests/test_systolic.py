@@ -2,12 +2,15 @@
 
 import itertools
 
+import numpy as np
 import pytest
+from amaranth.sim import Simulator
 
 from golden.bitfusion import lanes, value_range
+from golden.systolic import Mode, gemm_cycles, pack_steps, tile_gemm, unpack_results
 
 from golden.network import PRECISIONS, digits_network, digits_split
-from rtl.fusion import FusionMAC, FusionPE, modes
+from rtl.fusion import BitWidth, FusionMAC, FusionPE, modes
 from rtl.systolic import SystolicArray, k_step_bound
 from sim.runner import run, simulator_available
 
@@ -64,7 +67,8 @@ def test_k_bound_is_the_largest_k_whose_worst_sum_fits_the_accumulator(precision
     for (w_bits, a_bits), w_signed, a_signed in itertools.product(
             modes(precision), (False, True), (False, True)):
         bound = k_step_bound(acc_width, w_bits, a_bits, w_signed, a_signed)
-        corners = [w * a for w in value_range(w_bits, w_signed) for a in value_range(a_bits, a_signed)]
+        corners = [w * a for w in value_range(w_bits, w_signed)
+                   for a in value_range(a_bits, a_signed)]
         worst = max(abs(c) for c in corners) * lanes(w_bits, a_bits)   # per step
         assert 1 <= bound <= 65535
         assert bound * worst <= top, (w_bits, a_bits, w_signed, a_signed)
@@ -143,3 +147,57 @@ def test_plain_baseline_array_matches_golden():
     run(array, "sim.tb.systolic", name="plain_array_2x3",
         testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model"],
         params=array_params(array, seed=11))
+
+
+@pytest.mark.parametrize("mode", [Mode(4, 2, True, False), Mode(2, 8, False, True),
+                                  Mode(8, 8, True, True), Mode(2, 2, True, True)], ids=str)
+def test_amaranth_simulator_gemm_is_exact_and_on_the_cycle_model(mode):
+    """Without Verilog: one odd GEMM, ideal source and sink, in the Amaranth simulator."""
+    seed = mode.lanes + 3 * mode.w_signed + 5 * mode.a_signed
+    rng = np.random.default_rng(seed)
+    array = SystolicArray(2, 3, "mixed")
+    k = 2 * mode.lanes + 1
+    a = rng.integers(*value_range(mode.a_bits, mode.a_signed), endpoint=True, size=(5, k))
+    w = rng.integers(*value_range(mode.w_bits, mode.w_signed), endpoint=True, size=(k, 4))
+    tiling = tile_gemm(a, w, array.rows, array.cols, mode)
+    steps = pack_steps(a, w, array.rows, array.cols, mode)
+    beats_wanted = tiling.tiles * array.rows // array.drain_rows
+    seen = {"beats": [], "first": None, "last": None}
+
+    async def testbench(ctx):
+        ctx.set(array.config.payload, {
+            "mode": {"w_bits": BitWidth.of(mode.w_bits), "a_bits": BitWidth.of(mode.a_bits),
+                     "w_signed": mode.w_signed, "a_signed": mode.a_signed},
+            "k_steps": tiling.k_steps, "tiles": tiling.tiles})
+        ctx.set(array.config.valid, 1)
+        await ctx.tick().until(array.config.ready)
+        ctx.set(array.config.valid, 0)
+        ctx.set(array.result.ready, 1)
+        sent = 0
+        for cycle in range(1000):
+            if len(seen["beats"]) == beats_wanted:
+                break
+            more = sent < len(steps)
+            if more:
+                ctx.set(array.act.payload, steps[sent][0])
+                ctx.set(array.wgt.payload, steps[sent][1])
+            ctx.set(array.act.valid, more)
+            ctx.set(array.wgt.valid, more)
+            *_, taken, valid, payload = await ctx.tick().sample(
+                array.act.ready, array.result.valid, array.result.payload)
+            if more and taken:
+                sent += 1
+                seen["first"] = cycle if seen["first"] is None else seen["first"]
+            if valid:
+                seen["beats"].append([[payload[g][c] for c in range(array.cols)]
+                                      for g in range(array.drain_rows)])
+                seen["last"] = cycle
+
+    sim = Simulator(array)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    got = unpack_results(seen["beats"], tiling, array.drain_rows)
+    assert np.array_equal(got, a @ w), f"seed {seed}"
+    cycles = seen["last"] - seen["first"] + 1
+    assert cycles == gemm_cycles(tiling, array.drain_rows, array.fifo_depth), f"seed {seed}"
