@@ -10,7 +10,8 @@ ones with a leading-one detector (a chunk of zeros costs one cycle), and
 broadcasts each non-zero ``(j, x_j)`` into every PE's activation queue. A PE
 pops its queue, fetches the column pointers of ``j`` while it still works on
 the previous column, and walks the column's entries one per cycle:
-``acc[row] += value * x_j``, the local row advancing by ``z + 1`` per entry.
+``acc[row] += value * x_j``, the local row advancing by ``z + 1`` per entry; a
+zero-weight (padding) entry is taken in the same cycle as the entry after it.
 Zero activations cost the PEs nothing; a PE with a long column holds up the
 others only once its queue is full.
 
@@ -303,7 +304,12 @@ class SpMV(wiring.Component):
         x = Signal(self._act_bits)
         column_first = Signal()
 
-        last_issue = walking & (entry + 1 == end)
+        # ``merged``: stage C folds the entry after a zero-weight one into the same cycle, so
+        # the walk skips it (a padding entry costs no cycle of its own).
+        merged = Signal()
+        cursor = Signal(ptr_bits)
+        m.d.comb += cursor.eq(entry + merged)
+        last_issue = walking & (cursor + 1 >= end)
         take_next = next_valid & (~walking | last_issue)
         pop = queue.r_rdy & (phase == _Phase.COMPUTE) & ~fetched & (~next_valid | take_next)
         m.d.comb += [queue.r_en.eq(pop),
@@ -323,32 +329,41 @@ class SpMV(wiring.Component):
             m.d.sync += [walking.eq(1), entry.eq(next_start), end.eq(next_end), x.eq(next_x),
                          column_first.eq(1)]
         with m.Elif(walking):
-            m.d.sync += [entry.eq(entry + 1), column_first.eq(0)]
+            m.d.sync += [entry.eq(cursor + 1), column_first.eq(0)]
             with m.If(last_issue):
                 m.d.sync += walking.eq(0)
 
+        # Stage C: the entry at ``cursor`` and the one after it arrive; find the local row
+        # of the first, or, when its weight is zero and the walk goes on in the same column,
+        # of the second too, and multiply the last one taken.
         weight_port = weights.read_port()
-        m.d.comb += weight_port.addr.eq(entry)
-        # Stage C: the entry arrives; find its local row, multiply.
+        lookahead_port = weights.read_port()
+        m.d.comb += [weight_port.addr.eq(cursor), lookahead_port.addr.eq(cursor + 1)]
         issued, issued_first = Signal(), Signal()
         issued_x = Signal(self._act_bits)
-        m.d.sync += [issued.eq(walking), issued_first.eq(column_first), issued_x.eq(x)]
-        stored = weight_port.data[:self._value_bits]
-        z = weight_port.data[self._value_bits:]
-        if self._codebook:
-            weight = codebook[stored]
-        else:
-            weight = stored.as_signed()
+        m.d.sync += [issued.eq(walking & (cursor < end)), issued_first.eq(column_first),
+                     issued_x.eq(x)]
+
+        def decode(word):
+            stored = word[:self._value_bits]
+            weight = codebook[stored] if self._codebook else stored.as_signed()
+            return weight, word[self._value_bits:]
+
+        weight, z = decode(weight_port.data)
+        following_weight, following_z = decode(lookahead_port.data)
+        m.d.comb += merged.eq(issued & (weight == 0) & walking & ~column_first)
         position = Signal(local_bits + 1)
+        first_row = Signal(local_bits + 1)
         row = Signal(local_bits + 1)
-        m.d.comb += row.eq(Mux(issued_first, z, position + z + 1))
+        m.d.comb += [first_row.eq(Mux(issued_first, z, position + z + 1)),
+                     row.eq(Mux(merged, first_row + following_z + 1, first_row))]
         with m.If(issued):
             m.d.sync += position.eq(row)
         product = Signal(signed(weight_width + self._act_bits + 1))
         product_valid = Signal()
         product_row = Signal(local_bits)
-        m.d.sync += [product.eq(weight * issued_x.as_unsigned()), product_valid.eq(issued),
-                     product_row.eq(row)]
+        m.d.sync += [product.eq(Mux(merged, following_weight, weight) * issued_x.as_unsigned()),
+                     product_valid.eq(issued), product_row.eq(row)]
         # Stage D: read-modify-write the accumulator (the read port sees this cycle's write).
         acc_write = accs.write_port()
         acc_read = accs.read_port(transparent_for=(acc_write,))
