@@ -7,6 +7,7 @@ GOPS at Fmax per 1k LUT4 (2 ops per MAC, at the precision's peak MACs per cycle)
 each precision the design supports. A design that does not fit says so.
 """
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -80,12 +81,26 @@ def run(args):
                             for w, a in modes(array.precision) if w == a}
                     name = f"{kind.split()[0].replace('-', '')}_{shape}"
                     try:
-                        report = synthesize(array, name, device, out, args.freq)
+                        report = synthesize(array, name, device, out, args.freq,
+                                            progress=None if args.json else sys.stderr)
                     except SynthesisError as error:
                         table.append({"device": device, "array": shape, "pe": kind,
                                       "note": str(error)})
                         continue
                     table.append(_row(report, shape, kind, macs))
-                    if not args.json:
-                        print(table[-1], flush=True)
+    if not args.json:
+        _print_results(table)
     return {"results": table}
+
+
+def _print_results(table):
+    """The sweep as a text table, one GOPS/kLUT column per mode, ``-`` where a PE lacks it."""
+    from sim.bench import print_table
+    modes_seen = sorted({mode for row in table for mode in row.get("gops_per_klut", {})})
+    flat = [{**{k: v for k, v in row.items() if k != "gops_per_klut"},
+             **{f"gops/klut {mode}": row.get("gops_per_klut", {}).get(mode, "-")
+                for mode in modes_seen}}
+            for row in table]
+    columns = ["device", "array", "pe", "lut", "ff", "dsp", "bram", "fmax_mhz",
+               *(f"gops/klut {mode}" for mode in modes_seen), "note"]
+    print_table(flat, columns)
