@@ -21,7 +21,7 @@ adder tree has two levels, each with a few mode-dependent shifts, as Bit
 Fusion's fusion units do.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 

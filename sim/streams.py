@@ -13,7 +13,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
-__all__ = ["to_signed", "start_clock", "reset", "StreamSource", "StreamSink"]
+__all__ = ["to_signed", "start_clock", "reset", "StreamSource", "StreamSink", "EngineDriver"]
 
 
 def to_signed(value, width):
@@ -135,3 +135,50 @@ class StreamSink:
             await RisingEdge(self.clk)
         raise AssertionError(f"timed out after {timeout_cycles} cycles with "
                              f"{len(self.received)} of {count} payloads received")
+
+
+class EngineDriver:
+    """The streams of one engine under test and a cycle count for timing it.
+
+    Each input stream named in ``sources`` becomes a :class:`StreamSource` attribute of
+    the same name; the output stream ``sink`` is accepted from the start into
+    :attr:`sink`. After every rising edge :meth:`watch` sees the top level with
+    :attr:`cycle` already advanced; engines override it to record timing in :attr:`marks`.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+        The top level.
+    sources : iterable of str
+        Names of the input streams.
+    rng : random.Random
+        Source of the stalls of every stream.
+    stall : float
+        Stall probability of every stream (0 to 1).
+    sink : str
+        Name of the output stream.
+    """
+
+    def __init__(self, dut, sources, rng, stall=0.0, sink="result"):
+        self.dut = dut
+        for name in sources:
+            setattr(self, name, StreamSource(dut, name, stall=stall, rng=rng))
+        self.sink = StreamSink(dut, sink, stall=stall, rng=rng).start()
+        self.cycle = 0
+        self.marks = {}
+        self.tasks = [cocotb.start_soon(self._count())]
+
+    async def _count(self):
+        while True:
+            await RisingEdge(self.dut.clk)
+            self.cycle += 1
+            self.watch(self.dut)
+
+    def watch(self, dut):
+        """Record what the cycle that just ended did (nothing by default)."""
+
+    def abort(self):
+        """Stop driving and watching (before a reset)."""
+        for task in self.tasks:
+            task.cancel()
+        self.sink.stop()

@@ -1,7 +1,5 @@
 """The host link end to end in simulation: boards.host.Host over a cocotb UART model."""
 
-import pytest
-
 from boards.host import COMMANDS, STATUSES, checksum, frame
 from golden.network import PRECISIONS, digits_network, digits_split
 from rtl.hostlink import Command, HostLink, Status

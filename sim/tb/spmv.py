@@ -14,7 +14,7 @@ from cocotb.triggers import RisingEdge
 
 from golden.csc import load_words, spmv
 from sim.runner import params
-from sim.streams import StreamSink, StreamSource, reset, start_clock, to_signed
+from sim.streams import EngineDriver, reset, start_clock, to_signed
 
 
 def load_payload(kind, pe, addr, data):
@@ -32,32 +32,18 @@ def act_beats(x, lanes, act_bits):
     return beats
 
 
-class SpMVDriver:
+class SpMVDriver(EngineDriver):
     def __init__(self, dut, rng, stall=0.0):
-        self.dut, self.p = dut, params()
-        self.load = StreamSource(dut, "load", stall=stall, rng=rng)
-        self.act = StreamSource(dut, "act", stall=stall, rng=rng)
-        self.sink = StreamSink(dut, "result", stall=stall, rng=rng).start()
-        self.cycle = 0
-        self.marks = {}
-        self.tasks = [cocotb.start_soon(self._watch())]
+        super().__init__(dut, ("load", "act"), rng, stall)
+        self.p = params()
 
-    async def _watch(self):
-        dut = self.dut
-        while True:
-            await RisingEdge(dut.clk)
-            self.cycle += 1
-            if dut.act__valid.value and dut.act__ready.value:
-                self.marks.setdefault("first_act", self.cycle)
-            if dut.result__valid.value:
-                self.marks.setdefault("first_result", self.cycle)
-                if dut.result__ready.value:
-                    self.marks["last_result"] = self.cycle
-
-    def abort(self):
-        for task in self.tasks:
-            task.cancel()
-        self.sink.stop()
+    def watch(self, dut):
+        if dut.act__valid.value and dut.act__ready.value:
+            self.marks.setdefault("first_act", self.cycle)
+        if dut.result__valid.value:
+            self.marks.setdefault("first_result", self.cycle)
+            if dut.result__ready.value:
+                self.marks["last_result"] = self.cycle
 
     async def run(self, job):
         """Load the job's matrix, stream its vector, return (y, timing marks)."""

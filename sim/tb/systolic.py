@@ -16,7 +16,7 @@ from cocotb.triggers import RisingEdge
 from golden.bitfusion import value_range
 from golden.systolic import Mode, gemm_cycles, pack_steps, tile_gemm, unpack_results
 from sim.runner import params
-from sim.streams import StreamSink, StreamSource, reset, start_clock, to_signed
+from sim.streams import EngineDriver, reset, start_clock, to_signed
 
 WIDTH_CODE = {2: 0, 4: 1, 8: 2}
 
@@ -38,39 +38,23 @@ def split_beat(value, p):
             for g in range(p["drain_rows"])]
 
 
-class ArrayDriver:
+class ArrayDriver(EngineDriver):
     """Streams GEMMs through the array and times them."""
 
     def __init__(self, dut, rng, stall=0.0):
-        self.dut = dut
+        super().__init__(dut, ("config", "act", "wgt"), rng, stall)
         self.p = params()
-        self.config = StreamSource(dut, "config", stall=stall, rng=rng)
-        self.act = StreamSource(dut, "act", stall=stall, rng=rng)
-        self.wgt = StreamSource(dut, "wgt", stall=stall, rng=rng)
-        self.sink = StreamSink(dut, "result", stall=stall, rng=rng).start()
         self.first_step = self.last_step = self.last_beat = None
         self.steps_taken = 0
-        self._cycle = 0
-        self._tasks = [cocotb.start_soon(self._watch())]
 
-    def abort(self):
-        """Stop driving and watching (before a reset)."""
-        for task in self._tasks:
-            task.cancel()
-        self.sink.stop()
-
-    async def _watch(self):
-        dut = self.dut
-        while True:
-            await RisingEdge(dut.clk)
-            self._cycle += 1
-            if dut.act__valid.value and dut.act__ready.value:
-                self.last_step = self._cycle
-                self.steps_taken += 1
-                if self.first_step is None:
-                    self.first_step = self._cycle
-            if dut.result__valid.value and dut.result__ready.value:
-                self.last_beat = self._cycle
+    def watch(self, dut):
+        if dut.act__valid.value and dut.act__ready.value:
+            self.last_step = self.cycle
+            self.steps_taken += 1
+            if self.first_step is None:
+                self.first_step = self.cycle
+        if dut.result__valid.value and dut.result__ready.value:
+            self.last_beat = self.cycle
 
     async def gemm(self, a, w, mode):
         """Run ``A @ W`` in ``mode``; return (C, cycles from first step to last beat)."""
@@ -83,7 +67,7 @@ class ArrayDriver:
         width = self.p["word_bits"]
         acts = cocotb.start_soon(self.act.send_all([join(s[0], width) for s in steps]))
         wgts = cocotb.start_soon(self.wgt.send_all([join(s[1], width) for s in steps]))
-        self._tasks += [acts, wgts]
+        self.tasks += [acts, wgts]
         beats = tiling.tiles * (rows // self.p["drain_rows"])
         received = await self.sink.wait_for(already + beats)
         await acts

@@ -14,7 +14,7 @@ from cocotb.triggers import RisingEdge
 
 from golden.topk import cascade_token_pruning, topk
 from sim.runner import params
-from sim.streams import StreamSink, StreamSource, reset, start_clock, to_signed
+from sim.streams import EngineDriver, reset, start_clock, to_signed
 
 
 def score_beats(scores, p):
@@ -30,31 +30,17 @@ def score_beats(scores, p):
     return beats
 
 
-class TopKDriver:
+class TopKDriver(EngineDriver):
     def __init__(self, dut, rng, stall=0.0):
-        self.dut, self.p = dut, params()
-        self.config = StreamSource(dut, "config", stall=stall, rng=rng)
-        self.scores = StreamSource(dut, "scores", stall=stall, rng=rng)
-        self.sink = StreamSink(dut, "result", stall=stall, rng=rng).start()
-        self.cycle = 0
-        self.marks = {}
-        self.tasks = [cocotb.start_soon(self._watch())]
+        super().__init__(dut, ("config", "scores"), rng, stall)
+        self.p = params()
 
-    async def _watch(self):
-        dut = self.dut
-        while True:
-            await RisingEdge(dut.clk)
-            self.cycle += 1
-            if dut.scores__valid.value and dut.scores__ready.value:
-                self.marks.setdefault("first_score", self.cycle)
-                self.marks["last_score"] = self.cycle
-            if dut.result__valid.value and dut.result__ready.value:
-                self.marks["last_result"] = self.cycle
-
-    def abort(self):
-        for task in self.tasks:
-            task.cancel()
-        self.sink.stop()
+    def watch(self, dut):
+        if dut.scores__valid.value and dut.scores__ready.value:
+            self.marks.setdefault("first_score", self.cycle)
+            self.marks["last_score"] = self.cycle
+        if dut.result__valid.value and dut.result__ready.value:
+            self.marks["last_result"] = self.cycle
 
     async def select(self, scores, k):
         """Run one batch; return (indices, threshold, timing marks)."""
