@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The host link end to end in simulation: boards.host.Host over a cocotb UART model."""
 
 from boards.host import COMMANDS, STATUSES, checksum, frame

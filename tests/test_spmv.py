@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The CSC sparse matrix-vector unit, as generated Verilog under cocotb, against golden.csc."""
 
 import numpy as np

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The fusion PE and the systolic array, as generated Verilog under cocotb, against golden."""
 
 import itertools

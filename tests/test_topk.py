@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The top-k engine, as generated Verilog under cocotb, against golden.topk."""
 
 import numpy as np
