@@ -76,7 +76,7 @@ def build_board(array, board, out_dir, baud=115200, program=False):
     try:
         with _environment(tools):
             platform.build(BoardTop(array, baud), name="top", build_dir=build_dir,
-                           do_program=program)
+                           do_program=program, nextpnr_opts="--router router2")
     except subprocess.CalledProcessError as error:
         timing = os.path.join(build_dir, "top.tim")
         overflow = os.path.exists(timing) and overflow_message(
