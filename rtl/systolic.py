@@ -210,17 +210,27 @@ class SystolicArray(wiring.Component):
         drained = Signal()
         m.d.sync += outstanding.eq(outstanding + (take & first) - drained)
 
-        # Edge: steer and register the step, then skew rows and columns.
+        # Edge: skew rows and columns, steering each word's slices at the end of its skew
+        # with the mode that travels beside it (so no steer waits on the far-flung mode
+        # register), then register it into the array.
         Control = data.StructLayout({"mode": FusionMode, "valid": 1, "first": 1, "last": 1})
-        a_edge, w_edge = [], []
         control = Signal(Control)
         m.d.sync += control.eq(Cat(mode, take, first, last))
+
+        def mode_delayed(cycles):
+            if cycles == 0:
+                return mode
+            return self._delay(m, control, cycles - 1, f"skew_mode{cycles}").mode
+
+        a_edge, w_edge = [], []
         for r in range(rows):
-            operand = self._operand(m, "a", r, mode, self.act.payload[r])
-            a_edge.append(self._delay(m, operand, 1 + r, f"skew_a{r}"))
+            word = self._delay(m, self.act.payload[r], r, f"skew_a{r}")
+            operand = self._operand(m, "a", r, mode_delayed(r), word)
+            a_edge.append(self._delay(m, operand, 1, f"steered_a{r}"))
         for c in range(cols):
-            operand = self._operand(m, "w", c, mode, self.wgt.payload[c])
-            w_edge.append(self._delay(m, operand, 1 + c, f"skew_w{c}"))
+            word = self._delay(m, self.wgt.payload[c], c, f"skew_w{c}")
+            operand = self._operand(m, "w", c, mode_delayed(c), word)
+            w_edge.append(self._delay(m, operand, 1, f"steered_w{c}"))
         ctrl_edge = [self._delay(m, control, r, f"skew_ctrl{r}") for r in range(rows)]
 
         # The PE grid, results de-skewed along each row into the row FIFOs.
