@@ -3,9 +3,9 @@
 ``PE(r, c)`` accumulates ``C[r, c] = sum_k A[r, k] W[k, c]`` of an ``R x C`` tile.
 Every accepted *step* brings one packed activation word per row and one packed
 weight word per column (``lanes(w_bits, a_bits)`` values of ``k`` each). The
-words are steered to the bricks at the edge (one :class:`SliceSteer` per row
-and per column), skewed (row ``r`` by ``r`` cycles, column ``c`` by ``c``) and
-forwarded PE to PE: activations to the right, weights down. The step's mode,
+words are skewed (row ``r`` by ``r`` cycles, column ``c`` by ``c``), steered to
+the bricks at the end of the skew (one :class:`SliceSteer` per row and per column,
+with the mode skewed beside the word), registered and forwarded PE to PE: activations to the right, weights down. The step's mode,
 ``first``/``last`` flags and valid bit travel with the activations, so tiles of
 different modes follow each other through the array without a bubble.
 
