@@ -28,7 +28,7 @@ class Board:
 
 BOARDS = {
     "icebreaker": Board("icebreaker:ICEBreakerPlatform", "iceprog", "1x1"),
-    "ulx3s-85f": Board("ulx3s:ULX3S_85F_Platform", "openFPGALoader", "4x4"),
+    "ulx3s-85f": Board("ulx3s:ULX3S_85F_Platform", "openFPGALoader", "8x8"),
 }
 
 
