@@ -5,7 +5,8 @@ Every accepted *step* brings one packed activation word per row and one packed
 weight word per column (``lanes(w_bits, a_bits)`` values of ``k`` each). The
 words are skewed (row ``r`` by ``r`` cycles, column ``c`` by ``c``), steered to
 the bricks at the end of the skew (one :class:`SliceSteer` per row and per column,
-with the mode skewed beside the word), registered and forwarded PE to PE: activations to the right, weights down. The step's mode,
+with the mode skewed beside the word), registered and forwarded PE to PE:
+activations to the right, weights down. The step's mode,
 ``first``/``last`` flags and valid bit travel with the activations, so tiles of
 different modes follow each other through the array without a bubble.
 
@@ -217,21 +218,23 @@ class SystolicArray(wiring.Component):
         control = Signal(Control)
         m.d.sync += control.eq(Cat(mode, take, first, last))
 
-        def mode_delayed(cycles):
-            if cycles == 0:
-                return mode
-            return self._delay(m, control, cycles - 1, f"skew_mode{cycles}").mode
+        # One control skew: tap ``i`` is the control of the step accepted ``i + 1`` cycles ago.
+        ctrl_taps = [control]
+        for i in range(1, max(rows, cols)):
+            ctrl_taps.append(self._delay(m, ctrl_taps[-1], 1, f"skew_ctrl{i}"))
+        # The mode of the step accepted ``cycles`` cycles ago.
+        modes_skewed = [mode, *(tap.mode for tap in ctrl_taps)]
 
         a_edge, w_edge = [], []
         for r in range(rows):
             word = self._delay(m, self.act.payload[r], r, f"skew_a{r}")
-            operand = self._operand(m, "a", r, mode_delayed(r), word)
+            operand = self._operand(m, "a", r, modes_skewed[r], word)
             a_edge.append(self._delay(m, operand, 1, f"steered_a{r}"))
         for c in range(cols):
             word = self._delay(m, self.wgt.payload[c], c, f"skew_w{c}")
-            operand = self._operand(m, "w", c, mode_delayed(c), word)
+            operand = self._operand(m, "w", c, modes_skewed[c], word)
             w_edge.append(self._delay(m, operand, 1, f"steered_w{c}"))
-        ctrl_edge = [self._delay(m, control, r, f"skew_ctrl{r}") for r in range(rows)]
+        ctrl_edge = ctrl_taps[:rows]
 
         # The PE grid, results de-skewed along each row into the row FIFOs.
         row_fifos = []
