@@ -27,7 +27,7 @@ class Board:
 
 
 BOARDS = {
-    "icebreaker": Board("icebreaker:ICEBreakerPlatform", "iceprog", "1x1"),
+    "icebreaker": Board("icebreaker:ICEBreakerPlatform", "iceprog", "2x2"),
     "ulx3s-85f": Board("ulx3s:ULX3S_85F_Platform", "openFPGALoader", "8x8"),
 }
 

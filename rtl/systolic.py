@@ -125,7 +125,7 @@ class SystolicArray(wiring.Component):
         if not isinstance(drain_rows, int) or drain_rows < 1 or rows % drain_rows:
             raise ValueError(f"drain_rows must divide rows={rows}, not {drain_rows!r}")
         if fifo_depth is None:
-            fifo_depth = max(2, math.ceil((4 + rows + cols + FusionPE.latency + 2) / 4))
+            fifo_depth = max(2, math.ceil((4 + rows + cols + FusionPE.latency + 3) / 4))
         if not isinstance(fifo_depth, int) or not 1 <= fifo_depth <= 64:
             raise ValueError(f"fifo_depth must be between 1 and 64, not {fifo_depth!r}")
         self._rows, self._cols = rows, cols
@@ -154,7 +154,7 @@ class SystolicArray(wiring.Component):
     @property
     def latency(self):
         """Cycles from the edge that accepts a tile's last step to its first result beat valid."""
-        return self._cols + self._drain_rows + FusionPE.latency - 1
+        return self._cols + self._drain_rows + FusionPE.latency
 
     def k_step_bounds(self):
         """``{(w_bits, a_bits, w_signed, a_signed): largest k_steps}`` of the supported modes."""
@@ -256,7 +256,8 @@ class SystolicArray(wiring.Component):
                     ctrl_in = self._delay(m, ctrl_in, 1, f"fwd_ctrl_{r}_{c}")
                 if r < rows - 1:
                     w_edge[c] = self._delay(m, w_in, 1, f"fwd_w_{r}_{c}")
-            row_fifo = m.submodules[f"row_fifo{r}"] = fifo.SyncFIFO(
+            # Buffered: the memory is read synchronously, so it can be block RAM.
+            row_fifo = m.submodules[f"row_fifo{r}"] = fifo.SyncFIFOBuffered(
                 width=cols * self._acc_width, depth=self._fifo_depth)
             m.d.comb += [row_fifo.w_data.eq(Cat(*row_results)), row_fifo.w_en.eq(row_valid)]
             row_fifos.append(row_fifo)
