@@ -4,8 +4,9 @@ Synthesizing an engine on its own would either need more pins than any package h
 let yosys remove logic whose outputs go nowhere. :class:`PortWrapper` registers every
 input port from one long shift register fed by a pin (``scan_in``), registers every
 output port and folds the registered outputs into one pin (``scan_out``) through an XOR
-tree, so each input bit is controllable and each output bit observable. The wrapper
-adds one flip-flop per port bit and an XOR tree of about a third of a LUT4 per output bit.
+tree, so each input bit is controllable and each output bit observable. The tree has a
+register after every level of 4-input XORs, so the wrapper never sets the clock: it adds
+one flip-flop per port bit and about a third of a LUT4 and a flip-flop per output bit.
 """
 
 from amaranth import Cat, Module, Signal, Value
@@ -43,6 +44,13 @@ class PortWrapper(wiring.Component):
         for value in inputs:
             m.d.comb += value.eq(chain[offset:offset + len(value)])
             offset += len(value)
-        captured = Signal(max(1, sum(len(value) for value in outputs)))
-        m.d.sync += [captured.eq(Cat(*outputs)), self.scan_out.eq(captured.xor())]
+        folded = Signal(max(1, sum(len(value) for value in outputs)), name="captured")
+        m.d.sync += folded.eq(Cat(*outputs))
+        level = 0
+        while len(folded) > 1:
+            level += 1
+            parity = Signal((len(folded) + 3) // 4, name=f"xor_level{level}")
+            m.d.sync += parity.eq(Cat(folded[i:i + 4].xor() for i in range(0, len(folded), 4)))
+            folded = parity
+        m.d.comb += self.scan_out.eq(folded)
         return m
