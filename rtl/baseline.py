@@ -10,7 +10,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.fusion import FusionMode, FusionPE
+from rtl.fusion import FusionMode, FusionPE, StepControl
 from rtl.systolic import SystolicArray
 
 __all__ = ["PlainPE", "PlainArray"]
@@ -36,10 +36,12 @@ class PlainPE(wiring.Component):
             "last":         In(1),
             "result":       Out(signed(acc_width)),
             "result_valid": Out(1),
+            "forward":      Out(StepControl),
         })
 
     def elaborate(self, platform):
         m = Module()
+        m.d.sync += self.forward.eq(Cat(self.mode, self.valid, self.first, self.last))
         w = Cat(self.w, self.w[7] & self.mode.w_signed).as_signed()
         a = Cat(self.a, self.a[7] & self.mode.a_signed).as_signed()
         # Registered operands, the product, one more stage: the fusion PE's latency.
@@ -70,8 +72,8 @@ class PlainArray(SystolicArray):
         super().__init__(rows, cols, precision=8, acc_width=acc_width, drain_rows=drain_rows,
                          fifo_depth=fifo_depth)
 
-    def _operand(self, m, side, index, mode, word):
-        return word
+    def _steer(self, side):
+        return None
 
     def _processing_element(self):
         return PlainPE(self.acc_width)

@@ -25,7 +25,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["BitWidth", "FusionMode", "BrickOperands", "BRICKS", "PRECISIONS", "lanes",
+__all__ = ["BitWidth", "FusionMode", "StepControl", "BrickOperands", "BRICKS", "PRECISIONS", "lanes",
            "word_bits", "modes", "SliceSteer", "brick_product", "BitBrick", "FusionPE",
            "FusionMAC"]
 
@@ -56,6 +56,14 @@ FusionMode = data.StructLayout({
     "a_bits":   BitWidth,
     "w_signed": 1,
     "a_signed": 1,
+})
+
+#: A step's mode and flags, as they travel beside its operands from PE to PE.
+StepControl = data.StructLayout({
+    "mode":  FusionMode,
+    "valid": 1,
+    "first": 1,
+    "last":  1,
 })
 
 
@@ -231,6 +239,10 @@ class FusionPE(wiring.Component):
         The finished dot product, ``latency`` cycles after the last step.
     result_valid : Out(1)
         ``result`` holds a finished dot product (for one cycle).
+    forward : Out(StepControl)
+        ``mode``, ``valid``, ``first`` and ``last`` registered: the control the next PE
+        along an array row takes, a cycle later (each PE keeps its own copy, so no
+        control register is shared along an array diagonal).
 
     Raises
     ------
@@ -256,6 +268,7 @@ class FusionPE(wiring.Component):
             "last":         In(1),
             "result":       Out(signed(acc_width)),
             "result_valid": Out(1),
+            "forward":      Out(StepControl),
         })
 
     @property
@@ -312,6 +325,8 @@ class FusionPE(wiring.Component):
                      high.eq(groups[2] + _shift_if(groups[3], w_full, 4))]
         dot = Signal(signed(18))
         m.d.sync += dot.eq(low + _shift_if(high, a_full, 4))
+
+        m.d.sync += self.forward.eq(Cat(self.mode, self.valid, self.first, self.last))
 
         # The step's control travels beside its data through stages 1 to 3.
         valid, first, last = self.valid, self.first, self.last

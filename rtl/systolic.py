@@ -3,12 +3,13 @@
 ``PE(r, c)`` accumulates ``C[r, c] = sum_k A[r, k] W[k, c]`` of an ``R x C`` tile.
 Every accepted *step* brings one packed activation word per row and one packed
 weight word per column (``lanes(w_bits, a_bits)`` values of ``k`` each). The
-words are skewed (row ``r`` by ``r`` cycles, column ``c`` by ``c``), steered to
-the bricks at the end of the skew (one :class:`SliceSteer` per row and per column,
-with the mode skewed beside the word), registered and forwarded PE to PE:
-activations to the right, weights down. The step's mode,
-``first``/``last`` flags and valid bit travel with the activations, so tiles of
-different modes follow each other through the array without a bubble.
+words enter through an :class:`OperandEdge` per row and per column: skewed (row
+``r`` by ``r`` cycles, column ``c`` by ``c``), steered to the bricks at the end of
+the skew with the mode skewed beside the word, and registered. Then they are
+forwarded PE to PE: activations to the right, weights down. The step's mode,
+``first``/``last`` flags and valid bit travel with the activations (each PE
+forwards its own registered copy), so tiles of different modes follow each other
+through the array without a bubble.
 
 When a PE finishes a tile its sum rides a delay line of ``C-1-c`` cycles, so a
 whole row of results arrives at once and is written to that row's result FIFO.
@@ -25,9 +26,11 @@ from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.fusion import FusionMode, FusionPE, SliceSteer, BitWidth, lanes, modes, word_bits
+from rtl.fusion import (BitWidth, FusionMode, FusionPE, SliceSteer, StepControl, lanes, modes,
+                        word_bits)
 
-__all__ = ["ArrayConfig", "SystolicArray", "k_step_bound", "min_acc_width", "peak_macs"]
+__all__ = ["ArrayConfig", "OperandEdge", "SystolicArray", "k_step_bound", "min_acc_width",
+           "peak_macs"]
 
 #: Width of the K-step and tile counts of a configuration.
 COUNT_BITS = 16
@@ -69,6 +72,66 @@ def min_acc_width(precision):
 def peak_macs(rows, cols, w_bits, a_bits):
     """Multiply-accumulates per cycle of the whole array in a mode."""
     return rows * cols * lanes(w_bits, a_bits)
+
+
+def _delay(m, value, cycles, name):
+    """``value`` delayed by ``cycles`` registers (named ``name_0``, ...)."""
+    for i in range(cycles):
+        stage = Signal(value.shape(), name=f"{name}_{i}")
+        m.d.sync += stage.eq(value)
+        value = stage
+    return value
+
+
+class OperandEdge(wiring.Component):
+    """Where one row's activation words, or one column's weight words, enter the array.
+
+    The word waits ``skew`` cycles beside its step's control, is steered to the bricks
+    with the mode that waited with it, and is registered together with that control.
+    Each row and column has an edge of its own, and so a delay chain of its own: in one
+    module, yosys would merge the equal chains into one whose registers span the array.
+
+    Parameters
+    ----------
+    word_bits : int
+        Width of a packed word.
+    skew : int
+        Cycles the word waits (the row or column index).
+    steer : SliceSteer or None
+        The slice steer of this row or column; ``None`` passes the word through unsteered.
+
+    Attributes
+    ----------
+    control : In(StepControl)
+        The control of the step whose word is on ``word``.
+    word : In(word_bits)
+        The packed word.
+    operand : Out(BrickOperands, or word_bits without a steer)
+        The steered word, ``skew + 1`` cycles later.
+    operand_control : Out(StepControl)
+        The control of the step whose operand is on ``operand``.
+    """
+
+    def __init__(self, word_bits, skew, steer=None):
+        self._skew = skew
+        self._steer = steer
+        super().__init__({
+            "control":         In(StepControl),
+            "word":            In(word_bits),
+            "operand":         Out(word_bits if steer is None else steer.bricks.shape()),
+            "operand_control": Out(StepControl),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        control = _delay(m, self.control, self._skew, "skew_control")
+        operand = _delay(m, self.word, self._skew, "skew_word")
+        if self._steer is not None:
+            m.submodules.steer = steer = self._steer
+            m.d.comb += [steer.mode.eq(control.mode), steer.word.eq(operand)]
+            operand = steer.bricks
+        m.d.sync += [self.operand.eq(operand), self.operand_control.eq(control)]
+        return m
 
 
 class SystolicArray(wiring.Component):
@@ -211,35 +274,23 @@ class SystolicArray(wiring.Component):
         drained = Signal()
         m.d.sync += outstanding.eq(outstanding + (take & first) - drained)
 
-        # Edge: skew rows and columns, steering each word's slices at the end of its skew
-        # with the mode that travels beside it (so no steer waits on the far-flung mode
-        # register), then register it into the array.
-        Control = data.StructLayout({"mode": FusionMode, "valid": 1, "first": 1, "last": 1})
-        control = Signal(Control)
-        m.d.sync += control.eq(Cat(mode, take, first, last))
+        # Edges: each row and column skews, steers and registers its words.
+        control = Signal(StepControl)
+        m.d.comb += control.eq(Cat(mode, take, first, last))
 
-        # One control skew: tap ``i`` is the control of the step accepted ``i + 1`` cycles ago.
-        ctrl_taps = [control]
-        for i in range(1, max(rows, cols)):
-            ctrl_taps.append(self._delay(m, ctrl_taps[-1], 1, f"skew_ctrl{i}"))
-        # The mode of the step accepted ``cycles`` cycles ago.
-        modes_skewed = [mode, *(tap.mode for tap in ctrl_taps)]
-
-        a_edge, w_edge = [], []
-        for r in range(rows):
-            word = self._delay(m, self.act.payload[r], r, f"skew_a{r}")
-            operand = self._operand(m, "a", r, modes_skewed[r], word)
-            a_edge.append(self._delay(m, operand, 1, f"steered_a{r}"))
-        for c in range(cols):
-            word = self._delay(m, self.wgt.payload[c], c, f"skew_w{c}")
-            operand = self._operand(m, "w", c, modes_skewed[c], word)
-            w_edge.append(self._delay(m, operand, 1, f"steered_w{c}"))
-        ctrl_edge = ctrl_taps[:rows]
+        def edges(side, port, count):
+            for i in range(count):
+                edge = m.submodules[f"edge_{side}{i}"] = OperandEdge(
+                    self.word_bits, i, self._steer(side))
+                m.d.comb += [edge.control.eq(control), edge.word.eq(port.payload[i])]
+                yield edge
+        a_edges = list(edges("a", self.act, rows))
+        w_edge = [edge.operand for edge in edges("w", self.wgt, cols)]
 
         # The PE grid, results de-skewed along each row into the row FIFOs.
         row_fifos = []
         for r in range(rows):
-            a_in, ctrl_in = a_edge[r], ctrl_edge[r]
+            a_in, ctrl_in = a_edges[r].operand, a_edges[r].operand_control
             row_results = []
             row_valid = None
             for c in range(cols):
@@ -248,14 +299,14 @@ class SystolicArray(wiring.Component):
                 m.d.comb += [pe.mode.eq(ctrl_in.mode), pe.valid.eq(ctrl_in.valid),
                              pe.first.eq(ctrl_in.first), pe.last.eq(ctrl_in.last),
                              pe.a.eq(a_in), pe.w.eq(w_in)]
-                row_results.append(self._delay(m, pe.result, cols - 1 - c, f"deskew_{r}_{c}"))
+                row_results.append(_delay(m, pe.result, cols - 1 - c, f"deskew_{r}_{c}"))
                 if c == cols - 1:
                     row_valid = pe.result_valid
                 if c < cols - 1:
-                    a_in = self._delay(m, a_in, 1, f"fwd_a_{r}_{c}")
-                    ctrl_in = self._delay(m, ctrl_in, 1, f"fwd_ctrl_{r}_{c}")
+                    a_in = _delay(m, a_in, 1, f"fwd_a_{r}_{c}")
+                    ctrl_in = pe.forward
                 if r < rows - 1:
-                    w_edge[c] = self._delay(m, w_in, 1, f"fwd_w_{r}_{c}")
+                    w_edge[c] = _delay(m, w_in, 1, f"fwd_w_{r}_{c}")
             # Buffered: the memory is read synchronously, so it can be block RAM.
             row_fifo = m.submodules[f"row_fifo{r}"] = fifo.SyncFIFOBuffered(
                 width=cols * self._acc_width, depth=self._fifo_depth)
@@ -280,20 +331,9 @@ class SystolicArray(wiring.Component):
             m.d.comb += drained.eq(group == groups - 1)
         return m
 
-    def _operand(self, m, side, index, mode, word):
-        """What the edge sends into row (``side`` "a") or column ("w") ``index``: steered slices."""
-        steer = m.submodules[f"steer_{side}{index}"] = SliceSteer(self._precision, side)
-        m.d.comb += [steer.mode.eq(mode), steer.word.eq(word)]
-        return steer.bricks
+    def _steer(self, side):
+        """The slice steer of a row (``side`` "a") or column ("w") edge."""
+        return SliceSteer(self._precision, side)
 
     def _processing_element(self):
         return FusionPE(self._precision, self._acc_width)
-
-    @staticmethod
-    def _delay(m, value, cycles, name):
-        """``value`` delayed by ``cycles`` registers (named ``name_0``, ...)."""
-        for i in range(cycles):
-            stage = Signal(value.shape(), name=f"{name}_{i}")
-            m.d.sync += stage.eq(value)
-            value = stage
-        return value
