@@ -72,8 +72,8 @@ class PlainArray(SystolicArray):
         super().__init__(rows, cols, precision=8, acc_width=acc_width, drain_rows=drain_rows,
                          fifo_depth=fifo_depth)
 
-    def _steer(self, side):
-        return None
+    def _operand(self, m, side, index, mode, word):
+        return word
 
     def _processing_element(self):
         return PlainPE(self.acc_width)

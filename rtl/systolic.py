@@ -3,10 +3,10 @@
 ``PE(r, c)`` accumulates ``C[r, c] = sum_k A[r, k] W[k, c]`` of an ``R x C`` tile.
 Every accepted *step* brings one packed activation word per row and one packed
 weight word per column (``lanes(w_bits, a_bits)`` values of ``k`` each). The
-words enter through an :class:`OperandEdge` per row and per column: skewed (row
-``r`` by ``r`` cycles, column ``c`` by ``c``), steered to the bricks at the end of
-the skew with the mode skewed beside the word, and registered. Then they are
-forwarded PE to PE: activations to the right, weights down. The step's mode,
+words are skewed (row ``r`` by ``r`` cycles, column ``c`` by ``c``, each by an
+:class:`EdgeSkew` of its own), steered to the bricks at the end of the skew (one
+:class:`SliceSteer` per row and per column, with the mode skewed beside the word),
+registered, and forwarded PE to PE: activations to the right, weights down. The step's mode,
 ``first``/``last`` flags and valid bit travel with the activations (each PE
 forwards its own registered copy), so tiles of different modes follow each other
 through the array without a bubble.
@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 from rtl.fusion import (BitWidth, FusionMode, FusionPE, SliceSteer, StepControl, lanes, modes,
                         word_bits)
 
-__all__ = ["ArrayConfig", "OperandEdge", "SystolicArray", "k_step_bound", "min_acc_width",
+__all__ = ["ArrayConfig", "EdgeSkew", "SystolicArray", "k_step_bound", "min_acc_width",
            "peak_macs"]
 
 #: Width of the K-step and tile counts of a configuration.
@@ -83,22 +83,18 @@ def _delay(m, value, cycles, name):
     return value
 
 
-class OperandEdge(wiring.Component):
-    """Where one row's activation words, or one column's weight words, enter the array.
+class EdgeSkew(wiring.Component):
+    """One row's or column's skew: its packed words, and their steps' control, ``skew`` cycles late.
 
-    The word waits ``skew`` cycles beside its step's control, is steered to the bricks
-    with the mode that waited with it, and is registered together with that control.
-    Each row and column has an edge of its own, and so a delay chain of its own: in one
-    module, yosys would merge the equal chains into one whose registers span the array.
+    Every row and column but the first has its own: yosys merges equal registers within
+    a module, and one delay chain shared by all rows and columns would span the array.
 
     Parameters
     ----------
     word_bits : int
         Width of a packed word.
     skew : int
-        Cycles the word waits (the row or column index).
-    steer : SliceSteer or None
-        The slice steer of this row or column; ``None`` passes the word through unsteered.
+        Cycles of delay (the row or column index), at least 1.
 
     Attributes
     ----------
@@ -106,31 +102,23 @@ class OperandEdge(wiring.Component):
         The control of the step whose word is on ``word``.
     word : In(word_bits)
         The packed word.
-    operand : Out(BrickOperands, or word_bits without a steer)
-        The steered word, ``skew + 1`` cycles later.
-    operand_control : Out(StepControl)
-        The control of the step whose operand is on ``operand``.
+    skewed_control, skewed_word : Out(StepControl), Out(word_bits)
+        ``control`` and ``word``, ``skew`` cycles later.
     """
 
-    def __init__(self, word_bits, skew, steer=None):
+    def __init__(self, word_bits, skew):
         self._skew = skew
-        self._steer = steer
         super().__init__({
-            "control":         In(StepControl),
-            "word":            In(word_bits),
-            "operand":         Out(word_bits if steer is None else steer.bricks.shape()),
-            "operand_control": Out(StepControl),
+            "control":        In(StepControl),
+            "word":           In(word_bits),
+            "skewed_control": Out(StepControl),
+            "skewed_word":    Out(word_bits),
         })
 
     def elaborate(self, platform):
         m = Module()
-        control = _delay(m, self.control, self._skew, "skew_control")
-        operand = _delay(m, self.word, self._skew, "skew_word")
-        if self._steer is not None:
-            m.submodules.steer = steer = self._steer
-            m.d.comb += [steer.mode.eq(control.mode), steer.word.eq(operand)]
-            operand = steer.bricks
-        m.d.sync += [self.operand.eq(operand), self.operand_control.eq(control)]
+        m.d.comb += [self.skewed_control.eq(_delay(m, self.control, self._skew, "control")),
+                     self.skewed_word.eq(_delay(m, self.word, self._skew, "word"))]
         return m
 
 
@@ -274,23 +262,29 @@ class SystolicArray(wiring.Component):
         drained = Signal()
         m.d.sync += outstanding.eq(outstanding + (take & first) - drained)
 
-        # Edges: each row and column skews, steers and registers its words.
+        # Edges: each row and column skews its words beside their control, steers the
+        # slices with the mode skewed beside them, and registers them into the array.
         control = Signal(StepControl)
         m.d.comb += control.eq(Cat(mode, take, first, last))
 
-        def edges(side, port, count):
-            for i in range(count):
-                edge = m.submodules[f"edge_{side}{i}"] = OperandEdge(
-                    self.word_bits, i, self._steer(side))
-                m.d.comb += [edge.control.eq(control), edge.word.eq(port.payload[i])]
-                yield edge
-        a_edges = list(edges("a", self.act, rows))
-        w_edge = [edge.operand for edge in edges("w", self.wgt, cols)]
+        def edge(side, index, word):
+            """The registered operand of row/column ``index`` and its skewed control."""
+            skewed_control, skewed_word = control, word
+            if index:
+                skew = m.submodules[f"skew_{side}{index}"] = EdgeSkew(self.word_bits, index)
+                m.d.comb += [skew.control.eq(control), skew.word.eq(word)]
+                skewed_control, skewed_word = skew.skewed_control, skew.skewed_word
+            operand = self._operand(m, side, index, skewed_control.mode, skewed_word)
+            return _delay(m, operand, 1, f"steered_{side}{index}"), skewed_control
+        a_edges = [(operand, _delay(m, skewed_control, 1, f"edge_control{r}"))
+                   for r in range(rows)
+                   for operand, skewed_control in [edge("a", r, self.act.payload[r])]]
+        w_edge = [edge("w", c, self.wgt.payload[c])[0] for c in range(cols)]
 
         # The PE grid, results de-skewed along each row into the row FIFOs.
         row_fifos = []
         for r in range(rows):
-            a_in, ctrl_in = a_edges[r].operand, a_edges[r].operand_control
+            a_in, ctrl_in = a_edges[r]
             row_results = []
             row_valid = None
             for c in range(cols):
@@ -331,9 +325,11 @@ class SystolicArray(wiring.Component):
             m.d.comb += drained.eq(group == groups - 1)
         return m
 
-    def _steer(self, side):
-        """The slice steer of a row (``side`` "a") or column ("w") edge."""
-        return SliceSteer(self._precision, side)
+    def _operand(self, m, side, index, mode, word):
+        """What the edge sends into row (``side`` "a") or column ("w") ``index``: steered slices."""
+        steer = m.submodules[f"steer_{side}{index}"] = SliceSteer(self._precision, side)
+        m.d.comb += [steer.mode.eq(mode), steer.word.eq(word)]
+        return steer.bricks
 
     def _processing_element(self):
         return FusionPE(self._precision, self._acc_width)
