@@ -9,7 +9,7 @@ import sys
 
 from boards.top import BOARDS, BoardTop
 from gen.cli import UsageError
-from gen.synth import FOLD_STEERS, ROW_FIFOS_IN_BRAM, overflow_message
+from gen.synth import FOLD_STEERS, ROUTER, ROW_FIFOS_IN_BRAM, overflow_message
 
 __all__ = ["add_arguments", "run", "build_board"]
 
@@ -81,7 +81,8 @@ def build_board(array, board, out_dir, baud=115200, program=False):
             flow = ({"script_after_read": FOLD_STEERS, "synth_opts": "-noflatten"}
                     if platform.family == "ecp5" else {"script_after_read": ROW_FIFOS_IN_BRAM})
             platform.build(BoardTop(array, baud), name="top", build_dir=build_dir,
-                           do_program=program, nextpnr_opts="--router router2", **flow)
+                           do_program=program,
+                           nextpnr_opts=f"--router {ROUTER[platform.family.lower()]}", **flow)
     except subprocess.CalledProcessError as error:
         timing = os.path.join(build_dir, "top.tim")
         overflow = os.path.exists(timing) and overflow_message(

