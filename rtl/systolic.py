@@ -301,10 +301,15 @@ class SystolicArray(wiring.Component):
                     ctrl_in = pe.forward
                 if r < rows - 1:
                     w_edge[c] = _delay(m, w_in, 1, f"fwd_w_{r}_{c}")
-            # Buffered: the memory is read synchronously, so it can be block RAM.
-            row_fifo = m.submodules[f"row_fifo{r}"] = fifo.SyncFIFOBuffered(
-                width=cols * self._acc_width, depth=self._fifo_depth)
-            m.d.comb += [row_fifo.w_data.eq(Cat(*row_results)), row_fifo.w_en.eq(row_valid)]
+            # The row FIFO is one FIFO per column, written and read together, so that no one
+            # read enable drives the whole row's output register. Buffered: the memories are
+            # read synchronously, so they can be block RAM.
+            row_fifo = []
+            for c, value in enumerate(row_results):
+                column = m.submodules[f"row_fifo{r}_{c}"] = fifo.SyncFIFOBuffered(
+                    width=self._acc_width, depth=self._fifo_depth)
+                m.d.comb += [column.w_data.eq(value), column.w_en.eq(row_valid)]
+                row_fifo.append(column)
             row_fifos.append(row_fifo)
 
         # Drain: rows in groups of drain_rows, group after group, tile after tile.
@@ -314,12 +319,14 @@ class SystolicArray(wiring.Component):
             for g in range(groups):
                 members = row_fifos[g * self._drain_rows:(g + 1) * self._drain_rows]
                 with m.Case(g):
+                    # A row's FIFOs move in step: the first one's r_rdy speaks for the row.
                     m.d.comb += [
-                        self.result.valid.eq(Cat(f.r_rdy for f in members).all()),
-                        self.result.payload.eq(Cat(f.r_data for f in members)),
+                        self.result.valid.eq(Cat(row[0].r_rdy for row in members).all()),
+                        self.result.payload.eq(Cat(f.r_data for row in members for f in row)),
                     ]
-                    for f in members:
-                        m.d.comb += f.r_en.eq(self.result.ready & self.result.valid)
+                    for row in members:
+                        for f in row:
+                            m.d.comb += f.r_en.eq(self.result.ready & self.result.valid)
         with m.If(self.result.valid & self.result.ready):
             m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
             m.d.comb += drained.eq(group == groups - 1)
