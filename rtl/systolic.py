@@ -22,7 +22,7 @@ stalls the operand streams and never loses a result.
 
 import math
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -312,24 +312,31 @@ class SystolicArray(wiring.Component):
                 row_fifo.append(column)
             row_fifos.append(row_fifo)
 
-        # Drain: rows in groups of drain_rows, group after group, tile after tile.
+        # Drain: rows in groups of drain_rows, group after group, tile after tile. The group
+        # whose rows leave next is one-hot, so each group's read enable is one gate of
+        # registers (its bit, its rows' r_rdy, result.ready) near its own FIFOs.
         groups = rows // self._drain_rows
-        group = Signal(range(groups))
+        group = Signal(groups, init=1)
+        group_ready = []
+        for g in range(groups):
+            members = row_fifos[g * self._drain_rows:(g + 1) * self._drain_rows]
+            # A row's FIFOs move in step: the first one's r_rdy speaks for the row.
+            ready = Signal(name=f"group{g}_ready")
+            m.d.comb += ready.eq(group[g] & Cat(row[0].r_rdy for row in members).all())
+            for row in members:
+                for f in row:
+                    m.d.comb += f.r_en.eq(ready & self.result.ready)
+            group_ready.append(ready)
+        m.d.comb += self.result.valid.eq(Cat(group_ready).any())
         with m.Switch(group):
             for g in range(groups):
                 members = row_fifos[g * self._drain_rows:(g + 1) * self._drain_rows]
-                with m.Case(g):
-                    # A row's FIFOs move in step: the first one's r_rdy speaks for the row.
-                    m.d.comb += [
-                        self.result.valid.eq(Cat(row[0].r_rdy for row in members).all()),
-                        self.result.payload.eq(Cat(f.r_data for row in members for f in row)),
-                    ]
-                    for row in members:
-                        for f in row:
-                            m.d.comb += f.r_en.eq(self.result.ready & self.result.valid)
+                with m.Case(1 << g):
+                    m.d.comb += self.result.payload.eq(
+                        Cat(f.r_data for row in members for f in row))
         with m.If(self.result.valid & self.result.ready):
-            m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
-            m.d.comb += drained.eq(group == groups - 1)
+            m.d.sync += group.eq(group.rotate_left(1))
+            m.d.comb += drained.eq(group[-1])
         return m
 
     def _operand(self, m, side, index, mode, word):
