@@ -12,7 +12,8 @@ forwards its own registered copy), so tiles of different modes follow each other
 through the array without a bubble.
 
 When a PE finishes a tile its sum rides a delay line of ``C-1-c`` cycles, so a
-whole row of results arrives at once and is written to that row's result FIFO.
+whole row of results arrives at once and is written to that row's result FIFO (one
+FIFO per column, in that column's :class:`DrainColumn`).
 The next tile keeps computing meanwhile: the delay lines and FIFOs are the
 double buffer. The result stream carries ``drain_rows`` rows per beat, tile
 by tile, top rows first. A tile starts only when every row FIFO is sure to
