@@ -78,11 +78,11 @@ def build_board(array, board, out_dir, baud=115200, program=False):
             # The same yosys preparation as the reports: ECP5 synthesizes hierarchically (a
             # flattened 8x8 array trips an assertion in this yosys), iCE40 keeps the row
             # FIFOs in block RAM.
+            family = platform.family.lower()        # "iCE40" or "ecp5"
             flow = ({"script_after_read": FOLD_SMALL_MODULES, "synth_opts": "-noflatten"}
-                    if platform.family == "ecp5" else {"script_after_read": ROW_FIFOS_IN_BRAM})
+                    if family == "ecp5" else {"script_after_read": ROW_FIFOS_IN_BRAM})
             platform.build(BoardTop(array, baud), name="top", build_dir=build_dir,
-                           do_program=program,
-                           nextpnr_opts=f"--router {ROUTER[platform.family.lower()]}", **flow)
+                           do_program=program, nextpnr_opts=f"--router {ROUTER[family]}", **flow)
     except subprocess.CalledProcessError as error:
         timing = os.path.join(build_dir, "top.tim")
         overflow = os.path.exists(timing) and overflow_message(

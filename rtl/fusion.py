@@ -25,8 +25,8 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["BitWidth", "FusionMode", "StepControl", "BrickOperands", "BRICKS", "PRECISIONS", "lanes",
-           "word_bits", "modes", "SliceSteer", "brick_product", "BitBrick", "FusionPE",
+__all__ = ["BitWidth", "FusionMode", "StepControl", "BrickOperands", "BRICKS", "PRECISIONS",
+           "lanes", "word_bits", "modes", "SliceSteer", "brick_product", "BitBrick", "FusionPE",
            "FusionMAC"]
 
 #: BitBricks per PE.
@@ -326,6 +326,9 @@ class FusionPE(wiring.Component):
         dot = Signal(signed(18))
         m.d.sync += dot.eq(low + _shift_if(high, a_full, 4))
 
+        # The stage-1 control below is the same register; it is not read back from
+        # ``forward`` because ABC9 in this yosys fails on a module that reads its own output
+        # register (yosys merges the two anyway).
         m.d.sync += self.forward.eq(Cat(self.mode, self.valid, self.first, self.last))
 
         # The step's control travels beside its data through stages 1 to 3.

@@ -30,8 +30,8 @@ from amaranth.lib.wiring import In, Out
 from rtl.fusion import (BitWidth, FusionMode, FusionPE, SliceSteer, StepControl, lanes, modes,
                         word_bits)
 
-__all__ = ["ArrayConfig", "DrainColumn", "EdgeSkew", "SystolicArray", "k_step_bound", "min_acc_width",
-           "peak_macs"]
+__all__ = ["ArrayConfig", "DrainColumn", "EdgeSkew", "SystolicArray", "k_step_bound",
+           "min_acc_width", "peak_macs"]
 
 #: Width of the K-step and tile counts of a configuration.
 COUNT_BITS = 16
@@ -340,9 +340,10 @@ class SystolicArray(wiring.Component):
                 skewed_control, skewed_word = skew.skewed_control, skew.skewed_word
             operand = self._operand(m, side, index, skewed_control.mode, skewed_word)
             return _delay(m, operand, 1, f"steered_{side}{index}"), skewed_control
-        a_edges = [(operand, _delay(m, skewed_control, 1, f"edge_control{r}"))
-                   for r in range(rows)
-                   for operand, skewed_control in [edge("a", r, self.act.payload[r])]]
+        a_edges = []
+        for r in range(rows):
+            operand, skewed_control = edge("a", r, self.act.payload[r])
+            a_edges.append((operand, _delay(m, skewed_control, 1, f"edge_control{r}")))
         w_edge = [edge("w", c, self.wgt.payload[c])[0] for c in range(cols)]
 
         # The PE grid, results de-skewed along each row, so a whole row is written at once.
