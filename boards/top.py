@@ -19,6 +19,7 @@ class Board:
     platform: str        # "module:Class" in amaranth_boards
     programmer: str      # the command its platform programs with
     largest_array: str   # the largest --array that fits and meets timing, mixed precision
+    edge_registers: int  # the array's edge_registers there (1 where the device is nearly full)
 
     def make_platform(self):
         import importlib
@@ -27,8 +28,8 @@ class Board:
 
 
 BOARDS = {
-    "icebreaker": Board("icebreaker:ICEBreakerPlatform", "iceprog", "2x2"),
-    "ulx3s-85f": Board("ulx3s:ULX3S_85F_Platform", "openFPGALoader", "8x8"),
+    "icebreaker": Board("icebreaker:ICEBreakerPlatform", "iceprog", "2x2", 1),
+    "ulx3s-85f": Board("ulx3s:ULX3S_85F_Platform", "openFPGALoader", "8x8", 2),
 }
 
 

@@ -26,12 +26,19 @@ def add_arguments(parser):
                        help="result rows per beat of the result stream, a divisor of R "
                             "(default: the smallest divisor of R that is at least R/4, so a "
                             "tile of 4 steps drains in 4 beats)")
+    group.add_argument("--edge-registers", type=int, default=None, metavar="N",
+                       help="registers between each row's and column's slice steer and its "
+                            "first PE, 1 or 2 (default: 2, or what --board sets: 1 on "
+                            "icebreaker, where 2 does not fit)")
 
 
 def build(args):
     """The :class:`SystolicArray` the arguments describe."""
+    board = BOARDS[args.board] if getattr(args, "board", None) else None
     if args.array is None:
-        args.array = BOARDS[args.board].largest_array if getattr(args, "board", None) else "8x8"
+        args.array = board.largest_array if board else "8x8"
+    if args.edge_registers is None:
+        args.edge_registers = board.edge_registers if board else 2
     rows, cols = parse_array(args.array)
     if args.bits not in BITS:
         raise UsageError(f"--bits must be one of 2, 4, 8, mixed, not {args.bits!r}")
@@ -42,8 +49,10 @@ def build(args):
     if args.drain_rows is not None and not (1 <= args.drain_rows <= rows
                                             and rows % args.drain_rows == 0):
         raise UsageError(f"--drain-rows must divide the {rows} rows, not {args.drain_rows}")
+    if args.edge_registers not in (1, 2):
+        raise UsageError(f"--edge-registers must be 1 or 2, not {args.edge_registers}")
     return SystolicArray(rows, cols, precision, acc_width=args.acc_bits,
-                         drain_rows=args.drain_rows)
+                         drain_rows=args.drain_rows, edge_registers=args.edge_registers)
 
 
 def design(args):
@@ -55,11 +64,13 @@ def design(args):
         "unit": "array",
         "parameters": {"rows": rows, "cols": cols, "precision": array.precision,
                        "acc_width": array.acc_width, "drain_rows": array.drain_rows,
-                       "fifo_depth": array.fifo_depth, "word_bits": array.word_bits},
+                       "fifo_depth": array.fifo_depth, "edge_registers": array.edge_registers,
+                       "word_bits": array.word_bits},
         "latency": {
             "pe_cycles": FusionPE.latency,
             "last_step_to_first_result_cycles": array.latency,
-            "note": "a step reaches PE (r, c) 1 + r + c cycles after it is accepted",
+            "note": f"a step reaches PE (r, c) {array.edge_registers} + r + c cycles after it "
+                    "is accepted",
         },
         "modes": [
             {"w_bits": w, "a_bits": a, "lanes": lanes(w, a),

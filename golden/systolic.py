@@ -13,10 +13,10 @@ Results leave ``drain_rows`` rows per beat, tile by tile, top group first.
 :func:`gemm_cycles` predicts, for a source that always has the next step and a
 sink that always takes a beat, the cycles from the first step accepted to the
 last result beat taken, from the array's pipeline: a step reaches PE ``(r, c)``
-``1 + r + c`` cycles after it is accepted, the PE adds ``pe_latency`` cycles,
-row ``r``'s results are written to its FIFO ``cols - 1 - c`` cycles later (so
+``edge_registers + r + c`` cycles after it is accepted, the PE adds ``pe_latency``
+cycles, row ``r``'s results are written to its FIFO ``cols - 1 - c`` cycles later (so
 row ``r`` of a tile whose last step was accepted at ``t`` is written at
-``t + r + cols + pe_latency``), a group of rows can leave two cycles after its
+``t + edge_registers + r + cols - 1 + pe_latency``), a group of rows can leave two cycles after its
 last row is written (the row FIFO moves it from its memory to its output register in
 between), one beat per cycle, and a tile's first step waits until
 fewer than ``fifo_depth`` tiles are started and not fully drained (a tile is
@@ -129,7 +129,7 @@ def unpack_results(beats, tiling, drain_rows):
     return out[:tiling.m, :tiling.n]
 
 
-def gemm_cycles(tiling, drain_rows, fifo_depth, pe_latency=4):
+def gemm_cycles(tiling, drain_rows, fifo_depth, pe_latency=5, edge_registers=2):
     """Cycles from the first step accepted to the last result beat taken (ideal source and sink)."""
     rows, cols, k_steps = tiling.rows, tiling.cols, tiling.k_steps
     per_tile = rows // drain_rows
@@ -142,7 +142,8 @@ def gemm_cycles(tiling, drain_rows, fifo_depth, pe_latency=4):
         starts.append(start)
         last_step = start + k_steps - 1
         for g in range(per_tile):
-            written = last_step + (g + 1) * drain_rows - 1 + cols + pe_latency
+            last_row = (g + 1) * drain_rows - 1
+            written = last_step + edge_registers + last_row + cols - 1 + pe_latency
             beat_edge = max(written + 2, beat_edge + 1)
         drained.append(beat_edge)
     return beat_edge - starts[0] + 1

@@ -68,9 +68,10 @@ class PlainPE(wiring.Component):
 class PlainArray(SystolicArray):
     """An ``rows x cols`` array of :class:`PlainPE` (8-bit operands, 8x8 mode only)."""
 
-    def __init__(self, rows, cols, acc_width=32, drain_rows=None, fifo_depth=None):
+    def __init__(self, rows, cols, acc_width=32, drain_rows=None, fifo_depth=None,
+                 edge_registers=2):
         super().__init__(rows, cols, precision=8, acc_width=acc_width, drain_rows=drain_rows,
-                         fifo_depth=fifo_depth)
+                         fifo_depth=fifo_depth, edge_registers=edge_registers)
 
     def _operand(self, m, side, index, mode, word):
         return word

@@ -251,7 +251,7 @@ class FusionPE(wiring.Component):
     """
 
     #: Cycles from a step on the inputs to its effect on ``result``.
-    latency = 4
+    latency = 5
 
     def __init__(self, precision="mixed", acc_width=32):
         _check_precision(precision)
@@ -300,7 +300,7 @@ class FusionPE(wiring.Component):
             w_wide = self.mode.w_bits != BitWidth.B2                           # stage 1
             a_wide = delayed(self.mode.a_bits != BitWidth.B2, 1, "a_wide")     # stage 2
             w_full = delayed(self.mode.w_bits == BitWidth.B8, 2, "w_full")     # stage 3
-            a_full = delayed(self.mode.a_bits == BitWidth.B8, 2, "a_full")
+            a_full = delayed(self.mode.a_bits == BitWidth.B8, 3, "a_full")     # stage 4
 
         # Stage 1: bricks and the pairs of the first tree level. Stage 2: the group sums.
         groups = []
@@ -319,9 +319,10 @@ class FusionPE(wiring.Component):
             m.d.sync += group.eq(low + _shift_if(high, a_wide, 2))
             groups.append(group)
 
-        # Stage 3: second level of the tree, between the groups.
+        # Stage 3: the pairs of groups. Stage 4: the dot product. One adder per stage from
+        # stage 2 on: with both levels in one stage the 8x8 array misses 100 MHz on ECP5.
         low, high = Signal(signed(13)), Signal(signed(13))
-        m.d.comb += [low.eq(groups[0] + _shift_if(groups[1], w_full, 4)),
+        m.d.sync += [low.eq(groups[0] + _shift_if(groups[1], w_full, 4)),
                      high.eq(groups[2] + _shift_if(groups[3], w_full, 4))]
         dot = Signal(signed(18))
         m.d.sync += dot.eq(low + _shift_if(high, a_full, 4))
@@ -331,15 +332,15 @@ class FusionPE(wiring.Component):
         # register (yosys merges the two anyway).
         m.d.sync += self.forward.eq(Cat(self.mode, self.valid, self.first, self.last))
 
-        # The step's control travels beside its data through stages 1 to 3.
+        # The step's control travels beside its data through stages 1 to 4.
         valid, first, last = self.valid, self.first, self.last
-        for stage in (1, 2, 3):
+        for stage in (1, 2, 3, 4):
             next_valid, next_first, next_last = (Signal(name=f"{n}_{stage}")
                                                  for n in ("valid", "first", "last"))
             m.d.sync += [next_valid.eq(valid), next_first.eq(first), next_last.eq(last)]
             valid, first, last = next_valid, next_first, next_last
 
-        # Stage 4: accumulate; the finished sum goes out on the last step.
+        # Stage 5: accumulate; the finished sum goes out on the last step.
         acc = Signal(signed(self._acc_width))
         total = Signal(signed(self._acc_width))
         m.d.comb += total.eq(Mux(first, 0, acc) + dot)

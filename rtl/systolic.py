@@ -203,8 +203,14 @@ class SystolicArray(wiring.Component):
         default the smallest divisor of ``rows`` that is at least ``rows / 4``,
         so results drain as fast as a 2x2-bit tile with K = 64 computes.
     fifo_depth : int, optional
-        Tiles of results each row FIFO holds (the credit limit). By default
-        enough to keep the PEs busy with 4-step tiles.
+        Tiles of results each row FIFO holds (the credit limit), 1..128. By default
+        enough to keep the PEs busy with tiles of ``rows / drain_rows`` steps, the
+        shortest tiles whose results the drain keeps up with.
+    edge_registers : 1 or 2
+        Registers between a row's or column's steer and its first PE. With 2 (the
+        default) the long hop from the edge to a PE across the array runs from register
+        to register, through no logic; 1 saves ``rows + cols`` registers of steered
+        slices for small arrays on small devices.
 
     Attributes
     ----------
@@ -226,7 +232,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, rows, cols, precision="mixed", acc_width=32, drain_rows=None,
-                 fifo_depth=None):
+                 fifo_depth=None, edge_registers=2):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= 32:
                 raise ValueError(f"{name} must be between 1 and 32, not {value!r}")
@@ -239,15 +245,22 @@ class SystolicArray(wiring.Component):
             drain_rows = min(d for d in range(1, rows + 1) if rows % d == 0 and 4 * d >= rows)
         if not isinstance(drain_rows, int) or drain_rows < 1 or rows % drain_rows:
             raise ValueError(f"drain_rows must divide rows={rows}, not {drain_rows!r}")
+        if edge_registers not in (1, 2):
+            raise ValueError(f"edge_registers must be 1 or 2, not {edge_registers!r}")
         if fifo_depth is None:
-            fifo_depth = max(2, math.ceil((4 + rows + cols + FusionPE.latency + 3) / 4))
-        if not isinstance(fifo_depth, int) or not 1 <= fifo_depth <= 64:
-            raise ValueError(f"fifo_depth must be between 1 and 64, not {fifo_depth!r}")
+            # The shortest tiles the drain keeps up with have one step per beat; a tile's
+            # credit comes back ``round_trip`` cycles after its first step.
+            tile_steps = rows // drain_rows
+            round_trip = tile_steps + rows + cols + FusionPE.latency + edge_registers
+            fifo_depth = max(2, math.ceil(round_trip / tile_steps))
+        if not isinstance(fifo_depth, int) or not 1 <= fifo_depth <= 128:
+            raise ValueError(f"fifo_depth must be between 1 and 128, not {fifo_depth!r}")
         self._rows, self._cols = rows, cols
         self._precision = precision
         self._acc_width = acc_width
         self._drain_rows = drain_rows
         self._fifo_depth = fifo_depth
+        self._edge_registers = edge_registers
         word = word_bits(precision)
         super().__init__({
             "config": In(stream.Signature(ArrayConfig())),
@@ -264,12 +277,13 @@ class SystolicArray(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
     drain_rows = property(lambda self: self._drain_rows)
     fifo_depth = property(lambda self: self._fifo_depth)
+    edge_registers = property(lambda self: self._edge_registers)
     word_bits = property(lambda self: word_bits(self._precision))
 
     @property
     def latency(self):
         """Cycles from the edge that accepts a tile's last step to its first result beat valid."""
-        return self._cols + self._drain_rows + FusionPE.latency
+        return self._cols + self._drain_rows + FusionPE.latency + self._edge_registers - 1
 
     def k_step_bounds(self):
         """``{(w_bits, a_bits, w_signed, a_signed): largest k_steps}`` of the supported modes."""
@@ -339,11 +353,13 @@ class SystolicArray(wiring.Component):
                 m.d.comb += [skew.control.eq(control), skew.word.eq(word)]
                 skewed_control, skewed_word = skew.skewed_control, skew.skewed_word
             operand = self._operand(m, side, index, skewed_control.mode, skewed_word)
-            return _delay(m, operand, 1, f"steered_{side}{index}"), skewed_control
+            return (_delay(m, operand, self._edge_registers, f"steered_{side}{index}"),
+                    skewed_control)
         a_edges = []
         for r in range(rows):
             operand, skewed_control = edge("a", r, self.act.payload[r])
-            a_edges.append((operand, _delay(m, skewed_control, 1, f"edge_control{r}")))
+            a_edges.append((operand, _delay(m, skewed_control, self._edge_registers,
+                                            f"edge_control{r}")))
         w_edge = [edge("w", c, self.wgt.payload[c])[0] for c in range(cols)]
 
         # The PE grid, results de-skewed along each row, so a whole row is written at once.

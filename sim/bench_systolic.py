@@ -44,8 +44,8 @@ def run(args):
         runner.run(array, "sim.tb.systolic", name=f"array_{rows}x{cols}_{precision}",
                  testcase="benchmark", params={
                      "rows": rows, "cols": cols, "drain_rows": array.drain_rows,
-                     "fifo_depth": array.fifo_depth, "acc_width": array.acc_width,
-                     "word_bits": array.word_bits, "seed": 0, "jobs": jobs, "out": str(out)})
+                     "fifo_depth": array.fifo_depth, "edge_registers": array.edge_registers,
+                     "acc_width": array.acc_width, "word_bits": array.word_bits, "seed": 0, "jobs": jobs, "out": str(out)})
         measured = json.loads(out.read_text())
     table = []
     for job in measured:
@@ -56,7 +56,8 @@ def run(args):
             "mode": f"{job['w_bits']}x{job['a_bits']}",
             "gemm": job["shape"],
             "cycles": job["cycles"],
-            "model_cycles": gemm_cycles(tiling, array.drain_rows, array.fifo_depth),
+            "model_cycles": gemm_cycles(tiling, array.drain_rows, array.fifo_depth,
+                                        edge_registers=array.edge_registers),
             "utilization": round(useful_macs(tiling) / (work * job["cycles"]), 4),
             "steady_state_utilization": round(useful_macs(tiling) / (work * job["step_span"]), 4),
         })

@@ -71,6 +71,7 @@ def test_fixed_precision_array_is_smaller_in_words(tmp_path):
     (["--bits", "16"], "--bits must be one of 2, 4, 8, mixed, not '16'"),
     (["--array", "6x2", "--drain-rows", "4"], "--drain-rows must divide the 6 rows, not 4"),
     (["--array", "6x2", "--drain-rows", "0"], "--drain-rows must divide the 6 rows, not 0"),
+    (["--edge-registers", "3"], "--edge-registers must be 1 or 2, not 3"),
 ])
 def test_bad_parameters_are_one_line_errors(args, message, tmp_path):
     result = gen(*args, "--out", "o", cwd=tmp_path)
@@ -86,6 +87,19 @@ def test_drain_rows_sets_the_result_beat(tmp_path):
     assert manifest["parameters"]["drain_rows"] == 4
     ports = {port["name"]: port["width"] for port in manifest["ports"]}
     assert ports["result__payload"] == 4 * 2 * 32
+
+
+def test_one_edge_register_takes_a_cycle_off_the_latency(tmp_path):
+    manifests = []
+    for edge_registers in ("1", "2"):
+        result = gen("--array", "3x5", "--edge-registers", edge_registers, "--json",
+                     "--out", edge_registers, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        manifests.append(json.loads(result.stdout))
+    one, two = manifests
+    assert one["parameters"]["edge_registers"] == 1 and two["parameters"]["edge_registers"] == 2
+    assert (one["latency"]["last_step_to_first_result_cycles"]
+            == two["latency"]["last_step_to_first_result_cycles"] - 1)
 
 
 def test_a_16_bit_accumulator_is_enough_for_2_bit_pes(tmp_path):

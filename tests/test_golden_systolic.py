@@ -98,18 +98,19 @@ def test_operands_that_do_not_fit_the_mode_or_disagree_in_k_are_rejected():
 
 
 def test_one_step_on_one_pe_takes_the_pipeline_once():
-    # Accepted at 0, PE input at 1, PE result 4 cycles later at 5 (written to the row FIFO),
-    # in the FIFO's output register at 6, taken at 7: eight cycles counting both ends.
-    assert gemm_cycles(Tiling(1, 1, 1, 1, 1, 1), drain_rows=1, fifo_depth=2) == 8
+    # Accepted at 0, through two edge registers to the PE input at 2, PE result 5 cycles
+    # later at 7 (written to the row FIFO), in the FIFO's output register at 8, taken at 9:
+    # ten cycles counting both ends.
+    assert gemm_cycles(Tiling(1, 1, 1, 1, 1, 1), drain_rows=1, fifo_depth=2) == 10
 
 
 def test_64_cube_on_8x8_in_2x2_mode_is_its_steps_plus_fill_and_drain():
     # 64 tiles x 4 steps back to back; the last step (accepted at 255) reaches PE row 7 after
-    # the edge register and skew, the PE takes 4 cycles, the row is written 8 + 7 + 4 cycles
-    # after the step (C + r + pe_latency) and the last pair of rows leaves two cycles after
-    # (through the row FIFO's output register).
+    # the skew and the two edge registers, the PE takes 5 cycles, the row is written
+    # 1 + 8 + 7 + 5 cycles after the step (1 + C + r + pe_latency) and the last pair of rows
+    # leaves two cycles after (through the row FIFO's output register).
     tiling = Tiling(64, 64, 64, 8, 8, 16)
-    assert gemm_cycles(tiling, drain_rows=2, fifo_depth=7) == 255 + 8 + 7 + 4 + 2 + 1
+    assert gemm_cycles(tiling, drain_rows=2, fifo_depth=7) == 255 + 1 + 8 + 7 + 5 + 2 + 1
 
 
 @pytest.mark.parametrize("k_steps", [4, 5, 9])

@@ -2,6 +2,7 @@
 """The host link end to end in simulation: boards.host.Host over a cocotb UART model."""
 
 from boards.host import COMMANDS, STATUSES, checksum, frame
+from boards.top import BOARDS
 from golden.network import PRECISIONS, digits_network, digits_split
 from rtl.hostlink import Command, HostLink, Status
 from rtl.systolic import SystolicArray
@@ -20,7 +21,8 @@ def test_frames_carry_length_and_checksum():
 
 
 def test_link_runs_a_digits_layer_and_rejects_bad_frames():
-    array = SystolicArray(2, 2, "mixed")
+    # The iCEBreaker's array: 2x2 with one edge register.
+    array = SystolicArray(2, 2, "mixed", edge_registers=BOARDS["icebreaker"].edge_registers)
     link = HostLink(array, divisor=4)
     net = digits_network(PRECISIONS["mixed"], 0.8)
     inputs = net.layer_inputs(net.quantize_input(digits_split()[1][:2]))

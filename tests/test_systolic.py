@@ -8,7 +8,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden.bitfusion import lanes, value_range
-from golden.systolic import Mode, gemm_cycles, pack_steps, tile_gemm, unpack_results
+from golden.systolic import Mode, Tiling, gemm_cycles, pack_steps, tile_gemm, unpack_results
 
 from golden.network import PRECISIONS, digits_network, digits_split
 from rtl.fusion import BitWidth, FusionMAC, FusionPE, modes
@@ -21,7 +21,8 @@ ICARUS = pytest.mark.skipif(not simulator_available("icarus"),
 
 def array_params(array, seed=1, **extra):
     return {"rows": array.rows, "cols": array.cols, "drain_rows": array.drain_rows,
-            "fifo_depth": array.fifo_depth, "acc_width": array.acc_width,
+            "fifo_depth": array.fifo_depth, "edge_registers": array.edge_registers,
+            "acc_width": array.acc_width,
             "word_bits": array.word_bits, "modes": modes(array.precision), "seed": seed,
             # Odd shapes; the last has one-step tiles in the wide-lane modes, so that
             # draining binds and the credit limit shows in the cycle count.
@@ -43,7 +44,8 @@ def array_params(array, seed=1, **extra):
     ({"rows": 4, "cols": 4, "precision": 2, "acc_width": 65},
      "acc_width must be between 16 and 64 for 2-bit PEs, not 65"),
     ({"rows": 6, "cols": 4, "drain_rows": 4}, "drain_rows must divide rows=6, not 4"),
-    ({"rows": 4, "cols": 4, "fifo_depth": 0}, "fifo_depth must be between 1 and 64, not 0"),
+    ({"rows": 4, "cols": 4, "fifo_depth": 0}, "fifo_depth must be between 1 and 128, not 0"),
+    ({"rows": 4, "cols": 4, "edge_registers": 3}, "edge_registers must be 1 or 2, not 3"),
 ])
 def test_bad_array_parameters_are_one_line_errors(kwargs, message):
     with pytest.raises(ValueError) as error:
@@ -56,6 +58,25 @@ def test_bad_array_parameters_are_one_line_errors(kwargs, message):
 def test_default_drain_rows_keeps_up_with_four_step_tiles(rows, drain_rows):
     # A 2x2-bit tile with K = 64 is 4 steps; its rows must leave in at most 4 beats.
     assert SystolicArray(rows, 2).drain_rows == drain_rows
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (1, 32), (2, 2), (3, 4), (5, 7), (8, 8), (31, 32),
+                                        (32, 32)])
+@pytest.mark.parametrize("edge_registers", [1, 2])
+def test_default_fifo_depth_keeps_tiles_of_one_step_per_beat_back_to_back(rows, cols,
+                                                                          edge_registers):
+    # The shortest tiles the drain keeps up with have R/G steps; with the default depth the
+    # cycle model takes one more such tile every R/G cycles, never waiting for credit.
+    array = SystolicArray(rows, cols, edge_registers=edge_registers)
+    steps = rows // array.drain_rows
+    cycles = [gemm_cycles(Tiling(rows * tiles, cols, steps, rows, cols, 1), array.drain_rows,
+                          array.fifo_depth, edge_registers=edge_registers)
+              for tiles in range(1, 3 * array.fifo_depth)]
+    assert np.all(np.diff(cycles) == steps)
+    shallower = [gemm_cycles(Tiling(rows * tiles, cols, steps, rows, cols, 1), array.drain_rows,
+                             array.fifo_depth - 1, edge_registers=edge_registers)
+                 for tiles in range(1, 3 * array.fifo_depth)]
+    assert array.fifo_depth == 2 or shallower[-1] > cycles[-1]
 
 
 @pytest.mark.parametrize("precision, acc_width", [("mixed", 17), ("mixed", 24), ("mixed", 32),
@@ -120,7 +141,7 @@ def test_mixed_array_gemms_stalls_cycles_reset_and_bounds():
 
 @ICARUS
 def test_mixed_array_on_icarus():
-    array = SystolicArray(2, 3, "mixed")
+    array = SystolicArray(2, 3, "mixed", edge_registers=1)
     run(array, "sim.tb.systolic", name="array_2x3_mixed", simulator="icarus",
         testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model",
                   "reset_mid_gemm_then_a_clean_gemm"],
@@ -136,9 +157,10 @@ def test_8x8_array_runs_the_digits_mlp_and_matches_the_cycle_model():
 
 @pytest.mark.parametrize("precision", [8, 2])
 def test_fixed_precision_array(precision):
-    array = SystolicArray(2, 3, precision)
+    array = SystolicArray(2, 3, precision, edge_registers=1)
     run(array, "sim.tb.systolic", name=f"array_2x3_{precision}",
-        testcase=["random_gemms_in_every_mode_under_stalls", "reset_mid_gemm_then_a_clean_gemm"],
+        testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model",
+                  "reset_mid_gemm_then_a_clean_gemm"],
         params=array_params(array, seed=precision))
 
 
@@ -201,4 +223,5 @@ def test_amaranth_simulator_gemm_is_exact_and_on_the_cycle_model(mode):
     got = unpack_results(seen["beats"], tiling, array.drain_rows)
     assert np.array_equal(got, a @ w), f"seed {seed}"
     cycles = seen["last"] - seen["first"] + 1
-    assert cycles == gemm_cycles(tiling, array.drain_rows, array.fifo_depth), f"seed {seed}"
+    assert cycles == gemm_cycles(tiling, array.drain_rows, array.fifo_depth,
+                                 edge_registers=array.edge_registers), f"seed {seed}"

@@ -1,8 +1,8 @@
 """cocotb tests of the systolic array (rtl.systolic.SystolicArray) against golden.systolic.
 
-Parameters (sim.runner.params): rows, cols, drain_rows, fifo_depth, acc_width, word_bits,
-modes (the (w_bits, a_bits) the array supports), seed, and for the network test
-``layers``: a list of {w_bits, a_bits, a, w} with ``a`` (M x K) and ``w`` (K x N).
+Parameters (sim.runner.params): rows, cols, drain_rows, fifo_depth, edge_registers,
+acc_width, word_bits, modes (the (w_bits, a_bits) the array supports), seed, and for the
+network test ``layers``: a list of {w_bits, a_bits, a, w} with ``a`` (M x K) and ``w`` (K x N).
 """
 
 import itertools
@@ -120,7 +120,8 @@ async def cycle_count_matches_golden_model(dut):
         got, cycles = await driver.gemm(a, w, mode)
         assert np.array_equal(got, a @ w)
         tiling = tile_gemm(a, w, p["rows"], p["cols"], mode)
-        want = gemm_cycles(tiling, p["drain_rows"], p["fifo_depth"])
+        want = gemm_cycles(tiling, p["drain_rows"], p["fifo_depth"],
+                           edge_registers=p["edge_registers"])
         assert cycles == want, f"{mode} {shape}: {cycles} cycles, model says {want}"
 
 
