@@ -16,9 +16,9 @@ last result beat taken, from the array's pipeline: a step reaches PE ``(r, c)``
 ``edge_registers + r + c`` cycles after it is accepted, the PE adds ``pe_latency``
 cycles, row ``r``'s results are written to its FIFO ``cols - 1 - c`` cycles later (so
 row ``r`` of a tile whose last step was accepted at ``t`` is written at
-``t + edge_registers + r + cols - 1 + pe_latency``), a group of rows can leave two cycles after its
-last row is written (the row FIFO moves it from its memory to its output register in
-between), one beat per cycle, and a tile's first step waits until
+``t + edge_registers + r + cols - 1 + pe_latency``), a group of rows can leave two
+cycles after its last row is written (the row FIFO moves it from its memory to its
+output register in between), one beat per cycle, and a tile's first step waits until
 fewer than ``fifo_depth`` tiles are started and not fully drained (a tile is
 drained at the edge that takes its last beat; the counter is seen one cycle
 later).

@@ -44,7 +44,8 @@ class PlainPE(wiring.Component):
         m.d.sync += self.forward.eq(Cat(self.mode, self.valid, self.first, self.last))
         w = Cat(self.w, self.w[7] & self.mode.w_signed).as_signed()
         a = Cat(self.a, self.a[7] & self.mode.a_signed).as_signed()
-        # Registered operands, the product, one more stage: the fusion PE's latency.
+        # Registered operands, the product, then product registers up to the fusion PE's
+        # latency.
         depth = self.latency - 1
         w_reg, a_reg = Signal.like(w), Signal.like(a)
         product = [Signal(signed(18), name=f"product{i}") for i in range(depth - 1)]

@@ -206,7 +206,7 @@ class SystolicArray(wiring.Component):
         Tiles of results each row FIFO holds (the credit limit), 1..128. By default
         enough to keep the PEs busy with tiles of ``rows / drain_rows`` steps, the
         shortest tiles whose results the drain keeps up with.
-    edge_registers : 1 or 2
+    edge_registers : 1 or 2, optional
         Registers between a row's or column's steer and its first PE. With 2 (the
         default) the long hop from the edge to a PE across the array runs from register
         to register, through no logic; 1 saves ``rows + cols`` registers of steered
