@@ -45,7 +45,8 @@ def run(args):
                  testcase="benchmark", params={
                      "rows": rows, "cols": cols, "drain_rows": array.drain_rows,
                      "fifo_depth": array.fifo_depth, "edge_registers": array.edge_registers,
-                     "acc_width": array.acc_width, "word_bits": array.word_bits, "seed": 0, "jobs": jobs, "out": str(out)})
+                     "acc_width": array.acc_width, "word_bits": array.word_bits, "seed": 0,
+                     "jobs": jobs, "out": str(out)})
         measured = json.loads(out.read_text())
     table = []
     for job in measured:
