@@ -151,10 +151,15 @@ def _yosys(component, name, family, work, progress=None):
         status, log = _run_yosys(synth, work, progress,
                                  f"yosys synth_{family} of {name}, port-field aliases hidden")
     if status:
-        last = [line for line in log.splitlines() if "ERROR" in line][-1:] or ["(no message)"]
-        raise SynthesisError(f"yosys failed on {name}: {last[0].strip()} "
+        raise SynthesisError(f"yosys failed on {name}: {_last_error(log)} "
                              f"(log: {work / 'yosys.log'})")
     return (work / "stat.txt").read_text()
+
+
+def _last_error(log):
+    """The last line of a tool's ``log`` that reports an error."""
+    errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
+    return errors[-1] if errors else "(no message)"
 
 
 def _run_yosys(synth, work, progress, what):
@@ -206,8 +211,7 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     if overflow:
         raise SynthesisError(overflow)
     if status:
-        last = [line for line in log.splitlines() if "ERROR" in line][-1:] or ["(no message)"]
-        raise SynthesisError(f"nextpnr failed on {name} for {device}: {last[0].strip()}")
+        raise SynthesisError(f"nextpnr failed on {name} for {device}: {_last_error(log)}")
     placed = json.loads((work / "nextpnr.json").read_text())
 
     utilization = placed.get("utilization", {})

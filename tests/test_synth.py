@@ -69,7 +69,6 @@ def test_board_needs_the_array(tmp_path):
     assert result.returncode == 2 and "--board builds the array" in result.stderr
 
 
-
 def test_a_yosys_failure_is_one_line_with_the_error_from_yosys_log(tmp_path, monkeypatch):
     # A stand-in yosys that fails as ABC9 does in yowasp (the message only in its -l log
     # file) and notes each script it is given.
