@@ -1,4 +1,4 @@
-"""Bit Fusion arithmetic (DESIGN.md 3.1), brick by brick.
+"""Bit Fusion arithmetic (docs/design.md 3.1), brick by brick.
 
 A fusion PE holds 16 BitBricks, each a 2-bit x 2-bit multiplier. An operand of
 ``b`` bits is cut into ``b/2`` slices of 2 bits; a slice is signed (-2..1) only

@@ -1,4 +1,4 @@
-"""Compressed sparse column encoding for an EIE-style unit (DESIGN.md 3.3).
+"""Compressed sparse column encoding for an EIE-style unit (docs/design.md 3.3).
 
 Row ``r`` of the matrix belongs to processing element ``r mod N`` and is its
 local row ``r // N``. Each PE stores, column by column, the non-zero entries
@@ -221,6 +221,6 @@ def spmv(matrix, x, codebook=None, bias=None, multiplier=None, shift=None, out_b
 
 
 def ideal_cycles(matrix, x, n_pes, z_bits=4):
-    """DESIGN.md 4: (sum over non-zero x_j of the entries of column j) / N, padding excluded."""
+    """docs/design.md 4: (sum over non-zero x_j of the entries of column j) / N, padding excluded."""
     nnz = (np.asarray(matrix) != 0).sum(axis=0)
     return float(nnz[np.asarray(x) != 0].sum() / n_pes)

@@ -1,4 +1,4 @@
-"""Linear quantization and weight sharing (DESIGN.md 3.2).
+"""Linear quantization and weight sharing (docs/design.md 3.2).
 
 - Weights: symmetric, signed, per tensor or per output channel (axis 0):
   ``q = clamp(round_half_even(w / s), -2^(b-1), 2^(b-1) - 1)`` with

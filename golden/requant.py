@@ -1,4 +1,4 @@
-"""Requantization with a fixed-point multiplier (DESIGN.md 3.2).
+"""Requantization with a fixed-point multiplier (docs/design.md 3.2).
 
 ``a_next = clamp((acc * M + 2^(shift-1)) >> shift, 0, 2^b_next - 1)``: arithmetic
 shift, round half up, ReLU folded into the clamp. ``M / 2^shift`` approximates

@@ -1,4 +1,4 @@
-"""Top-k selection and SpAtten cascade token pruning (DESIGN.md 3.4).
+"""Top-k selection and SpAtten cascade token pruning (docs/design.md 3.4).
 
 :func:`topk` selects the ``k`` largest of ``n`` scores, ties broken toward the
 lower index, and returns the selected indices in ascending index order (token

@@ -1,4 +1,4 @@
-"""Bit Fusion processing element: 16 BitBricks fused at run time (DESIGN.md 3.1).
+"""Bit Fusion processing element: 16 BitBricks fused at run time (docs/design.md 3.1).
 
 A BitBrick multiplies two 2-bit slices, each read as signed (-2..1) when it is
 the top slice of a signed operand, else unsigned (0..3). A :class:`FusionPE`

@@ -1,4 +1,4 @@
-"""EIE-style sparse matrix-vector unit on compressed sparse columns (DESIGN.md 3.3).
+"""EIE-style sparse matrix-vector unit on compressed sparse columns (docs/design.md 3.3).
 
 ``y = W x``: row ``r`` of ``W`` belongs to PE ``r mod N`` (its local row ``r // N``).
 Each PE keeps its rows of every column as ``(value, z)`` entries in a weight memory
@@ -17,7 +17,7 @@ others only once its queue is full.
 
 When the vector has been consumed, the accumulators leave on the result
 stream, one local row of every PE per beat (rows ``k*N .. k*N+N-1``), cleared as
-they go, optionally through bias + requantization + ReLU (DESIGN.md 3.2).
+they go, optionally through bias + requantization + ReLU (docs/design.md 3.2).
 """
 
 import math

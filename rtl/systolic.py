@@ -37,13 +37,12 @@ __all__ = ["ArrayConfig", "DrainColumn", "EdgeSkew", "SystolicArray", "k_step_bo
 COUNT_BITS = 16
 
 
-def ArrayConfig():
-    """Layout of a configuration: the mode, steps per tile and tile count of a GEMM."""
-    return data.StructLayout({
-        "mode":    FusionMode,
-        "k_steps": unsigned(COUNT_BITS),
-        "tiles":   unsigned(COUNT_BITS),
-    })
+#: A configuration: the mode, steps per tile and tile count of a GEMM (38 bits, sent as 5 bytes).
+ArrayConfig = data.StructLayout({
+    "mode":    FusionMode,
+    "k_steps": unsigned(COUNT_BITS),
+    "tiles":   unsigned(COUNT_BITS),
+})
 
 
 def _max_product(w_bits, a_bits, w_signed, a_signed):
@@ -214,7 +213,7 @@ class SystolicArray(wiring.Component):
 
     Attributes
     ----------
-    config : In(stream.Signature(ArrayConfig()))
+    config : In(stream.Signature(ArrayConfig))
         A GEMM (or a single tile): the run-time mode, ``k_steps`` steps per tile and
         ``tiles`` tiles. Accepted with the last step of the previous configuration
         (or any time after it), so GEMMs of different modes follow back to back. A configuration with ``k_steps`` or ``tiles`` of 0, or ``k_steps``
@@ -263,7 +262,7 @@ class SystolicArray(wiring.Component):
         self._edge_registers = edge_registers
         word = word_bits(precision)
         super().__init__({
-            "config": In(stream.Signature(ArrayConfig())),
+            "config": In(stream.Signature(ArrayConfig)),
             "act":    In(stream.Signature(data.ArrayLayout(word, rows))),
             "wgt":    In(stream.Signature(data.ArrayLayout(word, cols))),
             "result": Out(stream.Signature(data.ArrayLayout(

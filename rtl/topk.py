@@ -1,4 +1,4 @@
-"""SpAtten-style top-k engine: the k largest of n streamed scores (DESIGN.md 3.4).
+"""SpAtten-style top-k engine: the k largest of n streamed scores (docs/design.md 3.4).
 
 Scores arrive ``P`` per beat. A *threshold filter* compares every lane with the
 current k-th best score (``P`` comparators) and lets through only the lanes that

@@ -2,7 +2,7 @@
 
 Each engine's benchmark lives in ``sim/bench_<engine>.py`` and provides
 ``add_arguments(parser)`` and ``run(args) -> dict`` (the JSON document). Figures
-come from the RTL simulated cycle by cycle or from yosys/nextpnr (DESIGN.md 4);
+come from the RTL simulated cycle by cycle or from yosys/nextpnr (docs/design.md 4);
 record them in docs/results.md with the command that made them.
 """
 

@@ -2,7 +2,7 @@
 
 For a 256x256 layer at 90% weight sparsity and 50% activation sparsity, and for
 the pruned digits MLP layers, runs the generated Verilog (Verilator, cycle by
-cycle, ideal source and sink) and reports DESIGN.md 4's figures: ideal cycles
+cycle, ideal source and sink) and reports docs/design.md 4's figures: ideal cycles
 (sum over non-zero x_j of column nnz / N), measured compute cycles (first
 activation accepted to the first result), load-balance efficiency =
 ideal / compute, total cycles (to the last result taken) and the speedup over

@@ -1,7 +1,7 @@
 """Utilization of the fusion systolic array per mode, measured on the RTL against the cycle model.
 
 Runs GEMMs on the generated Verilog (Verilator, cycle by cycle) with an ideal
-source and sink and reports, per mode, the array utilization of DESIGN.md 4
+source and sink and reports, per mode, the array utilization of docs/design.md 4
 (useful MACs / (PEs x lanes x cycles from the first step accepted to the last
 result taken)), the steady-state utilization (the same over the cycles from the
 first to the last step accepted, without the final drain) and the measured

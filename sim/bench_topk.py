@@ -1,7 +1,7 @@
 """Sustained throughput and latency of the top-k engine, measured on the RTL.
 
 Random signed 16-bit scores, an ideal source and sink, the generated Verilog on
-Verilator cycle by cycle. ``scores/cycle`` is DESIGN.md 4's top-k throughput: n
+Verilator cycle by cycle. ``scores/cycle`` is docs/design.md 4's top-k throughput: n
 over the cycles from the first score taken to the last index taken;
 ``latency`` is the cycles from the last score taken to the last index taken.
 """

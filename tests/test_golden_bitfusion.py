@@ -1,4 +1,4 @@
-"""Bit-fusion golden arithmetic equals plain integer arithmetic (DESIGN.md 3.1)."""
+"""Bit-fusion golden arithmetic equals plain integer arithmetic (docs/design.md 3.1)."""
 
 import itertools
 

@@ -1,4 +1,4 @@
-"""CSC golden encoding round-trips and equals scipy.sparse's CSC (DESIGN.md 3.3)."""
+"""CSC golden encoding round-trips and equals scipy.sparse's CSC (docs/design.md 3.3)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Quantization, pruning and requantization golden models (DESIGN.md 3.2)."""
+"""Quantization, pruning and requantization golden models (docs/design.md 3.2)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Top-k golden equals a stable-argsort reference; cascade token pruning (DESIGN.md 3.4)."""
+"""Top-k golden equals a stable-argsort reference; cascade token pruning (docs/design.md 3.4)."""
 
 import numpy as np
 import pytest
