@@ -13,10 +13,12 @@ indices into a per-layer codebook whose entry 0 is 0 (so padding stays 0).
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["PEColumns", "encode", "decode", "entries"]
+__all__ = ["PEColumns", "LoadWord", "encode", "decode", "entries", "load_words", "spmv",
+           "ideal_cycles"]
 
 
 @dataclass(frozen=True)
@@ -128,14 +130,32 @@ def decode(images, shape, z_bits=4):
 
 
 # ---------------------------------------------------------------------------------------------
-# Memory images of the sparse matrix-vector unit (rtl/spmv.py).
+# Loader words of the sparse matrix-vector unit (rtl/spmv.py).
 
-#: Loader word kinds, in the order of rtl.spmv.LoadKind.
-LOAD_ENTRY, LOAD_POINTER, LOAD_CODEBOOK, LOAD_BIAS, LOAD_MULTIPLIER, LOAD_SETUP = range(6)
 #: Codebook entries and the width of their values.
 CODEBOOK_SIZE, CODEBOOK_VALUE_BITS = 16, 8
-#: Width of a loader word's data and of a requantization multiplier.
-LOAD_DATA_BITS, MULTIPLIER_BITS = 32, 16
+#: Width of a bias and of a requantization multiplier.
+BIAS_BITS, MULTIPLIER_BITS = 32, 16
+
+
+class LoadWord(NamedTuple):
+    """One loader word of the sparse unit, as field values (packed by ``rtl.spmv.Load``).
+
+    Attributes
+    ----------
+    kind : str
+        The name of its ``rtl.spmv.LoadKind``: ``"ENTRY"``, ``"POINTER"``, ``"CODEBOOK"``,
+        ``"BIAS"``, ``"MULTIPLIER"`` or ``"SETUP"``.
+    pe, addr : int
+        The PE and the address in the memory the kind names (0 for the set-up word).
+    fields : int or dict
+        The data: ``{"value", "z"}`` for an entry, ``{"rows", "requantize", "shift",
+        "out_bits"}`` for the set-up word, else the (signed) integer itself.
+    """
+    kind: str
+    pe: int
+    addr: int
+    fields: object
 
 
 def _fits(values, lo, hi, what):
@@ -159,13 +179,15 @@ def load_words(matrix, n_pes, *, z_bits=4, value_bits=8, codebook=None, capacity
     capacity : int, optional
         Weight-memory depth per PE; an image that does not fit is an error.
     bias, multiplier : int arrays (rows,), optional
-        Bias (accumulator units) and requantization multiplier of every row; with
-        ``shift`` and ``out_bits`` they switch on the fused requantizer.
+        Bias (accumulator units, signed 32-bit) and requantization multiplier (16-bit) of every
+        row; with ``shift`` (1..47) and ``out_bits`` (1..15) they switch on the fused
+        requantizer.
 
     Returns
     -------
-    list of (kind, pe, addr, data)
+    list of LoadWord
         In order: setup, codebook, pointers and entries of every PE, bias and multipliers.
+        Every field fits its width in ``rtl.spmv``.
     """
     matrix = _check_matrix(matrix)
     rows, cols = matrix.shape
@@ -173,40 +195,46 @@ def load_words(matrix, n_pes, *, z_bits=4, value_bits=8, codebook=None, capacity
         codebook = np.asarray(codebook, dtype=np.int64)
         if codebook.shape != (CODEBOOK_SIZE,) or codebook[0] != 0:
             raise ValueError(f"the codebook needs {CODEBOOK_SIZE} values with entry 0 = 0")
-        _fits(codebook, -128, 127, "codebook value")
+        _fits(codebook, -(1 << (CODEBOOK_VALUE_BITS - 1)), (1 << (CODEBOOK_VALUE_BITS - 1)) - 1,
+              "codebook value")
         _fits(matrix, 0, CODEBOOK_SIZE - 1, "codebook index")
-        value_bits = 4
     else:
         if value_bits not in (2, 4, 8):
             raise ValueError(f"value_bits must be 2, 4 or 8, not {value_bits!r}")
         _fits(matrix, -(1 << (value_bits - 1)), (1 << (value_bits - 1)) - 1, "weight")
+    if rows >= 1 << 16:
+        raise ValueError(f"the matrix must have at most 65535 rows (the set-up word's field), "
+                         f"not {rows}")
     images = encode(matrix, n_pes, z_bits)
     entries(images, z_bits)          # the images must decode
     requantize = bias is not None
     if requantize:
         if multiplier is None or shift is None or out_bits is None:
             raise ValueError("requantization needs bias, multiplier, shift and out_bits")
-        if not 1 <= shift <= 47 or not 1 <= out_bits <= 15:
-            raise ValueError(f"shift must be 1..47 and out_bits 1..15, not {shift!r}, {out_bits!r}")
-    words = [(LOAD_SETUP, 0, 0, rows | requantize << 16 | (shift or 1) << 17 | (out_bits or 8) << 23)]
+        if not isinstance(shift, (int, np.integer)) or not 1 <= shift <= 47:
+            raise ValueError(f"shift must be between 1 and 47, not {shift!r}")
+        if not isinstance(out_bits, (int, np.integer)) or not 1 <= out_bits <= 15:
+            raise ValueError(f"out_bits must be between 1 and 15, not {out_bits!r}")
+    setup = {"rows": rows, "requantize": int(requantize), "shift": int(shift or 1),
+             "out_bits": int(out_bits or 8)}
+    words = [LoadWord("SETUP", 0, 0, setup)]
     if codebook is not None:
-        words += [(LOAD_CODEBOOK, 0, i, int(v) & 0xFF) for i, v in enumerate(codebook)]
-    mask = (1 << value_bits) - 1
+        words += [LoadWord("CODEBOOK", 0, i, int(v)) for i, v in enumerate(codebook)]
     for pe, image in enumerate(images):
         if capacity is not None and len(image.values) > capacity:
             raise ValueError(f"PE {pe} needs {len(image.values)} entries but its weight memory "
                              f"holds {capacity}")
-        words += [(LOAD_POINTER, pe, j, int(p)) for j, p in enumerate(image.pointers)]
-        words += [(LOAD_ENTRY, pe, e, (int(v) & mask) | int(z) << value_bits)
+        words += [LoadWord("POINTER", pe, j, int(p)) for j, p in enumerate(image.pointers)]
+        words += [LoadWord("ENTRY", pe, e, {"value": int(v), "z": int(z)})
                   for e, (v, z) in enumerate(zip(image.values, image.z))]
     if requantize:
         bias = np.asarray(bias, dtype=np.int64)
         multiplier = np.asarray(multiplier, dtype=np.int64)
-        _fits(bias, -(1 << (LOAD_DATA_BITS - 1)), (1 << (LOAD_DATA_BITS - 1)) - 1, "bias")
+        _fits(bias, -(1 << (BIAS_BITS - 1)), (1 << (BIAS_BITS - 1)) - 1, "bias")
         _fits(multiplier, 0, (1 << MULTIPLIER_BITS) - 1, "multiplier")
         for r in range(rows):
-            words.append((LOAD_BIAS, r % n_pes, r // n_pes, int(bias[r]) & 0xFFFFFFFF))
-            words.append((LOAD_MULTIPLIER, r % n_pes, r // n_pes, int(multiplier[r])))
+            words.append(LoadWord("BIAS", r % n_pes, r // n_pes, int(bias[r])))
+            words.append(LoadWord("MULTIPLIER", r % n_pes, r // n_pes, int(multiplier[r])))
     return words
 
 

@@ -19,7 +19,43 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["TopK"]
+from rtl.pipeline import lowest_set
+
+__all__ = ["Config", "ScoreBeat", "ResultBeat", "TopK"]
+
+
+class Config(data.StructLayout):
+    """A configuration word: ``k`` for the following batches (valid 1..k_max)."""
+
+    def __init__(self, k_max):
+        super().__init__({"k": range(k_max + 1)})
+
+
+class ScoreBeat(data.StructLayout):
+    """A beat of scores: ``par`` lanes (lane 0 first), ``count`` valid from lane 0, ``last``."""
+
+    def __init__(self, score, par):
+        super().__init__({
+            "score": data.ArrayLayout(score, par),
+            "count": range(par + 1),
+            "last":  1,
+        })
+
+
+class ResultBeat(data.StructLayout):
+    """A beat of the result: a selected index, the threshold (k-th largest score), ``last``."""
+
+    def __init__(self, index_bits, score):
+        super().__init__({
+            "index":     unsigned(index_bits),
+            "threshold": score,
+            "last":      1,
+        })
+
+
+def _check(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
 
 
 class TopK(wiring.Component):
@@ -40,13 +76,13 @@ class TopK(wiring.Component):
 
     Attributes
     ----------
-    config : In(stream.Signature(range(k_max + 1)))
+    config : In(stream.Signature(Config(k_max)))
         ``k`` for the following batches (1..k_max; other values are dropped and set
         ``error``). Taken between batches; ``k_max`` after reset.
-    scores : In(stream.Signature(StructLayout({"score": ArrayLayout(score, P), "count": range(P+1), "last": 1})))
+    scores : In(stream.Signature(ScoreBeat(score, par)))
         ``count`` valid lanes (from lane 0) of the next scores of the batch; ``last``
         on its final beat.
-    result : Out(stream.Signature(StructLayout({"index": index, "threshold": score, "last": 1})))
+    result : Out(stream.Signature(ResultBeat(index_bits, score)))
         The ``min(k, n)`` selected indices in ascending order, one per beat, each with the
         threshold (the k-th largest score); ``last`` on the final one.
     error : Out(1)
@@ -54,29 +90,17 @@ class TopK(wiring.Component):
     """
 
     def __init__(self, n_max=1024, k_max=32, par=4, score_bits=16, signed_scores=True):
-        def check(name, value, lo, hi):
-            if not isinstance(value, int) or not lo <= value <= hi:
-                raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
-        check("n_max", n_max, 2, 1 << 16)
-        check("k_max", k_max, 1, min(n_max, 256))
-        check("par", par, 1, 32)
-        check("score_bits", score_bits, 2, 32)
+        _check("n_max", n_max, 2, 1 << 16)
+        _check("k_max", k_max, 1, min(n_max, 256))
+        _check("par", par, 1, 32)
+        _check("score_bits", score_bits, 2, 32)
         self._n_max, self._k_max, self._par = n_max, k_max, par
         self._score_bits, self._signed = score_bits, bool(signed_scores)
         self._index_bits = max(1, (n_max - 1).bit_length())
-        score = signed(score_bits) if signed_scores else unsigned(score_bits)
         super().__init__({
-            "config": In(stream.Signature(range(k_max + 1))),
-            "scores": In(stream.Signature(data.StructLayout({
-                "score": data.ArrayLayout(score, par),
-                "count": range(par + 1),
-                "last":  1,
-            }))),
-            "result": Out(stream.Signature(data.StructLayout({
-                "index":     unsigned(self._index_bits),
-                "threshold": score,
-                "last":      1,
-            }))),
+            "config": In(stream.Signature(Config(k_max))),
+            "scores": In(stream.Signature(ScoreBeat(self.score_shape, par))),
+            "result": Out(stream.Signature(ResultBeat(self._index_bits, self.score_shape))),
             "error":  Out(1),
         })
 
@@ -87,10 +111,15 @@ class TopK(wiring.Component):
     signed_scores = property(lambda self: self._signed)
     index_bits = property(lambda self: self._index_bits)
 
+    @property
+    def score_shape(self):
+        """The shape of a score: ``signed(score_bits)`` or ``unsigned(score_bits)``."""
+        return signed(self._score_bits) if self._signed else unsigned(self._score_bits)
+
     def elaborate(self, platform):
         m = Module()
         P, K = self._par, self._k_max
-        score_shape = signed(self._score_bits) if self._signed else unsigned(self._score_bits)
+        score_shape = self.score_shape
         index_bits = self._index_bits
 
         k = Signal(range(K + 1), init=K)
@@ -118,10 +147,7 @@ class TopK(wiring.Component):
         pending = Signal(P)                  # lanes of the beat not yet inserted or dropped
         live = Signal(P)
         m.d.comb += live.eq(pending & Cat(~full | (beat[i] > threshold) for i in range(P)))
-        lowest = Signal(range(P))
-        for i in reversed(range(P)):
-            with m.If(live[i]):
-                m.d.comb += lowest.eq(i)
+        lowest = lowest_set(m, live, "lowest")
         inserting = live != 0
         others = Signal(P)
         m.d.comb += others.eq(live & ~(Const(1, P) << lowest))
@@ -195,8 +221,8 @@ class TopK(wiring.Component):
         # Configuration between batches.
         m.d.comb += self.config.ready.eq(collecting & (seen == 0) & (pending == 0))
         with m.If(self.config.valid & self.config.ready):
-            with m.If((self.config.payload >= 1) & (self.config.payload <= K)):
-                m.d.sync += k.eq(self.config.payload)
+            with m.If((self.config.payload.k >= 1) & (self.config.payload.k <= K)):
+                m.d.sync += k.eq(self.config.payload.k)
             with m.Else():
                 m.d.sync += self.error.eq(1)
         return m

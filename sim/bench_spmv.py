@@ -45,8 +45,6 @@ def layer_jobs(seed):
 
 
 def run(args):
-    if not 1 <= args.pes <= 64:
-        raise ValueError(f"--pes must be between 1 and 64, not {args.pes}")
     unit = SpMV(n_pes=args.pes, rows=256, cols=256, value_bits=8, z_bits=args.z_bits, lanes=4,
                 queue_depth=8)
     jobs = layer_jobs(args.seed)

@@ -65,3 +65,48 @@ def test_malformed_images_are_rejected():
         csc.entries([overflow])
     with pytest.raises(ValueError, match="n_pes must be between 1 and 64, not 0"):
         csc.encode(np.eye(2, dtype=np.int64), 0)
+
+
+def test_load_words_carry_images_that_decode_to_the_matrix():
+    rng = np.random.default_rng(8)
+    w = random_matrix(rng, 23, 9, 0.6, bits=4)
+    w[:, 1] = 0
+    w[22, 1] = -8                             # padding in PE 1's column 1
+    bias = rng.integers(-1000, 1000, size=23)
+    multiplier = rng.integers(0, 1 << 16, size=23)
+    words = csc.load_words(w, 3, z_bits=2, value_bits=4, bias=bias, multiplier=multiplier,
+                           shift=9, out_bits=6)
+    assert words[0] == ("SETUP", 0, 0, {"rows": 23, "requantize": 1, "shift": 9, "out_bits": 6})
+    images = []
+    for pe in range(3):
+        pointers = [word.fields for word in words if word.kind == "POINTER" and word.pe == pe]
+        entries = sorted((word.addr, word.fields["value"], word.fields["z"])
+                         for word in words if word.kind == "ENTRY" and word.pe == pe)
+        assert [addr for addr, _, _ in entries] == list(range(len(entries)))
+        images.append(csc.PEColumns(np.array([v for _, v, _ in entries]),
+                                    np.array([z for _, _, z in entries]), np.array(pointers)))
+    assert any((image.values == 0).any() for image in images)
+    assert np.array_equal(csc.decode(images, w.shape, z_bits=2), w)
+    for kind, values in (("BIAS", bias), ("MULTIPLIER", multiplier)):
+        placed = {(word.pe, word.addr): word.fields for word in words if word.kind == kind}
+        assert placed == {(r % 3, r // 3): int(values[r]) for r in range(23)}
+
+
+def test_load_words_without_requantization_switch_it_off():
+    setup = csc.load_words(np.eye(3, dtype=np.int64), 2)[0]
+    assert setup.kind == "SETUP" and setup.fields["requantize"] == 0 and setup.fields["rows"] == 3
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"bias": [0] * 4, "multiplier": [1] * 4, "shift": 48, "out_bits": 8},
+     "shift must be between 1 and 47, not 48"),
+    ({"bias": [0] * 4, "multiplier": [1] * 4, "shift": 8, "out_bits": 16},
+     "out_bits must be between 1 and 15, not 16"),
+    ({"bias": [1 << 31] * 4, "multiplier": [1] * 4, "shift": 8, "out_bits": 8},
+     "bias 2147483648 does not fit"),
+    ({"bias": [0] * 4, "multiplier": [1 << 16] * 4, "shift": 8, "out_bits": 8},
+     "multiplier 65536 does not fit"),
+])
+def test_load_words_reject_requantizer_settings_that_do_not_fit(options, message):
+    with pytest.raises(ValueError, match=message):
+        csc.load_words(np.eye(4, dtype=np.int64), 2, **options)

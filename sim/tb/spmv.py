@@ -13,23 +13,28 @@ import numpy as np
 from cocotb.triggers import RisingEdge
 
 from golden.csc import load_words, spmv
+from rtl.spmv import Activations, Entry, Load, LoadKind, Results
 from sim.runner import params
-from sim.streams import EngineDriver, reset, start_clock, to_signed
+from sim.streams import EngineDriver, reset, start_clock
 
 
-def load_payload(kind, pe, addr, data):
-    return kind | pe << 3 | addr << 9 | data << 25
+def load_payload(word, entry):
+    """The bits of the loader word ``word`` (a ``golden.csc.LoadWord``) through ``rtl.spmv.Load``.
+
+    ``entry`` is the unit's :class:`rtl.spmv.Entry` layout, which packs an entry's fields.
+    """
+    kind = LoadKind[word.kind]
+    fields = entry.const(word.fields).as_bits() if kind is LoadKind.ENTRY else word.fields
+    return Load.const({"kind": kind, "pe": word.pe, "addr": word.addr,
+                       "data": {kind.name.lower(): fields}}).as_bits()
 
 
 def act_beats(x, lanes, act_bits):
     """The activation vector as (payload) beats of ``lanes`` values, ``last`` on the final one."""
-    x = list(x) + [0] * (-len(x) % lanes)
-    beats = []
-    for start in range(0, len(x), lanes):
-        word = sum(int(v) << (i * act_bits) for i, v in enumerate(x[start:start + lanes]))
-        last = start + lanes >= len(x)
-        beats.append(word | int(last) << (lanes * act_bits))
-    return beats
+    layout = Activations(act_bits, lanes)
+    x = [int(v) for v in x] + [0] * (-len(x) % lanes)
+    return [layout.const({"x": x[start:start + lanes], "last": start + lanes >= len(x)}).as_bits()
+            for start in range(0, len(x), lanes)]
 
 
 class SpMVDriver(EngineDriver):
@@ -53,7 +58,8 @@ class SpMVDriver(EngineDriver):
                    if job.get(key) is not None}
         words = load_words(matrix, p["n_pes"], z_bits=p["z_bits"], value_bits=p["value_bits"],
                            capacity=p["capacity"], **options)
-        await self.load.send_all([load_payload(*word) for word in words])
+        entry = Entry(p["value_bits"], p["z_bits"], codebook="codebook" in options)
+        await self.load.send_all([load_payload(word, entry) for word in words])
         self.marks = {}
         already = len(self.sink.received)
         beats_out = -(-matrix.shape[0] // p["n_pes"])
@@ -61,9 +67,8 @@ class SpMVDriver(EngineDriver):
         self.tasks.append(sender)
         received = await self.sink.wait_for(already + beats_out, timeout_cycles=200_000)
         await sender
-        width = p["acc_width"]
-        y = [to_signed(beat >> (i * width), width)
-             for beat in received[already:] for i in range(p["n_pes"])]
+        results = Results(p["acc_width"], p["n_pes"])
+        y = [value for beat in received[already:] for value in results.from_bits(beat)]
         return np.array(y[:matrix.shape[0]]), dict(self.marks)
 
 

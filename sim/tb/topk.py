@@ -12,22 +12,34 @@ import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
 
+from amaranth import signed, unsigned
+
 from golden.topk import cascade_token_pruning, topk
+from rtl.topk import Config, ResultBeat, ScoreBeat
 from sim.runner import params
-from sim.streams import EngineDriver, reset, start_clock, to_signed
+from sim.streams import EngineDriver, reset, start_clock
+
+
+def score_shape(p):
+    return signed(p["score_bits"]) if p["signed"] else unsigned(p["score_bits"])
 
 
 def score_beats(scores, p):
-    """Scores as beats: ``par`` lanes, the valid count and ``last``."""
-    par, bits = p["par"], p["score_bits"]
-    count_bits = par.bit_length()
+    """Scores as :class:`rtl.topk.ScoreBeat` words: ``par`` lanes, the valid count and ``last``."""
+    par = p["par"]
+    layout = ScoreBeat(score_shape(p), par)
     beats = []
     for start in range(0, len(scores), par):
         chunk = [int(s) for s in scores[start:start + par]]
-        word = sum((s & ((1 << bits) - 1)) << (i * bits) for i, s in enumerate(chunk))
-        last = start + par >= len(scores)
-        beats.append(word | len(chunk) << (par * bits) | int(last) << (par * bits + count_bits))
+        beats.append(layout.const({"score": chunk + [0] * (par - len(chunk)),
+                                   "count": len(chunk),
+                                   "last": start + par >= len(scores)}).as_bits())
     return beats
+
+
+def config_word(k, p):
+    """``k`` as a :class:`rtl.topk.Config` word."""
+    return Config(p["k_max"]).const({"k": k}).as_bits()
 
 
 class TopKDriver(EngineDriver):
@@ -45,7 +57,7 @@ class TopKDriver(EngineDriver):
     async def select(self, scores, k):
         """Run one batch; return (indices, threshold, timing marks)."""
         p = self.p
-        await self.config.send(k)
+        await self.config.send(config_word(k, p))
         self.marks = {}
         already = len(self.sink.received)
         sender = cocotb.start_soon(self.scores.send_all(score_beats(scores, p)))
@@ -53,16 +65,14 @@ class TopKDriver(EngineDriver):
         count = min(k, len(scores))
         out = await self.sink.wait_for(already + count, timeout_cycles=100_000)
         await sender
-        beats = out[already:]
-        index_bits, score_bits = p["index_bits"], p["score_bits"]
-        lasts = [beat >> (index_bits + score_bits) & 1 for beat in beats]
+        layout = ResultBeat(p["index_bits"], score_shape(p))
+        beats = [layout.from_bits(beat) for beat in out[already:]]
+        lasts = [beat.last for beat in beats]
         assert lasts == [0] * (count - 1) + [1], f"last flags {lasts}"
-        indices = [beat & ((1 << index_bits) - 1) for beat in beats]
-        thresholds = {beat >> index_bits & ((1 << score_bits) - 1) for beat in beats}
+        indices = [beat.index for beat in beats]
+        thresholds = {beat.threshold for beat in beats}
         assert len(thresholds) == 1, f"the threshold changed during the output: {thresholds}"
-        threshold = thresholds.pop()
-        threshold = to_signed(threshold, score_bits) if p["signed"] else threshold
-        return np.array(indices), threshold, dict(self.marks)
+        return np.array(indices), thresholds.pop(), dict(self.marks)
 
 
 def check(indices, threshold, scores, k, what):
@@ -112,9 +122,9 @@ async def k_out_of_range_sets_error(dut):
     await reset(dut)
     driver = TopKDriver(dut, random.Random(3))
     for bad in (0, p["k_max"] + 1):
-        if bad >= 1 << p["k_max"].bit_length():
+        if bad.bit_length() > Config(p["k_max"]).size:
             continue
-        await driver.config.send(bad)
+        await driver.config.send(config_word(bad, p))
         await RisingEdge(dut.clk)
         assert dut.error.value, bad
         await reset(dut)
