@@ -4,6 +4,8 @@
 ``write(data)`` and ``read(count)``: :class:`SerialTransport` for a board on a
 serial port (pyserial), or the cocotb UART model of the simulated board
 (``sim/tb/hostlink.py``), so the same code is tested end to end in simulation.
+Every word it sends or reads is built or parsed through its definition in
+``rtl/hostlink.py`` (and ``rtl/systolic.py`` for the configuration).
 
     host = Host(SerialTransport("/dev/ttyUSB1"))
     result = asyncio.run(host.gemm(a, w, Mode(8, 8, True, False)))
@@ -11,38 +13,52 @@ serial port (pyserial), or the cocotb UART model of the simulated board
 
 import asyncio
 
-
 from golden.systolic import pack_steps, tile_gemm, unpack_results
+from rtl.fusion import BitWidth
+from rtl.hostlink import (CONFIG_BYTES, FRAME_CRC, REQUEST_SYNC, RESPONSE_SYNC, Command, Counters,
+                          Identity, RequestHeader, ResponseHeader, Status)
+from rtl.systolic import ArrayConfig, k_step_bound
 
-__all__ = ["REQUEST_SYNC", "RESPONSE_SYNC", "COMMANDS", "STATUSES", "HostLinkError", "frame",
-           "Host", "SerialTransport"]
+__all__ = ["HostLinkError", "seal", "frame", "config_payload", "Host", "SerialTransport"]
 
-REQUEST_SYNC, RESPONSE_SYNC = 0xA5, 0x5A
-#: Command codes, as rtl.hostlink.Command.
-COMMANDS = {"IDENTIFY": 0x00, "CONFIG": 0x01, "STEP": 0x02, "READ": 0x03, "COUNTERS": 0x04}
-#: Status codes, as rtl.hostlink.Status.
-STATUSES = {0: "OK", 1: "BAD_CHECKSUM", 2: "BAD_COMMAND", 3: "BAD_LENGTH", 4: "TIMEOUT",
-            5: "EMPTY", 6: "GARBAGE", 7: "BUSY"}
-WIDTH_CODE = {2: 0, 4: 1, 8: 2}
+_HEADER_BYTES = RequestHeader.size // 8
 
 
 class HostLinkError(Exception):
-    """The board answered with an error status (``status`` names it)."""
+    """The board answered with an error status (``status``, a :class:`Status`, names it), or
+    its answer was malformed (``status`` is then a description)."""
 
     def __init__(self, status, command=None):
         self.status = status
-        super().__init__(f"the board answered {status}" + (f" to {command}" if command else ""))
+        name = status.name if isinstance(status, Status) else status
+        super().__init__(f"the board answered {name}"
+                         + (f" to {command.name}" if command is not None else ""))
 
 
-def checksum(data):
-    """The byte that makes ``data`` plus itself sum to 0 modulo 256."""
-    return -sum(data) & 0xFF
+def seal(body):
+    """``body`` followed by its :data:`~rtl.hostlink.FRAME_CRC`, low byte first."""
+    return bytes(body) + FRAME_CRC.compute(body).to_bytes(2, "little")
 
 
 def frame(command, payload=b""):
-    """A request frame: ``A5 command len_lo len_hi payload... checksum``."""
-    body = bytes([command]) + len(payload).to_bytes(2, "little") + bytes(payload)
-    return bytes([REQUEST_SYNC]) + body + bytes([checksum(body)])
+    """A request frame: header (sync, ``command``, length), ``payload``, CRC."""
+    header = RequestHeader.const({"sync": REQUEST_SYNC, "command": command,
+                                  "length": len(payload)}).as_bits()
+    header = header.to_bytes(_HEADER_BYTES, "little")
+    return header[:1] + seal(header[1:] + bytes(payload))
+
+
+def config_payload(mode, k_steps, tiles):
+    """The CONFIG payload: an ``ArrayConfig`` of ``mode`` (a golden ``Mode``) and the counts."""
+    for name, value in (("k_steps", k_steps), ("tiles", tiles)):
+        limit = (1 << ArrayConfig[name].shape.width) - 1
+        if not 1 <= value <= limit:
+            raise ValueError(f"{name} must be between 1 and {limit}, not {value!r}")
+    word = ArrayConfig.const({
+        "mode": {"w_bits": BitWidth.of(mode.w_bits), "a_bits": BitWidth.of(mode.a_bits),
+                 "w_signed": mode.w_signed, "a_signed": mode.a_signed},
+        "k_steps": k_steps, "tiles": tiles}).as_bits()
+    return word.to_bytes(CONFIG_BYTES, "little")
 
 
 class Host:
@@ -53,20 +69,22 @@ class Host:
         self.identity = None
 
     async def answer(self):
-        """Read one response: ``(status name, payload)``; a bad frame raises HostLinkError."""
-        sync = await self.transport.read(1)
-        if sync != bytes([RESPONSE_SYNC]):
-            raise HostLinkError(f"bad response sync byte {sync.hex()}")
-        head = await self.transport.read(3)
-        length = int.from_bytes(head[1:3], "little")
-        rest = await self.transport.read(length + 1)
-        if (sum(head) + sum(rest)) & 0xFF:
-            raise HostLinkError("bad response checksum")
-        return STATUSES.get(head[0], f"status {head[0]}"), rest[:-1]
+        """Read one response: ``(Status, payload)``; a malformed one raises HostLinkError."""
+        head = await self.transport.read(_HEADER_BYTES)
+        header = ResponseHeader.from_bits(int.from_bytes(head, "little"))
+        if header.sync != RESPONSE_SYNC:
+            raise HostLinkError(f"bad response sync byte {head[0]:02x}")
+        rest = await self.transport.read(header.length + 2)
+        if FRAME_CRC.compute(head[1:] + rest) != FRAME_CRC.residue():
+            raise HostLinkError("bad response CRC")
+        try:
+            return header.status, rest[:-2]
+        except ValueError:
+            raise HostLinkError(f"unknown status {head[1]}") from None
 
-    async def call(self, command, payload=b"", accept=("OK",)):
-        """Send a request, return ``(status, payload)``; a status outside ``accept`` raises."""
-        await self.transport.write(frame(COMMANDS[command], payload))
+    async def call(self, command, payload=b"", accept=(Status.OK,)):
+        """Send a request, return ``(Status, payload)``; a status outside ``accept`` raises."""
+        await self.transport.write(frame(command, payload))
         status, data = await self.answer()
         if status not in accept:
             raise HostLinkError(status, command)
@@ -74,22 +92,22 @@ class Host:
 
     async def identify(self):
         """Rows, columns, word bits, accumulator bits, drain rows and precision of the array."""
-        _, data = await self.call("IDENTIFY")
-        names = ("rows", "cols", "word_bits", "acc_width", "drain_rows", "precision")
-        self.identity = dict(zip(names, data))
+        _, data = await self.call(Command.IDENTIFY)
+        view = Identity.from_bits(int.from_bytes(data, "little"))
+        self.identity = {name: getattr(view, name) for name, _ in Identity}
         self.identity["precision"] = self.identity["precision"] or "mixed"
         return self.identity
 
     async def counters(self):
         """``{"cycles", "steps", "beats"}`` since reset."""
-        _, data = await self.call("COUNTERS")
-        return {name: int.from_bytes(data[4 * i:4 * i + 4], "little")
-                for i, name in enumerate(("cycles", "steps", "beats"))}
+        _, data = await self.call(Command.COUNTERS)
+        view = Counters.from_bits(int.from_bytes(data, "little"))
+        return {name: getattr(view, name) for name, _ in Counters}
 
     async def read_beat(self):
         """One result beat as ``drain_rows`` lists of ``cols`` signed values, or None."""
-        status, data = await self.call("READ", accept=("OK", "EMPTY"))
-        if status == "EMPTY":
+        status, data = await self.call(Command.READ, accept=(Status.OK, Status.EMPTY))
+        if status == Status.EMPTY:
             return None
         ident = self.identity
         size = ident["acc_width"] // 8
@@ -103,18 +121,22 @@ class Host:
         ident = self.identity or await self.identify()
         rows, cols, word = ident["rows"], ident["cols"], ident["word_bits"]
         tiling = tile_gemm(a, w, rows, cols, mode)
-        code = (WIDTH_CODE[mode.w_bits] | WIDTH_CODE[mode.a_bits] << 2
-                | int(mode.w_signed) << 4 | int(mode.a_signed) << 5)
-        config = code | tiling.k_steps << 6 | tiling.tiles << 22
-        while (await self.call("CONFIG", config.to_bytes(5, "little"),
-                               accept=("OK", "BUSY")))[0] == "BUSY":
+        bound = k_step_bound(ident["acc_width"], mode.w_bits, mode.a_bits, mode.w_signed,
+                             mode.a_signed)
+        if tiling.k_steps > bound:
+            # The array would drop the configuration (and the results would never come).
+            raise ValueError(f"K must be at most {bound * mode.lanes} in this mode on a "
+                             f"{ident['acc_width']}-bit accumulator, not {tiling.k}")
+        config = config_payload(mode, tiling.k_steps, tiling.tiles)
+        busy = (Status.OK, Status.BUSY)
+        while (await self.call(Command.CONFIG, config, accept=busy))[0] == Status.BUSY:
             await asyncio.sleep(0)
         beats = []
         expected = tiling.tiles * (rows // ident["drain_rows"])
         for act, wgt in pack_steps(a, w, rows, cols, mode):
             words = [*act, *wgt]
             payload = b"".join(v.to_bytes(word // 8, "little") for v in words)
-            while (await self.call("STEP", payload, accept=("OK", "BUSY")))[0] == "BUSY":
+            while (await self.call(Command.STEP, payload, accept=busy))[0] == Status.BUSY:
                 beat = await self.read_beat()          # results are holding the array up
                 if beat is not None:
                     beats.append(beat)

@@ -11,7 +11,12 @@ from amaranth import Elaboratable, Module
 
 from rtl.hostlink import HostLink
 
-__all__ = ["Board", "BOARDS", "BoardTop"]
+__all__ = ["Board", "BOARDS", "BoardTop", "uart_divisor"]
+
+#: The largest baud-rate error a UART tolerates here: the receiver samples each bit in its
+#: middle, and half a bit of drift over the ten bits of a frame is 5%; 2% leaves the other
+#: side its share.
+BAUD_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,22 @@ BOARDS = {
 }
 
 
+def uart_divisor(clock_hz, baud):
+    """Clock cycles per UART bit for ``baud`` at ``clock_hz``, within :data:`BAUD_TOLERANCE`.
+
+    Raises
+    ------
+    ValueError
+        When no whole divisor of at least 4 (the UART's minimum) gives ``baud`` within
+        :data:`BAUD_TOLERANCE`.
+    """
+    divisor = round(clock_hz / baud) if baud > 0 else 0
+    if divisor < 4 or abs(clock_hz / divisor - baud) > BAUD_TOLERANCE * baud:
+        raise ValueError(f"baud must be within 2% of {clock_hz:.0f} Hz divided by a whole "
+                         f"number of at least 4, not {baud!r}")
+    return divisor
+
+
 class BoardTop(Elaboratable):
     """``array`` behind a :class:`~rtl.hostlink.HostLink` on the board's UART.
 
@@ -50,7 +71,7 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        divisor = round(platform.default_clk_frequency / self.baud)
+        divisor = uart_divisor(platform.default_clk_frequency, self.baud)
         uart = platform.request("uart", 0)
         m.submodules.link = link = HostLink(self.array, divisor)
         m.d.comb += [link.rx.eq(uart.rx.i), uart.tx.o.eq(link.tx)]

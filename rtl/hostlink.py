@@ -1,52 +1,88 @@
 """UART host link: a framed byte protocol in front of a systolic array (docs/host-protocol.md).
 
-Request ``A5 cmd len_lo len_hi payload... chk``; response ``5A status len_lo len_hi payload...
-chk``; in both, the bytes after the sync byte, checksum included, sum to 0 modulo 256.
-Commands never block: a step or a configuration the array cannot take now is answered
-``BUSY``, a read with no result ``EMPTY``. A frame that stops arriving for ``timeout``
-cycles is answered ``TIMEOUT``; bytes outside a frame get one ``GARBAGE`` answer per run.
+Request ``A5 command len_lo len_hi payload... crc_lo crc_hi``; response ``5A status len_lo
+len_hi payload... crc_lo crc_hi``. The CRC is :data:`FRAME_CRC` (CRC-16/MODBUS) of the bytes
+between the sync byte and the CRC. Every word of the protocol is defined here, once: the
+headers, the command and status codes, the IDENTIFY and COUNTERS answers; ``boards/host.py``
+builds and reads them through these definitions.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.lib import enum, wiring
+from amaranth.lib import crc, data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl.systolic import ArrayConfig
 from rtl.uart import UARTRx, UARTTx
 
-__all__ = ["Command", "Status", "HostLink", "REQUEST_SYNC", "RESPONSE_SYNC"]
+__all__ = ["Command", "Status", "RequestHeader", "ResponseHeader", "Identity", "Counters",
+           "REQUEST_SYNC", "RESPONSE_SYNC", "FRAME_CRC", "CONFIG_BYTES", "HostLink"]
 
 REQUEST_SYNC = 0xA5
 RESPONSE_SYNC = 0x5A
 
+#: The frame check: CRC-16/MODBUS (polynomial 0x8005, initial value 0xFFFF, reflected, no final
+#: XOR), the CRC of a UART protocol, sent low byte first as it is computed. Over frames of at
+#: most a few hundred bytes it detects every error of 1 to 3 bits, every odd number of flipped
+#: bits and every burst of up to 16 bits; its initial value makes leading zero bytes count.
+FRAME_CRC = crc.catalog.CRC16_MODBUS()
+
 
 class Command(enum.Enum, shape=8):
-    IDENTIFY = 0x00   #: -> rows, cols, word bits, accumulator bits, drain rows, precision
-    CONFIG = 0x01     #: 5 bytes: the array's configuration word, little-endian
+    """Request codes (docs/host-protocol.md)."""
+    IDENTIFY = 0x00   #: -> an :data:`Identity`
+    CONFIG = 0x01     #: :data:`CONFIG_BYTES` bytes: an ``ArrayConfig``, little-endian
     STEP = 0x02       #: (rows + cols) * word/8 bytes: activation words, then weight words
     READ = 0x03       #: -> one result beat, drain_rows * cols * acc/8 bytes
-    COUNTERS = 0x04   #: -> cycles, steps taken, result beats taken: 3 x 4 bytes
+    COUNTERS = 0x04   #: -> :data:`Counters`
 
 
 class Status(enum.Enum, shape=8):
+    """Response codes (docs/host-protocol.md)."""
     OK = 0
-    BAD_CHECKSUM = 1
+    BAD_CRC = 1
     BAD_COMMAND = 2
     BAD_LENGTH = 3
     TIMEOUT = 4
     EMPTY = 5
     GARBAGE = 6
     BUSY = 7
+    FRAMING_ERROR = 8
+    OVERRUN = 9
+
+
+#: The four bytes that open a request.
+RequestHeader = data.StructLayout({"sync": 8, "command": Command, "length": 16})
+#: The four bytes that open a response.
+ResponseHeader = data.StructLayout({"sync": 8, "status": Status, "length": 16})
+#: The IDENTIFY answer; ``precision`` is 0 for a mixed-precision array, else its bit width.
+Identity = data.StructLayout({"rows": 8, "cols": 8, "word_bits": 8, "acc_width": 8,
+                              "drain_rows": 8, "precision": 8})
+#: The COUNTERS answer: cycles since reset, steps taken, result beats taken.
+Counters = data.StructLayout({"cycles": 32, "steps": 32, "beats": 32})
+#: Payload bytes of CONFIG: the configuration word, its top bits zero.
+CONFIG_BYTES = (ArrayConfig.size + 7) // 8
 
 
 class HostLink(wiring.Component):
     """A :class:`~rtl.systolic.SystolicArray` driven over a UART.
+
+    Commands never block: a step or a configuration the array cannot take now is answered
+    ``BUSY``, a read with no result ``EMPTY``. A frame that stops arriving for ``timeout``
+    cycles is answered ``TIMEOUT``. After bytes outside a frame, a length too large for any
+    request, a byte with a low stop bit or a byte lost to overrun, the link discards what
+    arrives until the line has been quiet for ``timeout`` cycles and then answers
+    ``GARBAGE``, ``BAD_LENGTH``, ``FRAMING_ERROR`` or ``OVERRUN``.
+
+    A result beat is sent byte by byte straight from the array's result stream and taken
+    when its last byte is sent; the only payload buffer holds one request (a step, at
+    least) or the counters being answered.
 
     Parameters
     ----------
     array : SystolicArray
         The engine; its word and accumulator widths must be whole bytes.
     divisor : int
-        Clock cycles per UART bit (clock / baud).
+        Clock cycles per UART bit (clock / baud), at least 4.
     timeout : int, optional
         Cycles of silence that end a frame early; by default 40 bit times.
 
@@ -63,171 +99,200 @@ class HostLink(wiring.Component):
             raise ValueError(f"the host link needs byte-sized words and accumulators, not "
                              f"{array.word_bits} and {array.acc_width} bits")
         self._array = array
-        self._divisor = divisor
-        self._timeout = timeout or 40 * divisor
+        self._uart_rx = UARTRx(divisor)
+        self._uart_tx = UARTTx(divisor)
+        if timeout is None:
+            timeout = 40 * divisor
+        if not isinstance(timeout, int) or timeout < 1:
+            raise ValueError(f"timeout must be a positive number of cycles, not {timeout!r}")
+        self._timeout = timeout
         self.step_bytes = (array.rows + array.cols) * array.word_bits // 8
         self.result_bytes = array.drain_rows * array.cols * array.acc_width // 8
         super().__init__({"rx": In(1, init=1), "tx": Out(1)})
 
     @property
     def identity(self):
-        """The IDENTIFY answer."""
+        """The IDENTIFY answer, an :data:`Identity` constant."""
         array = self._array
-        code = 0 if array.precision == "mixed" else array.precision
-        return bytes([array.rows, array.cols, array.word_bits, array.acc_width,
-                      array.drain_rows, code])
+        return Identity.const({
+            "rows": array.rows, "cols": array.cols, "word_bits": array.word_bits,
+            "acc_width": array.acc_width, "drain_rows": array.drain_rows,
+            "precision": 0 if array.precision == "mixed" else array.precision})
 
     def elaborate(self, platform):
         m = Module()
         array = self._array
         m.submodules.array = array
-        m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)
-        m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)
+        m.submodules.uart_rx = uart_rx = self._uart_rx
+        m.submodules.uart_tx = uart_tx = self._uart_tx
+        m.submodules.crc = check = FRAME_CRC.create()
         m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx)]
 
-        max_payload = max(self.step_bytes, self.result_bytes, 12, 5)
+        max_request = max(self.step_bytes, CONFIG_BYTES)
+        max_answer = max(self.result_bytes, Identity.size // 8, Counters.size // 8)
         rx_byte = uart_rx.bytes.payload
         got = uart_rx.bytes.valid & uart_rx.bytes.ready
+        sent = uart_tx.bytes.valid & uart_tx.bytes.ready
 
-        command = Signal(8)
-        length = Signal(16)
-        count = Signal(16)
-        checksum = Signal(8)
-        payload = Signal(8 * max_payload)
+        request = Signal(RequestHeader)
+        count = Signal(range(max(max_request, 4)))
+        # Request payload; the COUNTERS answer is a snapshot taken into it.
+        payload = Signal(8 * max(max_request, Counters.size // 8))
         silence = Signal(range(self._timeout + 1))
-        quiet_garbage = Signal()         # a GARBAGE answer was already given for this run
+        framing, overrun = Signal(), Signal()     # a line error seen since the last answer
 
-        # Counters.
-        cycles, steps, beats = Signal(32), Signal(32), Signal(32)
-        m.d.sync += cycles.eq(cycles + 1)
+        counters = Signal(Counters)
+        m.d.sync += counters.cycles.eq(counters.cycles + 1)
         with m.If(array.act.valid & array.act.ready):
-            m.d.sync += steps.eq(steps + 1)
+            m.d.sync += counters.steps.eq(counters.steps + 1)
         with m.If(array.result.valid & array.result.ready):
-            m.d.sync += beats.eq(beats + 1)
+            m.d.sync += counters.beats.eq(counters.beats + 1)
 
-        # The answer: status, payload bytes, then the checksum.
-        status = Signal(Status)
-        answer = Signal(8 * max_payload)
-        answer_length = Signal(16)
-        sent = Signal(17)
-        answer_sum = Signal(8)
-        header = Cat(Const(RESPONSE_SYNC, 8), status, answer_length)
-        position = Signal(17)
-        m.d.comb += position.eq(sent)
+        # The answer: header, payload bytes (from the source its command names), CRC low, high.
+        response = Signal(ResponseHeader)
+        position = Signal(range(max_answer + 6))
+        m.d.comb += response.sync.eq(RESPONSE_SYNC)
+        index = (position - 4)[:len(position)]
         byte = Signal(8)
         with m.If(position < 4):
-            m.d.comb += byte.eq(header.word_select(position[:2], 8))
-        with m.Elif(position < 4 + answer_length):
-            m.d.comb += byte.eq(answer.word_select((position - 4)[:16], 8))
+            m.d.comb += byte.eq(response.as_value().word_select(position[:2], 8))
+        with m.Elif(position < 4 + response.length):
+            with m.Switch(request.command):
+                with m.Case(Command.IDENTIFY):
+                    m.d.comb += byte.eq(Const(self.identity.as_bits(), Identity.size)
+                                        .word_select(index, 8))
+                with m.Case(Command.READ):
+                    m.d.comb += byte.eq(array.result.payload.as_value().word_select(index, 8))
+                with m.Case(Command.COUNTERS):
+                    m.d.comb += byte.eq(payload.word_select(index, 8))
+        with m.Elif(position == 4 + response.length):
+            m.d.comb += byte.eq(check.crc[:8])
         with m.Else():
-            m.d.comb += byte.eq(-answer_sum)
+            m.d.comb += byte.eq(check.crc[8:])
         m.d.comb += uart_tx.bytes.payload.eq(byte)
 
-        expected = Signal(16)
-        with m.Switch(command):
+        expected = Signal(range(max_request + 1))
+        with m.Switch(request.command):
             with m.Case(Command.CONFIG):
-                m.d.comb += expected.eq(5)
+                m.d.comb += expected.eq(CONFIG_BYTES)
             with m.Case(Command.STEP):
                 m.d.comb += expected.eq(self.step_bytes)
-            with m.Default():
-                m.d.comb += expected.eq(0)
 
-        def answer_with(code, data=None, data_length=0):
-            m.d.sync += [status.eq(code), answer_length.eq(data_length), sent.eq(0),
-                         answer_sum.eq(0)]
-            if data is not None:
-                m.d.sync += answer.eq(data)
+        def answer(status, length=0):
+            m.d.sync += [response.status.eq(status), response.length.eq(length),
+                         position.eq(0)]
             m.next = "ANSWER"
 
+        def drain(status):
+            m.d.sync += [response.status.eq(status), silence.eq(0)]
+            m.next = "DRAIN"
+
         def receive():
-            """In a frame: take the next byte; answer TIMEOUT if it does not come."""
-            m.d.comb += uart_rx.bytes.ready.eq(1)
-            with m.If(got):
+            """In a frame: take the next byte; a line error or silence ends the frame."""
+            m.d.comb += [uart_rx.bytes.ready.eq(1), check.valid.eq(got), check.data.eq(rx_byte)]
+            with m.If(framing | overrun):
+                drain(Mux(framing, Status.FRAMING_ERROR, Status.OVERRUN))
+            with m.Elif(got):
                 m.d.sync += silence.eq(0)
             with m.Elif(silence == self._timeout):
-                answer_with(Status.TIMEOUT)
+                answer(Status.TIMEOUT)
             with m.Else():
                 m.d.sync += silence.eq(silence + 1)
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("SYNC"):
-                m.d.comb += uart_rx.bytes.ready.eq(1)
-                with m.If(got):
-                    with m.If(rx_byte == REQUEST_SYNC):
-                        m.d.sync += [checksum.eq(0), count.eq(0), silence.eq(0),
-                                     quiet_garbage.eq(0)]
-                        m.next = "COMMAND"
-                    with m.Elif(~quiet_garbage):
-                        m.d.sync += quiet_garbage.eq(1)
-                        answer_with(Status.GARBAGE)
-            with m.State("COMMAND"):
+                m.d.comb += [uart_rx.bytes.ready.eq(1), check.start.eq(1)]
+                with m.If(framing | overrun):
+                    drain(Mux(framing, Status.FRAMING_ERROR, Status.OVERRUN))
+                with m.Elif(got & (rx_byte == REQUEST_SYNC)):
+                    m.d.sync += [count.eq(1), silence.eq(0)]
+                    m.next = "HEADER"
+                with m.Elif(got):
+                    drain(Status.GARBAGE)
+            with m.State("HEADER"):
                 receive()
                 with m.If(got):
-                    m.d.sync += [command.eq(rx_byte), checksum.eq(checksum + rx_byte)]
-                    m.next = "LENGTH_LOW"
-            with m.State("LENGTH_LOW"):
-                receive()
-                with m.If(got):
-                    m.d.sync += [length[:8].eq(rx_byte), checksum.eq(checksum + rx_byte)]
-                    m.next = "LENGTH_HIGH"
-            with m.State("LENGTH_HIGH"):
-                receive()
-                with m.If(got):
-                    m.d.sync += [length[8:].eq(rx_byte), checksum.eq(checksum + rx_byte)]
-                    with m.If(Cat(length[:8], rx_byte) > max_payload):
-                        m.d.sync += quiet_garbage.eq(1)
-                        answer_with(Status.BAD_LENGTH)
-                    with m.Elif(Cat(length[:8], rx_byte) == 0):
-                        m.next = "CHECKSUM"
-                    with m.Else():
-                        m.next = "PAYLOAD"
+                    m.d.sync += [request.as_value().word_select(count[:2], 8).eq(rx_byte),
+                                 count.eq(count + 1)]
+                    with m.If(count == 3):
+                        length = Cat(request.length[:8], rx_byte)
+                        m.d.sync += count.eq(0)
+                        with m.If(length > max_request):
+                            drain(Status.BAD_LENGTH)
+                        with m.Elif(length == 0):
+                            m.next = "CRC"
+                        with m.Else():
+                            m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 receive()
                 with m.If(got):
-                    m.d.sync += [payload.word_select(count[:8], 8).eq(rx_byte),
-                                 checksum.eq(checksum + rx_byte), count.eq(count + 1)]
-                    with m.If(count + 1 == length):
-                        m.next = "CHECKSUM"
-            with m.State("CHECKSUM"):
+                    m.d.sync += [payload.word_select(count, 8).eq(rx_byte), count.eq(count + 1)]
+                    with m.If(count + 1 == request.length):
+                        m.d.sync += count.eq(0)
+                        m.next = "CRC"
+            with m.State("CRC"):
                 receive()
                 with m.If(got):
-                    with m.If((checksum + rx_byte)[:8] != 0):
-                        answer_with(Status.BAD_CHECKSUM)
-                    with m.Elif(~Cat(command == c.value for c in Command).any()):
-                        answer_with(Status.BAD_COMMAND)
-                    with m.Elif(length != expected):
-                        answer_with(Status.BAD_LENGTH)
-                    with m.Else():
-                        m.next = "EXECUTE"
+                    m.d.sync += count.eq(1)
+                    with m.If(count == 1):
+                        m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(~check.match_detected):
+                    answer(Status.BAD_CRC)
+                with m.Elif(~Cat(request.command.as_value() == c.value for c in Command).any()):
+                    answer(Status.BAD_COMMAND)
+                with m.Elif(request.length != expected):
+                    answer(Status.BAD_LENGTH)
+                with m.Else():
+                    m.next = "EXECUTE"
             with m.State("EXECUTE"):
-                with m.Switch(command):
+                with m.Switch(request.command):
                     with m.Case(Command.IDENTIFY):
-                        answer_with(Status.OK, int.from_bytes(self.identity, "little"),
-                                    len(self.identity))
+                        answer(Status.OK, Identity.size // 8)
                     with m.Case(Command.CONFIG):
-                        m.d.comb += [array.config.payload.eq(payload),
+                        m.d.comb += [array.config.payload.eq(payload[:ArrayConfig.size]),
                                      array.config.valid.eq(1)]
-                        answer_with(Mux(array.config.ready, Status.OK, Status.BUSY))
+                        answer(Mux(array.config.ready, Status.OK, Status.BUSY))
                     with m.Case(Command.STEP):
                         act_bits = array.rows * array.word_bits
                         m.d.comb += [array.act.payload.eq(payload[:act_bits]),
-                                     array.wgt.payload.eq(payload[act_bits:]),
+                                     array.wgt.payload.eq(payload[act_bits:8 * self.step_bytes]),
                                      array.act.valid.eq(1), array.wgt.valid.eq(1)]
-                        answer_with(Mux(array.act.ready, Status.OK, Status.BUSY))
+                        answer(Mux(array.act.ready, Status.OK, Status.BUSY))
                     with m.Case(Command.READ):
-                        m.d.comb += array.result.ready.eq(1)
                         with m.If(array.result.valid):
-                            answer_with(Status.OK, array.result.payload, self.result_bytes)
+                            answer(Status.OK, self.result_bytes)
                         with m.Else():
-                            answer_with(Status.EMPTY)
+                            answer(Status.EMPTY)
                     with m.Case(Command.COUNTERS):
-                        answer_with(Status.OK, Cat(cycles, steps, beats), 12)
+                        m.d.sync += payload[:Counters.size].eq(counters)
+                        answer(Status.OK, Counters.size // 8)
+            with m.State("DRAIN"):
+                # Discard bytes until the line is quiet, then answer the status set on entry.
+                m.d.comb += uart_rx.bytes.ready.eq(1)
+                with m.If(got | uart_rx.framing_error):
+                    m.d.sync += silence.eq(0)
+                with m.Elif(silence == self._timeout):
+                    m.d.sync += [framing.eq(0), overrun.eq(0)]
+                    answer(response.status)
+                with m.Else():
+                    m.d.sync += silence.eq(silence + 1)
             with m.State("ANSWER"):
-                m.d.comb += uart_tx.bytes.valid.eq(1)
-                with m.If(uart_tx.bytes.ready):
-                    m.d.sync += sent.eq(sent + 1)
-                    with m.If(sent != 0):
-                        m.d.sync += answer_sum.eq(answer_sum + byte)
-                    with m.If(sent == 4 + answer_length):
+                m.d.comb += [uart_tx.bytes.valid.eq(1), check.start.eq(position == 0),
+                             check.valid.eq(sent & (position != 0)
+                                            & (position < 4 + response.length)),
+                             check.data.eq(byte)]
+                with m.If(sent):
+                    m.d.sync += position.eq(position + 1)
+                    with m.If((request.command == Command.READ) & (response.status == Status.OK)
+                              & (position == 3 + response.length)):
+                        m.d.comb += array.result.ready.eq(1)     # its last byte is sent
+                    with m.If(position == 5 + response.length):
                         m.next = "SYNC"
+
+        with m.If(~fsm.ongoing("DRAIN")):
+            with m.If(uart_rx.framing_error):
+                m.d.sync += framing.eq(1)
+            with m.If(uart_rx.overrun):
+                m.d.sync += overrun.eq(1)
         return m

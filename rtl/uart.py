@@ -1,7 +1,7 @@
 """8N1 UART receiver and transmitter with ``amaranth.lib.stream`` byte interfaces."""
 
 from amaranth import Cat, Module, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import cdc, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["UARTRx", "UARTTx"]
@@ -17,6 +17,9 @@ def _check_divisor(divisor):
 class UARTRx(wiring.Component):
     """Receives 8N1 bytes on ``rx``.
 
+    The line is brought into the clock domain by a two-stage
+    :class:`~amaranth.lib.cdc.FFSynchronizer`; each bit is sampled in its middle.
+
     Parameters
     ----------
     divisor : int
@@ -25,28 +28,30 @@ class UARTRx(wiring.Component):
     Attributes
     ----------
     rx : In(1)
-        The line (idle high). It is synchronized here.
+        The line (idle high), asynchronous to the clock.
     bytes : Out(stream.Signature(8))
-        Received bytes. A byte that the sink has not taken when the next one ends is
-        dropped and ``overrun`` pulses.
+        Received bytes. A byte is offered (payload stable, valid held) until the sink takes it.
     overrun : Out(1)
-        A byte was lost.
+        Pulses for one cycle when a byte ends while the previous one is still not taken; the
+        new byte is dropped, the offered one kept.
+    framing_error : Out(1)
+        Pulses for one cycle when a byte's stop bit is low; the byte is dropped, and the
+        receiver waits for the line to go high before it looks for the next start bit.
     """
 
     def __init__(self, divisor):
         self._divisor = _check_divisor(divisor)
         super().__init__({"rx": In(1, init=1), "bytes": Out(stream.Signature(8)),
-                          "overrun": Out(1)})
+                          "overrun": Out(1), "framing_error": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        line = Signal(2, init=0b11)
-        m.d.sync += line.eq(Cat(self.rx, line[0]))
-        rx = line[1]
-        timer = Signal(range(self._divisor * 3 // 2 + 1))
-        bit = Signal(range(10))
+        rx = Signal(init=1)
+        m.submodules.synchronizer = cdc.FFSynchronizer(self.rx, rx, init=1)
+        timer = Signal(range(self._divisor * 3 // 2))
+        bit = Signal(range(8))
         shift = Signal(8)
-        m.d.sync += self.overrun.eq(0)
+        m.d.sync += [self.overrun.eq(0), self.framing_error.eq(0)]
         with m.If(self.bytes.ready):
             m.d.sync += self.bytes.valid.eq(0)
         with m.FSM():
@@ -66,10 +71,17 @@ class UARTRx(wiring.Component):
             with m.State("STOP"):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
+                with m.Elif(~rx):
+                    m.d.sync += self.framing_error.eq(1)
+                    m.next = "BREAK"
+                with m.Elif(self.bytes.valid & ~self.bytes.ready):
+                    m.d.sync += self.overrun.eq(1)
+                    m.next = "IDLE"
                 with m.Else():
-                    with m.If(rx):
-                        m.d.sync += [self.bytes.payload.eq(shift), self.bytes.valid.eq(1),
-                                     self.overrun.eq(self.bytes.valid & ~self.bytes.ready)]
+                    m.d.sync += [self.bytes.payload.eq(shift), self.bytes.valid.eq(1)]
+                    m.next = "IDLE"
+            with m.State("BREAK"):
+                with m.If(rx):
                     m.next = "IDLE"
         return m
 
