@@ -1,15 +1,15 @@
 """Board bitstreams and programming (``--board NAME``, ``--program``)."""
 
+import json
 import os
-from contextlib import contextmanager
-import re
 import shutil
 import subprocess
 import sys
 
-from boards.top import BOARDS, BoardTop
-from gen.cli import UsageError
-from gen.synth import FOLD_SMALL_MODULES, ROUTER, ROW_FIFOS_IN_BRAM, overflow_message
+from boards.top import BOARDS, BoardTop, uart_divisor
+from gen.cli import UsageError, options_named
+from gen.synth import (FOLD_SMALL_MODULES, ROUTER, ROW_FIFOS_IN_BRAM, nextpnr_command,
+                       overflow_message, packed_utilization)
 
 __all__ = ["add_arguments", "run", "build_board"]
 
@@ -43,59 +43,65 @@ def run(args, design, paths):
                       for clock, (mhz, need) in report["fmax"].items()))
 
 
-@contextmanager
-def _environment(variables):
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
+#: Parameter -> command-line option, for the errors of the board top (see gen.cli.UNITS).
+OPTIONS = {"baud": "--baud"}
+
+#: The device of each board, as ``--synth`` names it: nextpnr's options for the board's FPGA.
+DEVICE = {"icebreaker": "ice40-up5k", "ulx3s-85f": "ecp5-85k"}
+
+#: nextpnr's JSON report in the build directory (``--report``).
+REPORT = "top.report.json"
 
 
 def build_board(array, board, out_dir, baud=115200, program=False):
-    """Build (and optionally flash) ``array`` for ``board``; return the bitstream and Fmax."""
+    """Build (and optionally flash) ``array`` for ``board``; return the bitstream and Fmax.
+
+    The tools are the yowasp-* commands, or what the variables of :data:`YOWASP` name; they
+    reach the build script through its environment (``execute_local(env=...)``), and this
+    process's environment is left as it is.
+    """
     spec = BOARDS[board]
-    tools = {variable: os.environ.get(variable, command) for variable, command in YOWASP.items()}
+    env = {**os.environ, **{variable: os.environ.get(variable, command)
+                            for variable, command in YOWASP.items()}}
+    # The board's platform programs with the command its variable names, else its default.
     programmer_variable = spec.programmer.upper().replace("-", "_")
     programmer = os.environ.get(programmer_variable, spec.programmer)
-    if not shutil.which(programmer):
-        if program:
-            raise UsageError(f"cannot program the {board}: {programmer} is not installed "
-                             f"(set {programmer_variable} to its path)")
-        # ECP5 platforms look their programmer up even to build: any command will do.
-        programmer = shutil.which("true")
-    tools[programmer_variable] = programmer
+    if program and not shutil.which(programmer):
+        raise UsageError(f"cannot program the {board}: {programmer} is not installed "
+                         f"(set {programmer_variable} to its path)")
     platform = spec.make_platform()
+    with options_named(OPTIONS):
+        # The board top's own check, made before it elaborates (and leaves a module unused).
+        uart_divisor(platform.default_clk_frequency, baud)
     build_dir = os.path.join(out_dir, "board", board)
     print(f"board: building {board} in {build_dir} ...", file=sys.stderr, flush=True)
+    # The same yosys preparation as the reports: ECP5 synthesizes hierarchically (a
+    # flattened 8x8 array trips an assertion in this yosys), iCE40 keeps the row
+    # FIFOs in block RAM.
+    family = platform.family.lower()        # "iCE40" or "ecp5"
+    flow = ({"script_after_read": FOLD_SMALL_MODULES, "synth_opts": "-noflatten"}
+            if family == "ecp5" else {"script_after_read": ROW_FIFOS_IN_BRAM})
+    plan = platform.prepare(BoardTop(array, baud), name="top",
+                            nextpnr_opts=f"--router {ROUTER[family]} --report {REPORT}", **flow)
     try:
-        with _environment(tools):
-            # The same yosys preparation as the reports: ECP5 synthesizes hierarchically (a
-            # flattened 8x8 array trips an assertion in this yosys), iCE40 keeps the row
-            # FIFOs in block RAM.
-            family = platform.family.lower()        # "iCE40" or "ecp5"
-            flow = ({"script_after_read": FOLD_SMALL_MODULES, "synth_opts": "-noflatten"}
-                    if family == "ecp5" else {"script_after_read": ROW_FIFOS_IN_BRAM})
-            platform.build(BoardTop(array, baud), name="top", build_dir=build_dir,
-                           do_program=program, nextpnr_opts=f"--router {ROUTER[family]}", **flow)
+        products = plan.execute_local(build_dir, env=env)
     except subprocess.CalledProcessError as error:
-        timing = os.path.join(build_dir, "top.tim")
-        overflow = os.path.exists(timing) and overflow_message(
-            open(timing, errors="replace").read(), "the board top", board)
-        if overflow:
-            raise UsageError(overflow) from None
-        stage = "programming" if program else "the build"
-        raise UsageError(f"{stage} for {board} failed ({error.cmd[0]} exited {error.returncode}); "
-                         f"logs in {build_dir}") from None
-    log = open(os.path.join(build_dir, "top.tim" if os.path.exists(
-        os.path.join(build_dir, "top.tim")) else "top.rpt"), errors="replace").read()
-    fmax = {clock: (float(mhz), float(need)) for clock, mhz, need in re.findall(
-        r"Max frequency for clock\s+'([^']+)': ([\d.]+) MHz \((?:PASS|FAIL) at ([\d.]+) MHz\)", log)}
+        overflow = None
+        if os.path.exists(os.path.join(build_dir, "top.json")):
+            command = [*nextpnr_command(DEVICE[board]), "--json", "top.json"]
+            overflow = overflow_message(packed_utilization(command, build_dir),
+                                        "the board top", board)
+        raise UsageError(overflow or f"the build for {board} failed ({error.cmd[0]} exited "
+                                     f"{error.returncode}); logs in {build_dir}") from None
+    if program:
+        try:
+            platform.toolchain_program(products, "top")
+        except subprocess.CalledProcessError as error:
+            raise UsageError(f"programming the {board} failed ({error.cmd[0]} exited "
+                             f"{error.returncode}); bitstream in {build_dir}") from None
+    with open(os.path.join(build_dir, REPORT)) as report:
+        fmax = {clock: (timing["achieved"], timing["constraint"])
+                for clock, timing in json.load(report)["fmax"].items()}
     bitstream = next(os.path.join(build_dir, f"top.{ext}") for ext in ("bin", "bit")
                      if os.path.exists(os.path.join(build_dir, f"top.{ext}")))
     return {"bitstream": bitstream, "fmax": fmax}

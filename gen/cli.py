@@ -13,7 +13,9 @@ from gen.emit import write_design
 
 __all__ = ["UsageError", "options_named", "parse_array", "main"]
 
-#: The generated units and the ``gen`` module that builds each.
+#: The generated units and the ``gen`` module that builds each: a module with
+#: ``add_arguments(parser)``, ``design(args)`` and ``OPTIONS``, the table from the component's
+#: constructor parameters to the command-line options that set them (see :func:`options_named`).
 UNITS = {"array": "gen.systolic", "spmv": "gen.spmv", "topk": "gen.topk"}
 
 #: Steps that may follow generation (synthesis, board bitstreams), each a module with
@@ -35,25 +37,29 @@ class UsageError(Exception):
 
 @contextmanager
 def options_named(options):
-    """Reword a constructor's ValueError with command-line option names (``{param: option}``)."""
+    """Report a constructor's ``ValueError`` under the command-line option of its parameter.
+
+    The components check their parameters once, in their constructors, and raise
+    ``ValueError("<parameter> must be ..., not <value>")``. ``options`` is the unit's table
+    ``{parameter: option}``; the error becomes a :class:`UsageError` that names the option
+    instead (``acc_width must be ...`` -> ``--acc-bits must be ...``). A ``ValueError`` of
+    any other form, or about a parameter not in the table, passes unchanged.
+    """
     try:
         yield
     except ValueError as error:
-        message = str(error)
-        name = message.split()[0]
-        raise UsageError(message.replace(name, options.get(name, name), 1)) from None
+        match = re.fullmatch(r"(\w+) (must .*)", str(error), re.S)
+        if not match or match[1] not in options:
+            raise
+        raise UsageError(f"{options[match[1]]} {match[2]}") from None
 
 
 def parse_array(text):
-    """``"RxC"`` -> ``(R, C)`` with R and C from 1 to 32."""
+    """``"RxC"`` -> ``(R, C)``; the sizes are checked by the array's constructor."""
     match = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
     if not match:
         raise UsageError(f"--array must be ROWSxCOLS such as 8x8, not {text!r}")
-    rows, cols = (int(group) for group in match.groups())
-    for what, value in (("rows", rows), ("columns", cols)):
-        if not 1 <= value <= 32:
-            raise UsageError(f"--array {text}: {what} must be between 1 and 32, not {value}")
-    return rows, cols
+    return int(match[1]), int(match[2])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,9 +100,10 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        design = importlib.import_module(UNITS[args.unit]).design(args)
-        args.out = _check_out_dir(args.out)
-        paths = write_design(design, args.out)
+        unit = importlib.import_module(UNITS[args.unit])
+        with options_named(unit.OPTIONS):
+            design = unit.design(args)
+        paths = write_design(design, _check_out_dir(args.out))
         if args.json:
             print(json.dumps(json.loads(paths["json"].read_text()), indent=2))
         else:

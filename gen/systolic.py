@@ -1,14 +1,17 @@
 """Generator of the Bit Fusion systolic array (``--unit array``)."""
 
 from boards.top import BOARDS
-from gen.cli import UsageError, parse_array
+from gen.cli import parse_array
 from gen.emit import Design
 from rtl.fusion import FusionPE, lanes, modes
-from rtl.systolic import SystolicArray, min_acc_width, peak_macs
+from rtl.systolic import SystolicArray, peak_macs
 
 __all__ = ["add_arguments", "design", "build"]
 
-BITS = ("2", "4", "8", "mixed")
+#: Constructor parameter -> command-line option, for error messages.
+OPTIONS = {"rows": "--array rows", "cols": "--array columns", "precision": "--bits",
+           "acc_width": "--acc-bits", "drain_rows": "--drain-rows",
+           "edge_registers": "--edge-registers"}
 
 
 def add_arguments(parser):
@@ -33,26 +36,17 @@ def add_arguments(parser):
 
 
 def build(args):
-    """The :class:`SystolicArray` the arguments describe."""
+    """The :class:`SystolicArray` the arguments describe (``--board`` sets the defaults)."""
     board = BOARDS[args.board] if getattr(args, "board", None) else None
-    if args.array is None:
-        args.array = board.largest_array if board else "8x8"
-    if args.edge_registers is None:
-        args.edge_registers = board.edge_registers if board else 2
-    rows, cols = parse_array(args.array)
-    if args.bits not in BITS:
-        raise UsageError(f"--bits must be one of 2, 4, 8, mixed, not {args.bits!r}")
-    precision = "mixed" if args.bits == "mixed" else int(args.bits)
-    if not min_acc_width(precision) <= args.acc_bits <= 64:
-        raise UsageError(f"--acc-bits must be between {min_acc_width(precision)} and 64 "
-                         f"for --bits {args.bits}, not {args.acc_bits}")
-    if args.drain_rows is not None and not (1 <= args.drain_rows <= rows
-                                            and rows % args.drain_rows == 0):
-        raise UsageError(f"--drain-rows must divide the {rows} rows, not {args.drain_rows}")
-    if args.edge_registers not in (1, 2):
-        raise UsageError(f"--edge-registers must be 1 or 2, not {args.edge_registers}")
+    default_shape, default_edge_registers = ((board.largest_array, board.edge_registers)
+                                             if board else ("8x8", 2))
+    rows, cols = parse_array(default_shape if args.array is None else args.array)
+    edge_registers = (default_edge_registers if args.edge_registers is None
+                      else args.edge_registers)
+    # "mixed", or a number the constructor checks ("3" is reported as --bits ... not 3).
+    precision = int(args.bits) if args.bits.isdigit() else args.bits
     return SystolicArray(rows, cols, precision, acc_width=args.acc_bits,
-                         drain_rows=args.drain_rows, edge_registers=args.edge_registers)
+                         drain_rows=args.drain_rows, edge_registers=edge_registers)
 
 
 def design(args):

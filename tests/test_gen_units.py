@@ -5,6 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from amaranth.back import rtlil, verilog
+
+from gen.emit import Design, write_design
+from rtl.topk import TopK
 
 
 def gen(*args, cwd):
@@ -32,14 +36,30 @@ def test_unit_is_written_deterministically_with_its_manifest(tmp_path, args, ste
     assert {"clk", "rst", "result__valid", "result__ready", "result__payload"} <= names
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--unit", "spmv", "--spmv-pes", "65"], "--spmv-pes must be between 1 and 64, not 65"),
-    (["--unit", "spmv", "--value-bits", "3"], "--value-bits must be 2, 4 or 8, not 3"),
-    (["--unit", "spmv", "--z-bits", "0"], "--z-bits must be between 1 and 8, not 0"),
-    (["--unit", "topk", "--topk-n", "4", "--topk-k", "8"], "--topk-k must be between 1 and 4, not 8"),
-    (["--unit", "topk", "--topk-par", "64"], "--topk-par must be between 1 and 32, not 64"),
+def test_written_files_are_amaranths_own_conversions(tmp_path):
+    # The .v is made from the .il (one elaboration) and is the Verilog that Amaranth's public
+    # verilog.convert, and so the simulator runner, makes of the component.
+    engine = TopK(n_max=8, k_max=2, par=2, score_bits=4)
+    paths = write_design(Design(engine, "small_topk", {}, "small"), tmp_path)
+    assert paths["il"].read_text() == rtlil.convert(engine, name="small_topk", emit_src=False)
+    assert paths["v"].read_text() == verilog.convert(engine, name="small_topk", emit_src=False)
+
+
+@pytest.mark.parametrize("args, option, rule, value", [
+    (["--unit", "spmv", "--spmv-pes", "65"], "--spmv-pes", "between 1 and 64", "65"),
+    (["--unit", "spmv", "--rows", "0"], "--rows", "between 1 and 4096", "0"),
+    (["--unit", "spmv", "--value-bits", "3"], "--value-bits", "2, 4 or 8", "3"),
+    (["--unit", "spmv", "--z-bits", "0"], "--z-bits", "between 1 and 8", "0"),
+    (["--unit", "spmv", "--act-lanes", "17"], "--act-lanes", "between 1 and 16", "17"),
+    (["--unit", "spmv", "--queue-depth", "1"], "--queue-depth", "between 2 and 256", "1"),
+    (["--unit", "topk", "--topk-n", "4", "--topk-k", "8"], "--topk-k", "between 1 and 4", "8"),
+    (["--unit", "topk", "--topk-par", "64"], "--topk-par", "between 1 and 32", "64"),
+    (["--unit", "topk", "--score-bits", "1"], "--score-bits", "between 2 and 32", "1"),
 ])
-def test_bad_unit_parameters_are_one_line(tmp_path, args, message):
+def test_bad_unit_parameters_are_one_line_naming_the_option(tmp_path, args, option, rule,
+                                                            value):
     result = gen(*args, cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"python -m gen: error: {message}"
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"python -m gen: error: {option} must "), line
+    assert rule in line and line.endswith(f", not {value}"), line

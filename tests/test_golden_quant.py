@@ -33,6 +33,17 @@ def test_asymmetric_round_trip_error_is_half_a_step():
     assert np.abs(asymmetric_dequantize(q, scale, zero) - r).max() <= scale / 2 + 1e-12
 
 
+def test_kmeans_codebook_of_a_small_tensor_by_hand():
+    # 2 bits: 0 and three centroids started at 1, 6.5 and 12. {1, 2} and {10, 11, 12}
+    # settle at 1.5 and 11; 6.5 keeps no member. Rounded half to even: 2, 6, 11.
+    codebook, index = kmeans_codebook(np.array([[0, 1, 2, 10, 11, 12]]), 2)
+    assert codebook.tolist() == [0, 2, 6, 11]
+    assert index.tolist() == [[0, 1, 1, 3, 3, 3]]
+    # 1 bit: 0 and the mean of the non-zero weights, 7.2, rounded.
+    codebook, index = kmeans_codebook(np.array([[0, 1, 2, 10, 11, 12]]), 1)
+    assert codebook.tolist() == [0, 7] and index.tolist() == [[0, 1, 1, 1, 1, 1]]
+
+
 def test_kmeans_codebook_keeps_zero_and_improves_with_bits():
     w = np.random.default_rng(3).integers(-127, 128, size=(32, 32))
     w[w % 5 == 0] = 0
@@ -40,9 +51,22 @@ def test_kmeans_codebook_keeps_zero_and_improves_with_bits():
     for bits in (2, 3, 4):
         codebook, index = kmeans_codebook(w, bits)
         assert codebook.shape == (1 << bits,) and codebook[0] == 0
-        assert np.array_equal(codebook[index] == 0, w == 0) or (codebook[1:] == 0).any()
+        assert np.all(index[w == 0] == 0) and np.all(index[w != 0] >= 1)
         errors.append(np.abs(codebook[index] - w).mean())
     assert errors[0] > errors[1] > errors[2]
+
+
+def test_pruning_masks_of_small_tensors_by_hand():
+    # The two smallest magnitudes go; a tie goes to the lower index.
+    assert magnitude_prune(np.array([[3, -1, 2, 0.5]]), 0.5).tolist() == [[True, False, True,
+                                                                          False]]
+    assert magnitude_prune(np.array([[1, -1, 2, 3]]), 0.25).tolist() == [[False, True, True,
+                                                                         True]]
+    # Row norms 5, 1.4, 6: the second row goes.
+    assert structured_prune(np.array([[3.0, 4], [1, 1], [0, 6]]), 1 / 3).tolist() == \
+        [[True, True], [False, False], [True, True]]
+    # 2:4 keeps -3 and 2.
+    assert n_m_prune(np.array([[1, -3, 2, 0.5]]), 2, 4).tolist() == [[False, True, True, False]]
 
 
 def test_pruning_hits_the_target_exactly():
@@ -69,9 +93,24 @@ def test_requantize_matches_float_within_one_lsb(seed):
     got = requantize(acc, multiplier, shift, 8)
     want = np.clip(np.rint(acc * real), 0, 255)
     assert np.abs(got - want).max() <= 1, seed
-    assert np.array_equal(got, requantize(acc, multiplier, shift, 8))   # exactly reproducible
-    by_hand = np.clip((acc * multiplier + (1 << (shift - 1))) >> shift, 0, 255)
-    assert np.array_equal(got, by_hand)
+
+
+def test_requantize_by_hand():
+    # M = 3, shift = 2: acc * 0.75, rounded half up, clamped to 0..255.
+    acc = np.array([5, 6, -3, 1000, 2, 6, 10, -2])
+    assert requantize(acc, 3, 2, 8).tolist() == [4, 5, 0, 255, 2, 5, 8, 0]
+    # M = 1, shift = 2: 0.5, 1.5, 2.5 and -0.5 round half up (not to even): 1, 2, 3, 0.
+    assert requantize(np.array([2, 6, 10, -2]), 1, 2, 8).tolist() == [1, 2, 3, 0]
+    # 2^40 * 2^30 overflows int64; the result saturates, it does not wrap.
+    assert requantize(np.array([1 << 40]), 1 << 30, 47, 16).tolist() == [65535]
+
+
+def test_quantize_multiplier_by_hand():
+    # The largest shift with M = real * 2^shift below 2^15: 0.25 * 2^16 = 16384.
+    assert quantize_multiplier(0.25) == (16384, 16)
+    # Per channel, one shift for all, set by the largest multiplier.
+    multiplier, shift = quantize_multiplier(np.array([0.5, 0.25]))
+    assert multiplier.tolist() == [16384, 8192] and shift == 15
 
 
 def test_requantize_rejects_bad_parameters():

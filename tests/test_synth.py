@@ -6,8 +6,14 @@ import subprocess
 import sys
 
 import pytest
+from amaranth import Cat, Module, Signal
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
 
-from gen.synth import HIDE_PORT_FIELD_ALIASES, SynthesisError, overflow_message, synthesize
+from boards.top import BOARDS
+from gen.board import DEVICE
+from gen.synth import (DEVICES, HIDE_PORT_FIELD_ALIASES, SynthesisError, overflow_message,
+                       resources, synthesize)
 from rtl.systolic import SystolicArray
 
 
@@ -36,14 +42,61 @@ def test_unknown_device_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "ice40-lp384" in result.stderr
 
 
-def test_overflow_is_reported_with_the_numbers():
-    log = ("Info: Device utilisation:\n"
-           "Info: \t         ICESTORM_LC:    5646/   5280   106%\n"
-           "Info: \t        ICESTORM_RAM:       0/     30     0%\n"
-           "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5646 ICESTORM_LCs\n")
-    assert overflow_message(log, "top", "ice40-up5k") == \
+class Counted(wiring.Component):
+    """Known resources: 16 flip-flops (8 with a reset, 8 with an enable), one 16x16
+    multiplier, and ``memories`` memories of ``words`` x ``width`` bits."""
+
+    def __init__(self, words=0, width=16, memories=1):
+        self._words, self._width, self._memories = words, width, memories
+        super().__init__({"d": In(8), "en": In(1), "q": Out(16),
+                          "a": In(16), "b": In(16), "p": Out(32),
+                          "addr": In(11), "rd": Out(width * memories)})
+
+    def elaborate(self, platform):
+        m = Module()
+        held = Signal(8, reset_less=True)
+        m.d.sync += self.q[:8].eq(self.d)
+        with m.If(self.en):
+            m.d.sync += held.eq(self.d)
+        m.d.comb += [self.q[8:].eq(held), self.p.eq(self.a * self.b)]
+        reads = []
+        for number in range(self._memories if self._words else 0):
+            m.submodules[f"mem{number}"] = mem = memory.Memory(shape=self._width,
+                                                               depth=self._words, init=[])
+            write, read = mem.write_port(), mem.read_port()
+            m.d.comb += [write.addr.eq(self.addr), write.data.eq(Cat(self.a, self.b, number)),
+                         write.en.eq(self.en), read.addr.eq(self.addr)]
+            reads.append(read.data)
+        m.d.comb += self.rd.eq(Cat(*reads))
+        return m
+
+
+@pytest.mark.parametrize("family, component, expected", [
+    ("ice40", Counted(), {"lut": 0, "ff": 16, "dsp": 1, "bram": 0}),
+    ("ecp5", Counted(words=256), {"lut": 0, "ff": 16, "dsp": 1, "bram": 1}),
+])
+def test_resources_count_the_cells_of_each_kind(tmp_path, family, component, expected):
+    # Flip-flops with and without an enable are different cells (SB_DFFSR and SB_DFFE on
+    # iCE40): both count.
+    assert resources(component, "counted", family, tmp_path) == expected
+
+
+def test_a_design_too_large_is_one_line_with_the_numbers(tmp_path):
+    # Two 2048 x 32 memories are 32 block RAMs; the UP5K has 30.
+    with pytest.raises(SynthesisError) as error:
+        synthesize(Counted(words=2048, width=32, memories=2), "two_rams", "ice40-up5k",
+                   tmp_path)
+    assert str(error.value) == ("two_rams does not fit ice40-up5k: it needs 32 ICESTORM_RAM "
+                                "and the device has 30")
+
+
+def test_overflow_names_the_first_resource_over_the_device():
+    utilization = {"ICESTORM_LC": {"used": 5646, "available": 5280},
+                   "ICESTORM_RAM": {"used": 0, "available": 30}}
+    assert overflow_message(utilization, "top", "ice40-up5k") == \
         "top does not fit ice40-up5k: it needs 5646 ICESTORM_LC and the device has 5280"
-    assert overflow_message(log.replace("5646/", "5000/"), "top", "ice40-up5k") is None
+    utilization["ICESTORM_LC"]["used"] = 5280
+    assert overflow_message(utilization, "top", "ice40-up5k") is None
 
 
 @pytest.mark.parametrize("board, bitstream, clock_mhz", [
@@ -62,6 +115,46 @@ def test_program_without_the_programmer_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == ("python -m gen: error: cannot program the icebreaker: "
                                      "/nonexistent/iceprog is not installed (set ICEPROG to its path)")
+
+
+def test_a_board_top_too_large_is_one_line_with_the_numbers(tmp_path):
+    # A stand-in nextpnr, given to the board build through NEXTPNR_ICE40, that fails to place
+    # and, asked to pack only, reports more logic cells than the UP5K has.
+    nextpnr = tmp_path / "nextpnr"
+    nextpnr.write_text('#!/bin/sh\ncase " $* " in *" --pack-only "*) ;; *) exit 1 ;; esac\n'
+                       'while [ $# -gt 0 ]; do\n'
+                       '  [ "$1" = --report ] && echo \'{"utilization": {"ICESTORM_LC": '
+                       '{"used": 5337, "available": 5280}}}\' > "$2"\n'
+                       '  shift\ndone\n')
+    nextpnr.chmod(0o755)
+    result = gen("--board", "icebreaker", "--array", "1x1", "--out", "o", cwd=tmp_path,
+                 env={"NEXTPNR_ICE40": str(nextpnr)})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "python -m gen: error: the board top does not fit icebreaker: it needs 5337 "
+        "ICESTORM_LC and the device has 5280")
+
+
+def test_every_board_has_the_device_of_its_platform():
+    # The board build's pack-only check runs nextpnr for this device (UP5K SG48, 85k 381-ball).
+    def digits(text):
+        return "".join(filter(str.isdigit, text))
+    for board, spec in BOARDS.items():
+        platform = spec.make_platform()
+        device = DEVICES[DEVICE[board]]
+        assert device.family == platform.family.lower()
+        assert digits(device.package) == digits(platform.package)
+        assert digits(device.part) in platform.device
+
+
+def test_a_baud_rate_the_board_clock_cannot_make_is_one_line(tmp_path):
+    # 12 MHz / 5 Mbaud is 2.4 cycles a bit; the UART needs at least 4.
+    result = gen("--board", "icebreaker", "--array", "1x1", "--baud", "5000000", "--out", "o",
+                 cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("python -m gen: error: --baud must be ") and line.endswith(
+        ", not 5000000"), line
 
 
 def test_board_needs_the_array(tmp_path):
