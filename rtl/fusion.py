@@ -21,13 +21,16 @@ adder tree has two levels, each with a few mode-dependent shifts, as Bit
 Fusion's fusion units do.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl.pipeline import accumulate, delay
+
 __all__ = ["BitWidth", "FusionMode", "StepControl", "BrickOperands", "BRICKS", "PRECISIONS",
-           "lanes", "word_bits", "modes", "SliceSteer", "brick_product", "BitBrick", "FusionPE",
-           "FusionMAC"]
+           "lanes", "word_bits", "modes", "mode_const", "step_peak", "min_acc_width",
+           "check_acc_width", "PESignature", "SliceSteer", "brick_product", "BitBrick",
+           "FusionPE", "FusionMAC"]
 
 #: BitBricks per PE.
 BRICKS = 16
@@ -67,6 +70,16 @@ StepControl = data.StructLayout({
 })
 
 
+def mode_const(w_bits, a_bits, w_signed=False, a_signed=False):
+    """The :data:`FusionMode` constant of mode ``w_bits x a_bits`` (widths 2, 4 or 8).
+
+    For software that builds a mode, a configuration or a step's control word:
+    ``mode_const(8, 8, True, False).as_bits()``, or a field of a larger ``const({...})``.
+    """
+    return FusionMode.const({"w_bits": BitWidth.of(w_bits), "a_bits": BitWidth.of(a_bits),
+                             "w_signed": bool(w_signed), "a_signed": bool(a_signed)})
+
+
 def lanes(w_bits, a_bits):
     """Products per cycle in mode ``w_bits x a_bits``: ``16 / ((w_bits/2)*(a_bits/2))``."""
     for bits in (w_bits, a_bits):
@@ -88,9 +101,29 @@ def word_bits(precision):
     return max(lanes(w, a) * max(w, a) for w, a in modes(precision))
 
 
+def step_peak(w_bits, a_bits, w_signed, a_signed):
+    """The largest magnitude of one step's dot product: ``lanes * max|w| * max|a|``."""
+    w_peak = 1 << (w_bits - 1) if w_signed else (1 << w_bits) - 1
+    a_peak = 1 << (a_bits - 1) if a_signed else (1 << a_bits) - 1
+    return lanes(w_bits, a_bits) * w_peak * a_peak
+
+
+def min_acc_width(precision):
+    """Narrowest accumulator (at least 16 bits) holding one step of every mode of ``precision``."""
+    return max(16, *(step_peak(w, a, False, False).bit_length() + 1 for w, a in modes(precision)))
+
+
 def _check_precision(precision):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'mixed', 2, 4 or 8, not {precision!r}")
+
+
+def check_acc_width(precision, acc_width):
+    """Raise ``ValueError`` unless ``acc_width`` is from :func:`min_acc_width` to 64."""
+    if not isinstance(acc_width, int) or not min_acc_width(precision) <= acc_width <= 64:
+        kind = "mixed-precision" if precision == "mixed" else f"{precision}-bit"
+        raise ValueError(f"acc_width must be between {min_acc_width(precision)} and 64 "
+                         f"for {kind} PEs, not {acc_width!r}")
 
 
 def _brick_operands(k, w_bits, a_bits):
@@ -156,7 +189,8 @@ class SliceSteer(wiring.Component):
         side = 0 if self._operand == "w" else 1
         signed_mode = self.mode.w_signed if side == 0 else self.mode.a_signed
         slices = [self.word[2 * i:2 * i + 2] for i in range(len(self.word) // 2)]
-        mode_code = Cat(self.mode.w_bits, self.mode.a_bits)
+        # The widths of the mode, matched against the same pair of BitWidth constants.
+        widths = Cat(self.mode.w_bits, self.mode.a_bits)
         for k in range(BRICKS):
             routes = {mode: _brick_operands(k, *mode) for mode in supported}
             # Group the modes that give this brick the same slice and top flag.
@@ -168,10 +202,9 @@ class SliceSteer(wiring.Component):
                 (index, is_top), = cases
                 m.d.comb += [chosen.eq(slices[index]), top.eq(is_top)]
             else:
-                with m.Switch(mode_code):
+                with m.Switch(widths):
                     for (index, is_top), mode_list in cases.items():
-                        with m.Case(*(BitWidth.of(w).value | BitWidth.of(a).value << 2
-                                      for w, a in mode_list)):
+                        with m.Case(*(Cat(BitWidth.of(w), BitWidth.of(a)) for w, a in mode_list)):
                             m.d.comb += [chosen.eq(slices[index]), top.eq(is_top)]
             m.d.comb += self.bricks[k].eq(Cat(chosen, chosen[1] & top & signed_mode).as_signed())
         return m
@@ -209,6 +242,65 @@ class BitBrick(wiring.Component):
         return m
 
 
+class PESignature(wiring.Signature):
+    """The ports of a processing element, as an array row strings them together.
+
+    Parameters
+    ----------
+    operand : shape-like
+        Shape of ``w`` and ``a``: :data:`BrickOperands` for a :class:`FusionPE`, a packed
+        word for a :class:`FusionMAC`, ``unsigned(8)`` for the plain ``a*b`` PE (a width
+        stands for an unsigned shape).
+    acc_width : int
+        Width of the signed accumulator and ``result``.
+
+    Members
+    -------
+    w, a : In(operand)
+        The step's weight and activation operands.
+    control : In(StepControl)
+        The step's mode and its ``valid``, ``first`` (the accumulator restarts from this
+        step) and ``last`` (the finished sum goes out) flags.
+    result : Out(signed(acc_width))
+        The finished dot product, ``latency`` cycles after the step with ``last``.
+    result_valid : Out(1)
+        ``result`` holds a finished dot product (for one cycle).
+    forward : Out(StepControl)
+        ``control`` registered: the control the next PE along an array row takes, a cycle
+        later (each PE keeps its own copy, so no control register is shared along an
+        array diagonal).
+    """
+
+    def __init__(self, operand, acc_width):
+        if isinstance(operand, int):
+            operand = unsigned(operand)
+        self._operand = operand
+        self._acc_width = acc_width
+        super().__init__({
+            "w":            In(operand),
+            "a":            In(operand),
+            "control":      In(StepControl),
+            "result":       Out(signed(acc_width)),
+            "result_valid": Out(1),
+            "forward":      Out(StepControl),
+        })
+
+    @property
+    def operand(self):
+        return self._operand
+
+    @property
+    def acc_width(self):
+        return self._acc_width
+
+    def __eq__(self, other):
+        return (type(other) is PESignature and self.operand == other.operand
+                and self.acc_width == other.acc_width)
+
+    def __repr__(self):
+        return f"PESignature({self._operand!r}, {self._acc_width})"
+
+
 class FusionPE(wiring.Component):
     """A fusion processing element: a dot product of packed lanes per cycle, accumulated.
 
@@ -219,30 +311,18 @@ class FusionPE(wiring.Component):
         modes); 2, 4 or 8 builds a fixed-precision PE of that width for both
         operands, without the fusion steering and shift logic.
     acc_width : int
-        Width of the signed accumulator, 16..64.
+        Width of the signed accumulator, from :func:`min_acc_width` (17 for ``"mixed"``
+        and 8, 16 for 4 and 2: one step of every mode fits) to 64.
 
     Attributes
     ----------
-    mode : In(FusionMode)
-        Run-time mode of the operands presented this cycle. A fixed-precision PE
-        reads only the signedness.
     w, a : In(BrickOperands)
         Weight and activation slices steered to the bricks by a :class:`SliceSteer`
         (one per array row and column).
-    valid : In(1)
-        ``w`` and ``a`` are a step of a dot product.
-    first : In(1)
-        With ``valid``: the first step; the accumulator restarts from this step's sum.
-    last : In(1)
-        With ``valid``: the last step; the finished sum appears on ``result``.
-    result : Out(signed(acc_width))
-        The finished dot product, ``latency`` cycles after the last step.
-    result_valid : Out(1)
-        ``result`` holds a finished dot product (for one cycle).
-    forward : Out(StepControl)
-        ``mode``, ``valid``, ``first`` and ``last`` registered: the control the next PE
-        along an array row takes, a cycle later (each PE keeps its own copy, so no
-        control register is shared along an array diagonal).
+    control : In(StepControl)
+        The step's mode (a fixed-precision PE reads only the signedness) and flags.
+    result, result_valid, forward
+        As :class:`PESignature`.
 
     Raises
     ------
@@ -252,24 +332,18 @@ class FusionPE(wiring.Component):
 
     #: Cycles from a step on the inputs to its effect on ``result``.
     latency = 5
+    #: Precisions the PE can be built for.
+    precisions = PRECISIONS
+    #: Its operands are slices steered to the bricks: an array puts a :class:`SliceSteer` on
+    #: every row and column edge.
+    steered = True
 
     def __init__(self, precision="mixed", acc_width=32):
         _check_precision(precision)
-        if not isinstance(acc_width, int) or not 16 <= acc_width <= 64:
-            raise ValueError(f"acc_width must be between 16 and 64, not {acc_width!r}")
+        check_acc_width(precision, acc_width)
         self._precision = precision
         self._acc_width = acc_width
-        super().__init__({
-            "mode":         In(FusionMode),
-            "w":            In(BrickOperands),
-            "a":            In(BrickOperands),
-            "valid":        In(1),
-            "first":        In(1),
-            "last":         In(1),
-            "result":       Out(signed(acc_width)),
-            "result_valid": Out(1),
-            "forward":      Out(StepControl),
-        })
+        super().__init__(PESignature(BrickOperands, acc_width))
 
     @property
     def precision(self):
@@ -282,12 +356,7 @@ class FusionPE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         supported = modes(self._precision)
-        def delayed(value, cycles, name):
-            for stage in range(cycles):
-                register = Signal(name=f"{name}_{stage + 1}")
-                m.d.sync += register.eq(value)
-                value = register
-            return value
+        mode = self.control.mode
 
         # Which tree levels shift: within a group by 2 for a 4- or 8-bit operand, between
         # groups by 4 for an 8-bit operand (the k0/k1 and k2/k3 bits of the brick number).
@@ -297,10 +366,10 @@ class FusionPE(wiring.Component):
             (w_bits, a_bits), = supported
             w_wide, a_wide, w_full, a_full = w_bits > 2, a_bits > 2, w_bits == 8, a_bits == 8
         else:
-            w_wide = self.mode.w_bits != BitWidth.B2                           # stage 1
-            a_wide = delayed(self.mode.a_bits != BitWidth.B2, 1, "a_wide")     # stage 2
-            w_full = delayed(self.mode.w_bits == BitWidth.B8, 2, "w_full")     # stage 3
-            a_full = delayed(self.mode.a_bits == BitWidth.B8, 3, "a_full")     # stage 4
+            w_wide = mode.w_bits != BitWidth.B2                                 # stage 1
+            a_wide = delay(m, mode.a_bits != BitWidth.B2, 1, "a_wide")          # stage 2
+            w_full = delay(m, mode.w_bits == BitWidth.B8, 2, "w_full")          # stage 3
+            a_full = delay(m, mode.a_bits == BitWidth.B8, 3, "a_full")          # stage 4
 
         # Stage 1: bricks and the pairs of the first tree level. Stage 2: the group sums.
         groups = []
@@ -327,28 +396,16 @@ class FusionPE(wiring.Component):
         dot = Signal(signed(18))
         m.d.sync += dot.eq(low + _shift_if(high, a_full, 4))
 
-        # The stage-1 control below is the same register; it is not read back from
-        # ``forward`` because ABC9 in this yosys fails on a module that reads its own output
-        # register (yosys merges the two anyway).
-        m.d.sync += self.forward.eq(Cat(self.mode, self.valid, self.first, self.last))
+        # The first control register below is the same as ``forward``; it is not read back
+        # from ``forward`` because ABC9 in this yosys fails on a module that reads its own
+        # output register (yosys merges the two anyway).
+        m.d.sync += self.forward.eq(self.control)
 
-        # The step's control travels beside its data through stages 1 to 4.
-        valid, first, last = self.valid, self.first, self.last
-        for stage in (1, 2, 3, 4):
-            next_valid, next_first, next_last = (Signal(name=f"{n}_{stage}")
-                                                 for n in ("valid", "first", "last"))
-            m.d.sync += [next_valid.eq(valid), next_first.eq(first), next_last.eq(last)]
-            valid, first, last = next_valid, next_first, next_last
-
-        # Stage 5: accumulate; the finished sum goes out on the last step.
-        acc = Signal(signed(self._acc_width))
-        total = Signal(signed(self._acc_width))
-        m.d.comb += total.eq(Mux(first, 0, acc) + dot)
-        m.d.sync += self.result_valid.eq(valid & last)
-        with m.If(valid):
-            m.d.sync += acc.eq(total)
-            with m.If(last):
-                m.d.sync += self.result.eq(total)
+        # Stage 5: the step's flags, carried beside its data through stages 1 to 4 (the mode
+        # bits of these registers go unread and synthesis drops them), accumulate the dot
+        # product.
+        accumulate(m, dot, delay(m, self.control, 4, "control"), self.result,
+                   self.result_valid)
         return m
 
 
@@ -356,37 +413,38 @@ class FusionMAC(wiring.Component):
     """A stand-alone fusion PE: its own slice steering in front of a :class:`FusionPE`.
 
     In an array, one :class:`SliceSteer` serves a row or column of PEs; alone, the
-    PE needs two. Same ports as :class:`FusionPE` but ``w`` and ``a`` are packed
-    words; latency :attr:`FusionPE.latency`.
+    PE needs two. Its ports are a :class:`PESignature` of packed words
+    (``word_bits(precision)`` wide, lane ``i`` at bits ``[i*b, (i+1)*b)``); latency
+    :attr:`FusionPE.latency`.
 
     Parameters
     ----------
     precision : "mixed", 2, 4 or 8
     acc_width : int
+        As :class:`FusionPE`.
     """
+
+    latency = FusionPE.latency
 
     def __init__(self, precision="mixed", acc_width=32):
         self._pe = FusionPE(precision, acc_width)
-        width = word_bits(precision)
-        super().__init__({
-            "mode":         In(FusionMode),
-            "w":            In(width),
-            "a":            In(width),
-            "valid":        In(1),
-            "first":        In(1),
-            "last":         In(1),
-            "result":       Out(signed(acc_width)),
-            "result_valid": Out(1),
-        })
+        super().__init__(PESignature(unsigned(word_bits(precision)), acc_width))
+
+    @property
+    def precision(self):
+        return self._pe.precision
+
+    @property
+    def acc_width(self):
+        return self._pe.acc_width
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.pe = pe = self._pe
         for operand in ("w", "a"):
             steer = m.submodules[f"steer_{operand}"] = SliceSteer(pe.precision, operand)
-            m.d.comb += [steer.mode.eq(self.mode), steer.word.eq(getattr(self, operand)),
+            m.d.comb += [steer.mode.eq(self.control.mode), steer.word.eq(getattr(self, operand)),
                          getattr(pe, operand).eq(steer.bricks)]
-        m.d.comb += [pe.mode.eq(self.mode), pe.valid.eq(self.valid), pe.first.eq(self.first),
-                     pe.last.eq(self.last), self.result.eq(pe.result),
-                     self.result_valid.eq(pe.result_valid)]
+        m.d.comb += [pe.control.eq(self.control), self.result.eq(pe.result),
+                     self.result_valid.eq(pe.result_valid), self.forward.eq(pe.forward)]
         return m

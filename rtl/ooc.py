@@ -23,12 +23,19 @@ class PortWrapper(wiring.Component):
     ----------
     engine : wiring.Component
         Any component; its signature's members are the ports wrapped.
+
+    Raises
+    ------
+    ValueError
+        ``engine`` is not a component.
     """
 
     scan_in: In(1)
     scan_out: Out(1)
 
     def __init__(self, engine):
+        if not isinstance(engine, wiring.Component):
+            raise ValueError(f"engine must be a wiring.Component, not {engine!r}")
         self._engine = engine
         super().__init__()
 

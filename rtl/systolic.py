@@ -27,11 +27,12 @@ from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.fusion import (BitWidth, FusionMode, FusionPE, SliceSteer, StepControl, lanes, modes,
-                        word_bits)
+from rtl.fusion import (FusionMode, FusionPE, SliceSteer, StepControl, check_acc_width,
+                        lanes, mode_const, modes, step_peak, word_bits)
+from rtl.pipeline import delay
 
 __all__ = ["ArrayConfig", "DrainColumn", "EdgeSkew", "SystolicArray", "k_step_bound",
-           "min_acc_width", "peak_macs"]
+           "operand_layout", "peak_macs", "result_layout"]
 
 #: Width of the K-step and tile counts of a configuration.
 COUNT_BITS = 16
@@ -45,12 +46,6 @@ ArrayConfig = data.StructLayout({
 })
 
 
-def _max_product(w_bits, a_bits, w_signed, a_signed):
-    w_peak = 1 << (w_bits - 1) if w_signed else (1 << w_bits) - 1
-    a_peak = 1 << (a_bits - 1) if a_signed else (1 << a_bits) - 1
-    return w_peak * a_peak
-
-
 def k_step_bound(acc_width, w_bits, a_bits, w_signed, a_signed):
     """Largest number of steps per tile whose sum cannot overflow a signed ``acc_width`` accumulator.
 
@@ -58,15 +53,8 @@ def k_step_bound(acc_width, w_bits, a_bits, w_signed, a_signed):
     steps fit in ``2^(acc_width-1) - 1``, capped at the largest count a
     configuration can carry (``2^16 - 1``).
     """
-    per_step = lanes(w_bits, a_bits) * _max_product(w_bits, a_bits, w_signed, a_signed)
+    per_step = step_peak(w_bits, a_bits, w_signed, a_signed)
     return min(((1 << (acc_width - 1)) - 1) // per_step, (1 << COUNT_BITS) - 1)
-
-
-def min_acc_width(precision):
-    """Narrowest accumulator (at least 16 bits) holding one step of every mode of ``precision``."""
-    return max(16, *(
-        (lanes(w, a) * _max_product(w, a, False, False)).bit_length() + 1
-        for w, a in modes(precision)))
 
 
 def peak_macs(rows, cols, w_bits, a_bits):
@@ -74,13 +62,16 @@ def peak_macs(rows, cols, w_bits, a_bits):
     return rows * cols * lanes(w_bits, a_bits)
 
 
-def _delay(m, value, cycles, name):
-    """``value`` delayed by ``cycles`` registers (named ``name_0``, ...)."""
-    for i in range(cycles):
-        stage = Signal(value.shape(), name=f"{name}_{i}")
-        m.d.sync += stage.eq(value)
-        value = stage
-    return value
+def operand_layout(word_bits, count):
+    """The payload of ``act`` (``count`` = rows) or ``wgt`` (columns): a packed word each, the
+    first in the low bits."""
+    return data.ArrayLayout(unsigned(word_bits), count)
+
+
+def result_layout(acc_width, cols, drain_rows):
+    """The payload of ``result``: ``drain_rows`` rows of ``cols`` signed sums, row 0 and column 0
+    in the low bits."""
+    return data.ArrayLayout(data.ArrayLayout(signed(acc_width), cols), drain_rows)
 
 
 class EdgeSkew(wiring.Component):
@@ -107,6 +98,8 @@ class EdgeSkew(wiring.Component):
     """
 
     def __init__(self, word_bits, skew):
+        if not isinstance(skew, int) or skew < 1:
+            raise ValueError(f"skew must be a whole number 1 or more, not {skew!r}")
         self._skew = skew
         super().__init__({
             "control":        In(StepControl),
@@ -117,8 +110,8 @@ class EdgeSkew(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += [self.skewed_control.eq(_delay(m, self.control, self._skew, "control")),
-                     self.skewed_word.eq(_delay(m, self.word, self._skew, "word"))]
+        m.d.comb += [self.skewed_control.eq(delay(m, self.control, self._skew, "control")),
+                     self.skewed_word.eq(delay(m, self.word, self._skew, "word"))]
         return m
 
 
@@ -186,17 +179,17 @@ class DrainColumn(wiring.Component):
 
 
 class SystolicArray(wiring.Component):
-    """An ``rows x cols`` output-stationary array of fusion PEs.
+    """An ``rows x cols`` output-stationary array of processing elements.
 
     Parameters
     ----------
     rows, cols : int
         Array shape, each 1..32.
     precision : "mixed", 2, 4 or 8
-        PE kind (see :class:`~rtl.fusion.FusionPE`).
+        PE kind (see :class:`~rtl.fusion.FusionPE`); one of ``pe.precisions``.
     acc_width : int
-        Signed accumulator width, from :func:`min_acc_width` (17 for ``"mixed"`` and 8,
-        16 for 4 and 2: one step of every mode fits) to 64.
+        Signed accumulator width, from :func:`~rtl.fusion.min_acc_width` (17 for
+        ``"mixed"`` and 8, 16 for 4 and 2: one step of every mode fits) to 64.
     drain_rows : int, optional
         Result rows per beat of the result stream; must divide ``rows``. By
         default the smallest divisor of ``rows`` that is at least ``rows / 4``,
@@ -210,36 +203,52 @@ class SystolicArray(wiring.Component):
         default) the long hop from the edge to a PE across the array runs from register
         to register, through no logic; 1 saves ``rows + cols`` registers of steered
         slices for small arrays on small devices.
+    pe : class, optional
+        The processing element, built as ``pe(precision, acc_width)``; its ports are a
+        :class:`~rtl.fusion.PESignature`. It tells the array its ``latency``, the
+        ``precisions`` it can be built for, and whether its operands are ``steered``
+        (slices steered to bricks by a :class:`~rtl.fusion.SliceSteer` on every row and
+        column edge) or the packed words themselves. :class:`~rtl.fusion.FusionPE` by
+        default; :class:`~rtl.baseline.PlainPE` for the ``a*b`` baseline.
 
     Attributes
     ----------
     config : In(stream.Signature(ArrayConfig))
         A GEMM (or a single tile): the run-time mode, ``k_steps`` steps per tile and
         ``tiles`` tiles. Accepted with the last step of the previous configuration
-        (or any time after it), so GEMMs of different modes follow back to back. A configuration with ``k_steps`` or ``tiles`` of 0, or ``k_steps``
-        above :func:`k_step_bound` for its mode, is dropped and sets ``error``.
-    act : In(stream.Signature(data.ArrayLayout(word_bits, rows)))
+        (or any time after it), so GEMMs of different modes follow back to back. A
+        configuration with ``k_steps`` or ``tiles`` of 0, or ``k_steps`` above
+        :func:`k_step_bound` for its mode, is dropped and sets ``error``.
+    act : In(stream.Signature(operand_layout(word_bits, rows)))
         One packed activation word per row per step.
-    wgt : In(stream.Signature(data.ArrayLayout(word_bits, cols)))
+    wgt : In(stream.Signature(operand_layout(word_bits, cols)))
         One packed weight word per column per step. A step is taken when both
         ``act`` and ``wgt`` are valid.
-    result : Out(stream.Signature(data.ArrayLayout(data.ArrayLayout(signed(acc_width), cols), drain_rows)))
+    result : Out(stream.Signature(result_layout(acc_width, cols, drain_rows)))
         Rows ``g*drain_rows .. g*drain_rows + drain_rows - 1`` of a finished tile,
         ``g`` = 0, 1, ... then the next tile.
     error : Out(1)
         Sticky: a configuration was rejected. Cleared by reset.
+
+    Raises
+    ------
+    ValueError
+        A parameter out of range.
     """
 
     def __init__(self, rows, cols, precision="mixed", acc_width=32, drain_rows=None,
-                 fifo_depth=None, edge_registers=2):
+                 fifo_depth=None, edge_registers=2, pe=FusionPE):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= 32:
                 raise ValueError(f"{name} must be between 1 and 32, not {value!r}")
+        if not all(hasattr(pe, name) for name in ("latency", "precisions", "steered")):
+            raise ValueError(f"pe must be a processing element class such as FusionPE, "
+                             f"not {pe!r}")
         modes(precision)
-        if not isinstance(acc_width, int) or not min_acc_width(precision) <= acc_width <= 64:
-            kind = "mixed-precision" if precision == "mixed" else f"{precision}-bit"
-            raise ValueError(f"acc_width must be between {min_acc_width(precision)} and 64 "
-                             f"for {kind} PEs, not {acc_width!r}")
+        if precision not in pe.precisions:
+            allowed = ", ".join(repr(p) for p in pe.precisions)
+            raise ValueError(f"precision must be {allowed} for {pe.__name__}, not {precision!r}")
+        check_acc_width(precision, acc_width)
         if drain_rows is None:
             drain_rows = min(d for d in range(1, rows + 1) if rows % d == 0 and 4 * d >= rows)
         if not isinstance(drain_rows, int) or drain_rows < 1 or rows % drain_rows:
@@ -250,7 +259,7 @@ class SystolicArray(wiring.Component):
             # The shortest tiles the drain keeps up with have one step per beat; a tile's
             # credit comes back ``round_trip`` cycles after its first step.
             tile_steps = rows // drain_rows
-            round_trip = tile_steps + rows + cols + FusionPE.latency + edge_registers
+            round_trip = tile_steps + rows + cols + pe.latency + edge_registers
             fifo_depth = max(2, math.ceil(round_trip / tile_steps))
         if not isinstance(fifo_depth, int) or not 1 <= fifo_depth <= 128:
             raise ValueError(f"fifo_depth must be between 1 and 128, not {fifo_depth!r}")
@@ -260,13 +269,13 @@ class SystolicArray(wiring.Component):
         self._drain_rows = drain_rows
         self._fifo_depth = fifo_depth
         self._edge_registers = edge_registers
+        self._pe = pe
         word = word_bits(precision)
         super().__init__({
             "config": In(stream.Signature(ArrayConfig)),
-            "act":    In(stream.Signature(data.ArrayLayout(word, rows))),
-            "wgt":    In(stream.Signature(data.ArrayLayout(word, cols))),
-            "result": Out(stream.Signature(data.ArrayLayout(
-                data.ArrayLayout(signed(acc_width), cols), drain_rows))),
+            "act":    In(stream.Signature(operand_layout(word, rows))),
+            "wgt":    In(stream.Signature(operand_layout(word, cols))),
+            "result": Out(stream.Signature(result_layout(acc_width, cols, drain_rows))),
             "error":  Out(1),
         })
 
@@ -277,12 +286,13 @@ class SystolicArray(wiring.Component):
     drain_rows = property(lambda self: self._drain_rows)
     fifo_depth = property(lambda self: self._fifo_depth)
     edge_registers = property(lambda self: self._edge_registers)
+    pe = property(lambda self: self._pe)
     word_bits = property(lambda self: word_bits(self._precision))
 
     @property
     def latency(self):
         """Cycles from the edge that accepts a tile's last step to its first result beat valid."""
-        return self._cols + self._drain_rows + FusionPE.latency + self._edge_registers - 1
+        return self._cols + self._drain_rows + self._pe.latency + self._edge_registers - 1
 
     def k_step_bounds(self):
         """``{(w_bits, a_bits, w_signed, a_signed): largest k_steps}`` of the supported modes."""
@@ -300,10 +310,9 @@ class SystolicArray(wiring.Component):
         step = Signal(COUNT_BITS)
         k_fits = Signal()
         incoming = self.config.payload
-        with m.Switch(Cat(incoming.mode.w_bits, incoming.mode.a_bits,
-                          incoming.mode.w_signed, incoming.mode.a_signed)):
+        with m.Switch(incoming.mode):
             for (w, a, ws, as_), bound in self.k_step_bounds().items():
-                with m.Case(BitWidth.of(w).value | BitWidth.of(a).value << 2 | ws << 4 | as_ << 5):
+                with m.Case(mode_const(w, a, ws, as_)):
                     m.d.comb += k_fits.eq(incoming.k_steps <= bound)
         # Whether the step to take is a tile's first or last, and whether tiles are left and
         # this is the final one, are kept in registers (set a cycle ahead) so that the
@@ -340,9 +349,11 @@ class SystolicArray(wiring.Component):
         m.d.sync += outstanding.eq(outstanding + (take & first) - drained)
 
         # Edges: each row and column skews its words beside their control, steers the
-        # slices with the mode skewed beside them, and registers them into the array.
+        # slices (for a steered PE) with the mode skewed beside them, and registers them into
+        # the array.
         control = Signal(StepControl)
-        m.d.comb += control.eq(Cat(mode, take, first, last))
+        m.d.comb += [control.mode.eq(mode), control.valid.eq(take), control.first.eq(first),
+                     control.last.eq(last)]
 
         def edge(side, index, word):
             """The registered operand of row/column ``index`` and its skewed control."""
@@ -351,35 +362,39 @@ class SystolicArray(wiring.Component):
                 skew = m.submodules[f"skew_{side}{index}"] = EdgeSkew(self.word_bits, index)
                 m.d.comb += [skew.control.eq(control), skew.word.eq(word)]
                 skewed_control, skewed_word = skew.skewed_control, skew.skewed_word
-            operand = self._operand(m, side, index, skewed_control.mode, skewed_word)
-            return (_delay(m, operand, self._edge_registers, f"steered_{side}{index}"),
+            operand = skewed_word
+            if self._pe.steered:
+                steer = m.submodules[f"steer_{side}{index}"] = SliceSteer(self._precision, side)
+                m.d.comb += [steer.mode.eq(skewed_control.mode), steer.word.eq(skewed_word)]
+                operand = steer.bricks
+            return (delay(m, operand, self._edge_registers, f"steered_{side}{index}"),
                     skewed_control)
         a_edges = []
         for r in range(rows):
             operand, skewed_control = edge("a", r, self.act.payload[r])
-            a_edges.append((operand, _delay(m, skewed_control, self._edge_registers,
-                                            f"edge_control{r}")))
+            a_edges.append((operand, delay(m, skewed_control, self._edge_registers,
+                                           f"edge_control{r}")))
         w_edge = [edge("w", c, self.wgt.payload[c])[0] for c in range(cols)]
 
-        # The PE grid, results de-skewed along each row, so a whole row is written at once.
+        # The PE grid: each PE takes the control its left neighbour forwards, and the operands
+        # a register after it; results are de-skewed along each row, so a whole row is
+        # written at once.
         results = [[None] * cols for _ in range(rows)]
         written = Signal(rows)
         for r in range(rows):
             a_in, ctrl_in = a_edges[r]
             for c in range(cols):
-                pe = m.submodules[f"pe_{r}_{c}"] = self._processing_element()
+                pe = m.submodules[f"pe_{r}_{c}"] = self._pe(self._precision, self._acc_width)
                 w_in = w_edge[c]
-                m.d.comb += [pe.mode.eq(ctrl_in.mode), pe.valid.eq(ctrl_in.valid),
-                             pe.first.eq(ctrl_in.first), pe.last.eq(ctrl_in.last),
-                             pe.a.eq(a_in), pe.w.eq(w_in)]
-                results[r][c] = _delay(m, pe.result, cols - 1 - c, f"deskew_{r}_{c}")
+                m.d.comb += [pe.control.eq(ctrl_in), pe.a.eq(a_in), pe.w.eq(w_in)]
+                results[r][c] = delay(m, pe.result, cols - 1 - c, f"deskew_{r}_{c}")
                 if c == cols - 1:
                     m.d.comb += written[r].eq(pe.result_valid)
                 if c < cols - 1:
-                    a_in = _delay(m, a_in, 1, f"fwd_a_{r}_{c}")
+                    a_in = delay(m, a_in, 1, f"fwd_a_{r}_{c}")
                     ctrl_in = pe.forward
                 if r < rows - 1:
-                    w_edge[c] = _delay(m, w_in, 1, f"fwd_w_{r}_{c}")
+                    w_edge[c] = delay(m, w_in, 1, f"fwd_w_{r}_{c}")
 
         # Drain: one DrainColumn per column, all in step (same writes, same ready); the
         # first speaks for all of them.
@@ -395,12 +410,3 @@ class SystolicArray(wiring.Component):
         m.d.comb += [self.result.valid.eq(drains[0].beat.valid),
                      drained.eq(self.result.valid & self.result.ready & drains[0].tile_end)]
         return m
-
-    def _operand(self, m, side, index, mode, word):
-        """What the edge sends into row (``side`` "a") or column ("w") ``index``: steered slices."""
-        steer = m.submodules[f"steer_{side}{index}"] = SliceSteer(self._precision, side)
-        m.d.comb += [steer.mode.eq(mode), steer.word.eq(word)]
-        return steer.bricks
-
-    def _processing_element(self):
-        return FusionPE(self._precision, self._acc_width)

@@ -5,11 +5,21 @@ import itertools
 import numpy as np
 import pytest
 
+from golden import bitfusion
 from golden.bitfusion import (brick_product, fused_dot, fused_product, lanes, pack, slices,
                               unpack, value_range)
 
 MODES = list(itertools.product((2, 4, 8), repeat=2))
 SIGNS = list(itertools.product((False, True), repeat=2))
+
+
+def disagreements_with_integer_product(w_bits, a_bits, w_signed, a_signed):
+    """The operand pairs of a mode whose brick-by-brick product is not the integer product."""
+    w_lo, w_hi = value_range(w_bits, w_signed)
+    a_lo, a_hi = value_range(a_bits, a_signed)
+    w, a = np.meshgrid(np.arange(w_lo, w_hi + 1), np.arange(a_lo, a_hi + 1))
+    wrong = fused_product(w, a, w_bits, a_bits, w_signed, a_signed) != w * a
+    return list(zip(w[wrong].tolist(), a[wrong].tolist()))
 
 
 def test_lane_counts_follow_the_brick_budget():
@@ -21,11 +31,19 @@ def test_lane_counts_follow_the_brick_budget():
 @pytest.mark.parametrize("w_signed, a_signed", SIGNS)
 @pytest.mark.parametrize("w_bits, a_bits", MODES)
 def test_every_operand_pair_equals_integer_product(w_bits, a_bits, w_signed, a_signed):
-    w_lo, w_hi = value_range(w_bits, w_signed)
-    a_lo, a_hi = value_range(a_bits, a_signed)
-    w, a = np.meshgrid(np.arange(w_lo, w_hi + 1), np.arange(a_lo, a_hi + 1))
-    # fused_product asserts its brick-by-brick sum against w*a; check it here too.
-    assert np.array_equal(fused_product(w, a, w_bits, a_bits, w_signed, a_signed), w * a)
+    assert disagreements_with_integer_product(w_bits, a_bits, w_signed, a_signed) == []
+
+
+@pytest.mark.parametrize("wrong_shift", [
+    lambda p, q: 2 * p + q,                 # the a slices one bit apart instead of two
+    lambda p, q: 2 * (p + q) + (p == 3),    # the top w slice of an 8-bit weight a bit too high
+    lambda p, q: 2 * max(p, q),             # the slices of one operand overlap
+], ids=["a-slices-one-bit-apart", "top-w-slice-too-high", "overlapping-slices"])
+def test_the_integer_oracle_catches_a_wrong_brick_shift(monkeypatch, wrong_shift):
+    # The check above must fail when the model misplaces a brick product.
+    monkeypatch.setattr(bitfusion, "brick_shift", wrong_shift)
+    assert any(disagreements_with_integer_product(*mode, *signs)
+               for mode in MODES for signs in SIGNS)
 
 
 def test_slices_recompose_and_top_slice_carries_the_sign():

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The out-of-context wrapper: every input bit reachable from scan_in, every output bit seen on
 scan_out (so yosys can remove nothing), in the Amaranth simulator."""
 
@@ -53,3 +54,10 @@ def test_scan_out_is_the_parity_of_every_output_bit_a_fixed_number_of_cycles_lat
     delay = 1 + levels                       # the output register, then one per tree level
     assert seen[delay:] == parity[:-delay]
     assert 0 < sum(parity) < len(parity)     # the stream exercises both values
+
+
+def test_wrapping_something_that_is_not_a_component_is_a_one_line_error():
+    # The class instead of an instance: a component's signature cannot be read from it.
+    with pytest.raises(ValueError) as error:
+        PortWrapper(Inverter)
+    assert str(error.value).startswith("engine must be a wiring.Component, not <class '")

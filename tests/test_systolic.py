@@ -11,7 +11,8 @@ from golden.bitfusion import lanes, value_range
 from golden.systolic import Mode, Tiling, gemm_cycles, pack_steps, tile_gemm, unpack_results
 
 from golden.network import PRECISIONS, digits_network, digits_split
-from rtl.fusion import BitWidth, FusionMAC, FusionPE, modes
+from rtl.baseline import PlainArray, PlainPE
+from rtl.fusion import BrickOperands, FusionMAC, FusionPE, PESignature, mode_const, modes
 from rtl.systolic import SystolicArray, k_step_bound
 from sim.runner import run, simulator_available
 
@@ -51,6 +52,39 @@ def test_bad_array_parameters_are_one_line_errors(kwargs, message):
     with pytest.raises(ValueError) as error:
         SystolicArray(**kwargs)
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: FusionPE("mixed", 16),
+     "acc_width must be between 17 and 64 for mixed-precision PEs, not 16"),
+    (lambda: FusionPE(4, 65), "acc_width must be between 16 and 64 for 4-bit PEs, not 65"),
+    (lambda: FusionPE(6), "precision must be 'mixed', 2, 4 or 8, not 6"),
+    (lambda: FusionMAC(8, 16), "acc_width must be between 17 and 64 for 8-bit PEs, not 16"),
+    (lambda: PlainPE(4), "precision must be 8, not 4"),
+    (lambda: PlainPE(8, 16), "acc_width must be between 17 and 64 for 8-bit PEs, not 16"),
+    (lambda: SystolicArray(2, 2, "mixed", pe=PlainPE),
+     "precision must be 8 for PlainPE, not 'mixed'"),
+    (lambda: SystolicArray(2, 2, pe=object), "pe must be a processing element class such as "
+                                             "FusionPE, not <class 'object'>"),
+    (lambda: PlainArray(2, 2, acc_width=16),
+     "acc_width must be between 17 and 64 for 8-bit PEs, not 16"),
+])
+def test_bad_pe_parameters_are_one_line_errors_from_the_constructor(build, message):
+    with pytest.raises(ValueError) as error:
+        build()
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("pe_class, precision, operand", [
+    (FusionPE, "mixed", BrickOperands), (FusionPE, 2, BrickOperands), (FusionMAC, "mixed", 32),
+    (FusionMAC, 4, 16), (PlainPE, 8, 8)])
+def test_every_pe_has_the_pe_signature(pe_class, precision, operand):
+    # The array strings PEs together (and the proofs drive them) by these member names alone.
+    pe = pe_class(precision, 24)
+    assert pe.signature == PESignature(operand, 24)
+    assert list(pe.signature.members) == ["w", "a", "control", "result", "result_valid",
+                                          "forward"]
+    assert pe.signature != PESignature(operand, 32)
 
 
 @pytest.mark.parametrize("rows, drain_rows", [(1, 1), (3, 1), (4, 1), (8, 2), (12, 3), (7, 7),
@@ -166,7 +200,6 @@ def test_fixed_precision_array(precision):
 
 
 def test_plain_baseline_array_matches_golden():
-    from rtl.baseline import PlainArray
     array = PlainArray(2, 3)
     run(array, "sim.tb.systolic", name="plain_array_2x3",
         testcase=["random_gemms_in_every_mode_under_stalls", "cycle_count_matches_golden_model"],
@@ -190,8 +223,7 @@ def test_amaranth_simulator_gemm_is_exact_and_on_the_cycle_model(mode):
 
     async def testbench(ctx):
         ctx.set(array.config.payload, {
-            "mode": {"w_bits": BitWidth.of(mode.w_bits), "a_bits": BitWidth.of(mode.a_bits),
-                     "w_signed": mode.w_signed, "a_signed": mode.a_signed},
+            "mode": mode_const(mode.w_bits, mode.a_bits, mode.w_signed, mode.a_signed),
             "k_steps": tiling.k_steps, "tiles": tiling.tiles})
         ctx.set(array.config.valid, 1)
         await ctx.tick().until(array.config.ready)

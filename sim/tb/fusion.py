@@ -1,5 +1,6 @@
 """cocotb tests of a stand-alone fusion PE (rtl.fusion.FusionMAC) against golden.bitfusion."""
 
+import functools
 import itertools
 import random
 
@@ -7,26 +8,26 @@ import cocotb
 from cocotb.triggers import FallingEdge, RisingEdge
 
 from golden.bitfusion import fused_dot, lanes, pack, value_range
+from rtl.fusion import StepControl, mode_const
 from sim.runner import params
 from sim.streams import reset, start_clock, to_signed
 
-WIDTH_CODE = {2: 0, 4: 1, 8: 2}
 
-
-def mode_word(w_bits, a_bits, w_signed, a_signed):
-    return WIDTH_CODE[w_bits] | WIDTH_CODE[a_bits] << 2 | int(w_signed) << 4 | int(a_signed) << 5
+@functools.cache
+def control_word(mode, valid, first=False, last=False):
+    """The PE's ``control`` port: ``mode`` = (w_bits, a_bits, w_signed, a_signed) and flags."""
+    return StepControl.const({"mode": mode_const(*mode), "valid": valid, "first": first,
+                              "last": last}).as_bits()
 
 
 async def run_steps(dut, steps, mode):
     """Drive ``steps`` (w word, a word, first, last) one per cycle; return finished results."""
     p = params()
     acc_width, latency = p["acc_width"], p["latency"]
-    dut.mode.value = mode_word(*mode)
     results = []
     for w, a, first, last in [*steps, *[(0, 0, None, None)] * latency]:
         dut.w.value, dut.a.value = w, a
-        dut.valid.value = first is not None
-        dut.first.value, dut.last.value = bool(first), bool(last)
+        dut.control.value = control_word(tuple(mode), first is not None, bool(first), bool(last))
         await RisingEdge(dut.clk)
         await FallingEdge(dut.clk)
         if dut.result_valid.value:
@@ -82,10 +83,10 @@ async def reset_mid_dot_product_discards_it(dut):
     w_bits, a_bits = params()["modes"][-1]
     mode = (w_bits, a_bits, False, False)
     ones = pack([1] * lanes(w_bits, a_bits), w_bits)
-    dut.mode.value = mode_word(*mode)
-    dut.w.value, dut.a.value, dut.valid.value, dut.first.value, dut.last.value = ones, ones, 1, 1, 0
+    dut.w.value, dut.a.value = ones, ones
+    dut.control.value = control_word(mode, valid=True, first=True)
     await RisingEdge(dut.clk)
-    dut.first.value = 0
+    dut.control.value = control_word(mode, valid=True)
     await RisingEdge(dut.clk)
     await reset(dut)
     assert not dut.result_valid.value

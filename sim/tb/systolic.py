@@ -15,27 +15,28 @@ from cocotb.triggers import RisingEdge
 
 from golden.bitfusion import value_range
 from golden.systolic import Mode, gemm_cycles, pack_steps, tile_gemm, unpack_results
+from rtl.fusion import mode_const
+from rtl.systolic import ArrayConfig, operand_layout, result_layout
 from sim.runner import params
-from sim.streams import EngineDriver, reset, start_clock, to_signed
-
-WIDTH_CODE = {2: 0, 4: 1, 8: 2}
+from sim.streams import EngineDriver, reset, start_clock
 
 
 def config_word(mode, k_steps, tiles):
-    code = (WIDTH_CODE[mode.w_bits] | WIDTH_CODE[mode.a_bits] << 2
-            | int(mode.w_signed) << 4 | int(mode.a_signed) << 5)
-    return code | k_steps << 6 | tiles << 22
+    """The ``config`` payload of a GEMM in ``mode`` (a golden.systolic.Mode)."""
+    return ArrayConfig.const({
+        "mode": mode_const(mode.w_bits, mode.a_bits, mode.w_signed, mode.a_signed),
+        "k_steps": k_steps, "tiles": tiles}).as_bits()
 
 
-def join(words, width):
-    return sum(word << (i * width) for i, word in enumerate(words))
+def join(words, p):
+    """The ``act`` (one word per row) or ``wgt`` (per column) payload of a step."""
+    return operand_layout(p["word_bits"], len(words)).const(words).as_bits()
 
 
 def split_beat(value, p):
     """A result beat as ``drain_rows`` lists of ``cols`` signed values."""
-    width, cols = p["acc_width"], p["cols"]
-    return [[to_signed(value >> ((g * cols + c) * width), width) for c in range(cols)]
-            for g in range(p["drain_rows"])]
+    beat = result_layout(p["acc_width"], p["cols"], p["drain_rows"]).from_bits(value)
+    return [[beat[g][c] for c in range(p["cols"])] for g in range(p["drain_rows"])]
 
 
 class ArrayDriver(EngineDriver):
@@ -64,9 +65,8 @@ class ArrayDriver(EngineDriver):
         self.first_step = None
         already = len(self.sink.received)
         await self.config.send(config_word(mode, tiling.k_steps, tiling.tiles))
-        width = self.p["word_bits"]
-        acts = cocotb.start_soon(self.act.send_all([join(s[0], width) for s in steps]))
-        wgts = cocotb.start_soon(self.wgt.send_all([join(s[1], width) for s in steps]))
+        acts = cocotb.start_soon(self.act.send_all([join(s[0], self.p) for s in steps]))
+        wgts = cocotb.start_soon(self.wgt.send_all([join(s[1], self.p) for s in steps]))
         self.tasks += [acts, wgts]
         beats = tiling.tiles * (rows // self.p["drain_rows"])
         received = await self.sink.wait_for(already + beats)
@@ -253,7 +253,7 @@ async def back_to_back_gemms_of_different_modes(dut):
     start_clock(dut)
     await reset(dut)
     driver = ArrayDriver(dut, random.Random(5))
-    rows, cols, width = p["rows"], p["cols"], p["word_bits"]
+    rows, cols = p["rows"], p["cols"]
     per_tile = rows // p["drain_rows"]
     jobs = []
     for i, (w_bits, a_bits) in enumerate(p["modes"][::-1][:4] * 2):
@@ -264,8 +264,8 @@ async def back_to_back_gemms_of_different_modes(dut):
     configs = [config_word(mode, t.k_steps, t.tiles) for mode, _, _, t in jobs]
     steps = [step for mode, a, w, _ in jobs for step in pack_steps(a, w, rows, cols, mode)]
     senders = [cocotb.start_soon(driver.config.send_all(configs)),
-               cocotb.start_soon(driver.act.send_all([join(s[0], width) for s in steps])),
-               cocotb.start_soon(driver.wgt.send_all([join(s[1], width) for s in steps]))]
+               cocotb.start_soon(driver.act.send_all([join(s[0], p) for s in steps])),
+               cocotb.start_soon(driver.wgt.send_all([join(s[1], p) for s in steps]))]
     beats = await driver.sink.wait_for(sum(t.tiles * per_tile for *_, t in jobs))
     for sender in senders:
         await sender
