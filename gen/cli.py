@@ -11,15 +11,17 @@ from pathlib import Path
 
 from gen.emit import write_design
 
-__all__ = ["UsageError", "options_named", "parse_array", "main"]
+__all__ = ["UsageError", "options_named", "parse_array", "option_name", "given", "settings",
+           "main"]
 
 #: The generated units and the ``gen`` module that builds each: a module with
-#: ``add_arguments(parser)``, ``design(args)`` and ``OPTIONS``, the table from the component's
-#: constructor parameters to the command-line options that set them (see :func:`options_named`).
+#: ``add_arguments(parser)``, ``DEFAULTS``, ``design(args)`` and ``OPTIONS``, the table from the
+#: component's constructor parameters to the command-line options that set them (see
+#: :func:`options_named`).
 UNITS = {"array": "gen.systolic", "spmv": "gen.spmv", "topk": "gen.topk"}
 
 #: Steps that may follow generation (synthesis, board bitstreams), each a module with
-#: ``add_arguments(parser)`` and ``run(args, design, paths)``.
+#: ``add_arguments(parser)``, ``DEFAULTS``, ``check(args)`` and ``run(args, design, paths)``.
 STEPS = ("gen.synth", "gen.board")
 
 EXAMPLES = """\
@@ -62,6 +64,35 @@ def parse_array(text):
     return int(match[1]), int(match[2])
 
 
+def option_name(dest):
+    """The command-line option of an argparse destination: ``acc_bits`` -> ``--acc-bits``."""
+    return "--" + dest.replace("_", "-")
+
+
+def given(args, defaults):
+    """The options among ``defaults`` (a module's table) that the command line gives.
+
+    Every unit and step option has the argparse default ``None``, so that a value given on
+    the command line, even one equal to the default, can be told from no value. Each is
+    returned as the user wrote it: ``--array 4x4``, ``--freq -5``, ``--codebook``.
+    """
+    spelled = []
+    for dest in defaults:
+        value = getattr(args, dest)
+        if value is True:
+            spelled.append(option_name(dest))
+        elif value is not None:
+            spelled.append(f"{option_name(dest)} {value:g}" if isinstance(value, float)
+                           else f"{option_name(dest)} {value}")
+    return spelled
+
+
+def settings(args, defaults):
+    """``{dest: value}`` of the options in ``defaults``: as given, else the default there."""
+    return {dest: default if getattr(args, dest) is None else getattr(args, dest)
+            for dest, default in defaults.items()}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is reported in one line."""
 
@@ -75,7 +106,8 @@ def build_parser():
         description="Generate accelerator RTL (Verilog + RTLIL + JSON manifest) with Amaranth HDL.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--unit", choices=sorted(UNITS), default="array",
-                        help="which engine to generate (default: array)")
+                        help="which engine to generate (default: array); each takes only the "
+                             "options of its own group below")
     parser.add_argument("--out", default="build", metavar="DIR",
                         help="output directory (default: build/)")
     parser.add_argument("--json", action="store_true",
@@ -85,7 +117,20 @@ def build_parser():
     return parser
 
 
+def _check_unit_options(args):
+    """Raise :class:`UsageError` if an option of another unit than ``--unit`` is given."""
+    for unit, module in UNITS.items():
+        if unit == args.unit:
+            continue
+        foreign = given(args, importlib.import_module(module).DEFAULTS)
+        if foreign:
+            raise UsageError(f"{foreign[0]} is an option of --unit {unit}, not of "
+                             f"--unit {args.unit}")
+
+
 def _check_out_dir(out):
+    if not out.strip():
+        raise UsageError(f"--out must name a directory, not {out!r}")
     path = Path(out)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -97,9 +142,18 @@ def _check_out_dir(out):
 
 
 def main(argv=None):
+    """Run the generator on ``argv``; return the exit status (2: a usage error, reported).
+
+    Every check comes before the first file is written: the options of the unit (its
+    constructor), options of another unit, the steps' options and tools, and ``--out``.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_unit_options(args)
+        steps = [importlib.import_module(step) for step in STEPS]
+        for step in steps:
+            step.check(args)
         unit = importlib.import_module(UNITS[args.unit])
         with options_named(unit.OPTIONS):
             design = unit.design(args)
@@ -109,8 +163,8 @@ def main(argv=None):
         else:
             print(design.summary())
             print("wrote " + ", ".join(str(path) for path in paths.values()))
-        for step in STEPS:
-            importlib.import_module(step).run(args, design, paths)
+        for step in steps:
+            step.run(args, design, paths)
         return 0
     except (UsageError, ValueError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)

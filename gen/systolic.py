@@ -1,7 +1,7 @@
 """Generator of the Bit Fusion systolic array (``--unit array``)."""
 
 from boards.top import BOARDS
-from gen.cli import parse_array
+from gen.cli import parse_array, settings
 from gen.emit import Design
 from rtl.fusion import FusionPE, lanes, modes
 from rtl.systolic import SystolicArray, peak_macs
@@ -14,22 +14,30 @@ OPTIONS = {"rows": "--array rows", "cols": "--array columns", "precision": "--bi
            "edge_registers": "--edge-registers"}
 
 
+#: Each option of the unit (argparse destination) and its value when it is not given; the
+#: argparse defaults are ``None`` (see :func:`gen.cli.given`). ``None`` here: worked out by
+#: :func:`build` (``--array`` and ``--edge-registers`` from ``--board``, ``--drain-rows`` by
+#: the array).
+DEFAULTS = {"array": None, "bits": "mixed", "acc_bits": 32, "drain_rows": None,
+            "edge_registers": None}
+
+
 def add_arguments(parser):
     group = parser.add_argument_group("systolic array (--unit array)")
     group.add_argument("--array", metavar="RxC",
                        help="PE rows x columns, each 1..32 (default: 8x8, or with --board the "
                             "largest that fits the board)")
-    group.add_argument("--bits", default="mixed", metavar="{2,4,8,mixed}",
+    group.add_argument("--bits", metavar="{2,4,8,mixed}",
                        help="operand precision: mixed = run-time fusible 2/4/8-bit PEs, "
-                            "or one fixed precision (default: mixed)")
-    group.add_argument("--acc-bits", type=int, default=32, metavar="N",
+                            f"or one fixed precision (default: {DEFAULTS['bits']})")
+    group.add_argument("--acc-bits", type=int, metavar="N",
                        help="signed accumulator width, 17..64 (16..64 for --bits 2 or 4; "
-                            "default: 32)")
-    group.add_argument("--drain-rows", type=int, default=None, metavar="G",
+                            f"default: {DEFAULTS['acc_bits']})")
+    group.add_argument("--drain-rows", type=int, metavar="G",
                        help="result rows per beat of the result stream, a divisor of R "
                             "(default: the smallest divisor of R that is at least R/4, so a "
                             "tile of 4 steps drains in 4 beats)")
-    group.add_argument("--edge-registers", type=int, default=None, metavar="N",
+    group.add_argument("--edge-registers", type=int, metavar="N",
                        help="registers between each row's and column's slice steer and its "
                             "first PE, 1 or 2 (default: 2, or what --board sets: 1 on "
                             "icebreaker, where 2 does not fit)")
@@ -40,13 +48,15 @@ def build(args):
     board = BOARDS[args.board] if getattr(args, "board", None) else None
     default_shape, default_edge_registers = ((board.largest_array, board.edge_registers)
                                              if board else ("8x8", 2))
-    rows, cols = parse_array(default_shape if args.array is None else args.array)
-    edge_registers = (default_edge_registers if args.edge_registers is None
-                      else args.edge_registers)
+    options = settings(args, {**DEFAULTS, "array": default_shape,
+                              "edge_registers": default_edge_registers})
+    rows, cols = parse_array(options["array"])
     # "mixed", or a number the constructor checks ("3" is reported as --bits ... not 3).
-    precision = int(args.bits) if args.bits.isdigit() else args.bits
-    return SystolicArray(rows, cols, precision, acc_width=args.acc_bits,
-                         drain_rows=args.drain_rows, edge_registers=edge_registers)
+    bits = options["bits"]
+    precision = int(bits) if bits.isdigit() else bits
+    return SystolicArray(rows, cols, precision, acc_width=options["acc_bits"],
+                         drain_rows=options["drain_rows"],
+                         edge_registers=options["edge_registers"])
 
 
 def design(args):

