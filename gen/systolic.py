@@ -3,7 +3,7 @@
 from boards.top import BOARDS
 from gen.cli import parse_array, settings
 from gen.emit import Design
-from rtl.fusion import FusionPE, lanes, modes
+from rtl.fusion import lanes, modes
 from rtl.systolic import SystolicArray, peak_macs
 
 __all__ = ["add_arguments", "design", "build"]
@@ -71,7 +71,7 @@ def design(args):
                        "fifo_depth": array.fifo_depth, "edge_registers": array.edge_registers,
                        "word_bits": array.word_bits},
         "latency": {
-            "pe_cycles": FusionPE.latency,
+            "pe_cycles": array.pe.latency,
             "last_step_to_first_result_cycles": array.latency,
             "note": f"a step reaches PE (r, c) {array.edge_registers} + r + c cycles after it "
                     "is accepted",
