@@ -7,15 +7,16 @@ headers, the command and status codes, the IDENTIFY and COUNTERS answers; ``boar
 builds and reads them through these definitions.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import crc, data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.systolic import ArrayConfig
+from rtl.systolic import ArrayConfig, operand_layout
 from rtl.uart import UARTRx, UARTTx
 
 __all__ = ["Command", "Status", "RequestHeader", "ResponseHeader", "Identity", "Counters",
-           "REQUEST_SYNC", "RESPONSE_SYNC", "FRAME_CRC", "CONFIG_BYTES", "HostLink"]
+           "REQUEST_SYNC", "RESPONSE_SYNC", "FRAME_CRC", "CONFIG_BYTES", "step_layout",
+           "HostLink"]
 
 REQUEST_SYNC = 0xA5
 RESPONSE_SYNC = 0x5A
@@ -31,9 +32,10 @@ class Command(enum.Enum, shape=8):
     """Request codes (docs/host-protocol.md)."""
     IDENTIFY = 0x00   #: -> an :data:`Identity`
     CONFIG = 0x01     #: :data:`CONFIG_BYTES` bytes: an ``ArrayConfig``, little-endian
-    STEP = 0x02       #: (rows + cols) * word/8 bytes: activation words, then weight words
+    STEP = 0x02       #: a :func:`step_layout`: activation words, then weight words
     READ = 0x03       #: -> one result beat, drain_rows * cols * acc/8 bytes
     COUNTERS = 0x04   #: -> :data:`Counters`
+    RESET = 0x05      #: reset the array: no configuration, no steps, no results, no error
 
 
 class Status(enum.Enum, shape=8):
@@ -48,6 +50,7 @@ class Status(enum.Enum, shape=8):
     BUSY = 7
     FRAMING_ERROR = 8
     OVERRUN = 9
+    REJECTED = 10
 
 
 #: The four bytes that open a request.
@@ -63,15 +66,24 @@ Counters = data.StructLayout({"cycles": 32, "steps": 32, "beats": 32})
 CONFIG_BYTES = (ArrayConfig.size + 7) // 8
 
 
+def step_layout(rows, cols, word_bits):
+    """The STEP payload of a ``rows x cols`` array: its ``act`` words, then its ``wgt`` words."""
+    return data.StructLayout({"act": operand_layout(word_bits, rows),
+                              "wgt": operand_layout(word_bits, cols)})
+
+
 class HostLink(wiring.Component):
     """A :class:`~rtl.systolic.SystolicArray` driven over a UART.
 
     Commands never block: a step or a configuration the array cannot take now is answered
-    ``BUSY``, a read with no result ``EMPTY``. A frame that stops arriving for ``timeout``
-    cycles is answered ``TIMEOUT``. After bytes outside a frame, a length too large for any
-    request, a byte with a low stop bit or a byte lost to overrun, the link discards what
-    arrives until the line has been quiet for ``timeout`` cycles and then answers
-    ``GARBAGE``, ``BAD_LENGTH``, ``FRAMING_ERROR`` or ``OVERRUN``.
+    ``BUSY``, a read with no result ``EMPTY``, a configuration the array takes and drops
+    (``k_steps`` or ``tiles`` 0, ``k_steps`` over its bound) ``REJECTED``. ``RESET`` resets
+    the array through a :class:`~amaranth.hdl.ResetInserter`: whatever it was running, it
+    is then idle, without results and without ``error``. A frame that stops arriving for
+    ``timeout`` cycles is answered ``TIMEOUT``. After bytes outside a frame, a length too
+    large for any request, a byte with a low stop bit or a byte lost to overrun, the link
+    discards what arrives until the line has been quiet for ``timeout`` cycles and then
+    answers ``GARBAGE``, ``BAD_LENGTH``, ``FRAMING_ERROR`` or ``OVERRUN``.
 
     A result beat is sent byte by byte straight from the array's result stream and taken
     when its last byte is sent; the only payload buffer holds one request (a step, at
@@ -106,7 +118,8 @@ class HostLink(wiring.Component):
         if not isinstance(timeout, int) or timeout < 1:
             raise ValueError(f"timeout must be a positive number of cycles, not {timeout!r}")
         self._timeout = timeout
-        self.step_bytes = (array.rows + array.cols) * array.word_bits // 8
+        self._step = step_layout(array.rows, array.cols, array.word_bits)
+        self.step_bytes = self._step.size // 8
         self.result_bytes = array.drain_rows * array.cols * array.acc_width // 8
         super().__init__({"rx": In(1, init=1), "tx": Out(1)})
 
@@ -122,7 +135,8 @@ class HostLink(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         array = self._array
-        m.submodules.array = array
+        reset_array = Signal()
+        m.submodules.array = ResetInserter(reset_array)(array)
         m.submodules.uart_rx = uart_rx = self._uart_rx
         m.submodules.uart_tx = uart_tx = self._uart_tx
         m.submodules.crc = check = FRAME_CRC.create()
@@ -252,11 +266,14 @@ class HostLink(wiring.Component):
                     with m.Case(Command.CONFIG):
                         m.d.comb += [array.config.payload.eq(payload[:ArrayConfig.size]),
                                      array.config.valid.eq(1)]
-                        answer(Mux(array.config.ready, Status.OK, Status.BUSY))
+                        with m.If(array.config.ready):
+                            m.next = "CONFIGURED"
+                        with m.Else():
+                            answer(Status.BUSY)
                     with m.Case(Command.STEP):
-                        act_bits = array.rows * array.word_bits
-                        m.d.comb += [array.act.payload.eq(payload[:act_bits]),
-                                     array.wgt.payload.eq(payload[act_bits:8 * self.step_bytes]),
+                        step = self._step(payload[:self._step.size])
+                        m.d.comb += [array.act.payload.eq(step.act),
+                                     array.wgt.payload.eq(step.wgt),
                                      array.act.valid.eq(1), array.wgt.valid.eq(1)]
                         answer(Mux(array.act.ready, Status.OK, Status.BUSY))
                     with m.Case(Command.READ):
@@ -267,6 +284,13 @@ class HostLink(wiring.Component):
                     with m.Case(Command.COUNTERS):
                         m.d.sync += payload[:Counters.size].eq(counters)
                         answer(Status.OK, Counters.size // 8)
+                    with m.Case(Command.RESET):
+                        m.d.comb += reset_array.eq(1)
+                        answer(Status.OK)
+            with m.State("CONFIGURED"):
+                # The array has taken the configuration: one it keeps makes it busy (no step is
+                # offered, so config is not ready); one it drops leaves it idle with error set.
+                answer(Mux(array.config.ready & array.error, Status.REJECTED, Status.OK))
             with m.State("DRAIN"):
                 # Discard bytes until the line is quiet, then answer the status set on entry.
                 m.d.comb += uart_rx.bytes.ready.eq(1)

@@ -19,6 +19,10 @@ from rtl.uart import UARTRx, UARTTx
 from sim.runner import run
 
 DIVISOR = 4
+#: The link fuzz test (sim/tb/hostlink.py): its seed, and how many cases of each kind
+#: (random bytes, truncated frames, corrupted frames, frames cut at random points).
+FUZZ_SEED = 13
+FUZZ_CASES = 64
 
 
 def crc16_modbus(data):
@@ -161,6 +165,7 @@ def test_link_runs_a_digits_layer_and_answers_bad_frames():
     identity = {"rows": 2, "cols": 2, "word_bits": 32, "acc_width": 32, "drain_rows": 1,
                 "precision": "mixed"}
     run(link, "sim.tb.hostlink", name="hostlink_2x2",
-        params={"divisor": DIVISOR, "identity": identity,
+        params={"divisor": DIVISOR, "identity": identity, "seed": FUZZ_SEED,
+                "fuzz_cases": FUZZ_CASES,
                 "layer": {"a": inputs[-1].tolist(), "w": layer.weight.T.tolist(),
                           "w_bits": layer.w_bits, "a_bits": layer.a_bits}})
