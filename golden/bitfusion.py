@@ -14,8 +14,11 @@ Operands travel packed little-endian: lane ``i`` of a word occupies bits
 
 import numpy as np
 
+from golden.checks import flag, integer, integer_array
+
 __all__ = ["BITS", "BRICKS", "lanes", "value_range", "check_bits", "slices",
-           "brick_product", "brick_shift", "fused_product", "fused_dot", "pack", "unpack"]
+           "brick_product", "brick_shift", "fused_product", "fused_dot", "pack", "pack_checked",
+           "unpack"]
 
 #: Operand precisions a fusion PE supports.
 BITS = (2, 4, 8)
@@ -24,34 +27,31 @@ BRICKS = 16
 
 
 def check_bits(bits, what="bits"):
-    if bits not in BITS:
+    """``bits`` as an int, if it is one of :data:`BITS` (ValueError/TypeError otherwise)."""
+    value = integer(what, bits)
+    if value not in BITS:
         raise ValueError(f"{what} must be 2, 4 or 8, not {bits!r}")
-    return bits
+    return value
 
 
 def lanes(w_bits, a_bits):
     """Products per cycle of one PE in mode ``w_bits x a_bits``: ``16 / ((w/2)*(a/2))``."""
-    check_bits(w_bits, "w_bits")
-    check_bits(a_bits, "a_bits")
+    w_bits, a_bits = check_bits(w_bits, "w_bits"), check_bits(a_bits, "a_bits")
     return BRICKS // ((w_bits // 2) * (a_bits // 2))
 
 
 def value_range(bits, signed):
-    """``(lo, hi)``: the integers a ``bits``-bit operand can hold."""
-    if signed:
+    """``(lo, hi)``: the integers a ``bits``-bit operand (1..32 bits) can hold."""
+    bits = integer("bits", bits, 1, 32)
+    if flag("signed", signed):
         return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return 0, (1 << bits) - 1
 
 
-def _check_values(values, bits, signed, what="value"):
-    values = np.asarray(values, dtype=np.int64)
+def _check_values(values, bits, signed, what):
     lo, hi = value_range(bits, signed)
-    bad = (values < lo) | (values > hi)
-    if bad.any():
-        value = int(values[bad].flat[0])
-        kind = "signed" if signed else "unsigned"
-        raise ValueError(f"{what} {value} does not fit {bits} bits {kind} ({lo}..{hi})")
-    return values
+    kind = "signed" if signed else "unsigned"
+    return integer_array(what, values, lo, hi, fits=f"{bits} bits {kind} ({lo}..{hi})")
 
 
 def slices(x, bits, signed):
@@ -60,7 +60,7 @@ def slices(x, bits, signed):
     Every slice is 0..3 except the top slice of a signed operand, which is -2..1,
     so that ``x == sum(slice_p << 2*p)``. Works elementwise on arrays.
     """
-    x = _check_values(x, bits, signed)
+    x = _check_values(x, check_bits(bits), signed, "x")
     count = bits // 2
     out = [(x >> (2 * p)) & 3 for p in range(count)]
     if signed:
@@ -91,11 +91,17 @@ def fused_product(w, a, w_bits, a_bits, w_signed, a_signed):
     Works elementwise on arrays. It equals plain integer multiplication for every
     operand pair of every mode (tests/test_golden_bitfusion.py checks them all).
     """
-    check_bits(w_bits, "w_bits")
-    check_bits(a_bits, "a_bits")
+    w_bits, a_bits = check_bits(w_bits, "w_bits"), check_bits(a_bits, "a_bits")
+    w = _check_values(w, w_bits, w_signed, "w")
+    a = _check_values(a, a_bits, a_signed, "a")
+    try:
+        shape = np.broadcast_shapes(w.shape, a.shape)
+    except ValueError:
+        raise ValueError(f"w and a must broadcast together, not shapes {w.shape} and "
+                         f"{a.shape}") from None
     w_slices = slices(w, w_bits, w_signed)
     a_slices = slices(a, a_bits, a_signed)
-    total = np.zeros(np.broadcast(np.asarray(w), np.asarray(a)).shape, dtype=np.int64)
+    total = np.zeros(shape, dtype=np.int64)
     for p, w_slice in enumerate(w_slices):
         w_top = w_signed and p == len(w_slices) - 1
         for q, a_slice in enumerate(a_slices):
@@ -111,8 +117,8 @@ def fused_dot(w_values, a_values, w_bits, a_bits, w_signed, a_signed):
     Returns a Python int.
     """
     count = lanes(w_bits, a_bits)
-    w_values = np.asarray(w_values, dtype=np.int64).ravel()
-    a_values = np.asarray(a_values, dtype=np.int64).ravel()
+    w_values = _check_values(w_values, w_bits, w_signed, "w_values").ravel()
+    a_values = _check_values(a_values, a_bits, a_signed, "a_values").ravel()
     if len(w_values) != len(a_values) or len(w_values) > count:
         raise ValueError(f"a {w_bits}x{a_bits} step takes up to {count} lanes of each operand, "
                          f"not {len(w_values)} weights and {len(a_values)} activations")
@@ -124,12 +130,18 @@ def pack(values, bits, signed=None):
     """Pack lanes into one word: lane ``i`` at bits ``[i*bits, (i+1)*bits)``.
 
     Negative values are stored in two's complement. ``signed`` (default: whether
-    any value is negative) sets the range each value is checked against.
+    any value is negative) sets the range each value is checked against; ``bits`` is
+    1..32.
     """
-    values = np.asarray(values, dtype=np.int64).ravel()
+    bits = integer("bits", bits, 1, 32)
+    values = integer_array("values", values).ravel()
     if signed is None:
         signed = bool((values < 0).any())
-    _check_values(values, bits, signed)
+    return pack_checked(_check_values(values, bits, signed, "values"), bits)
+
+
+def pack_checked(values, bits):
+    """:func:`pack` of lanes the caller has already checked: a 1-D int64 array that fits."""
     mask = (1 << bits) - 1
     word = 0
     for i, value in enumerate(values.tolist()):
@@ -138,9 +150,17 @@ def pack(values, bits, signed=None):
 
 
 def unpack(word, bits, count, signed):
-    """The ``count`` lanes of ``bits`` bits of ``word`` as an int64 array."""
+    """The ``count`` lanes of ``bits`` bits (1..32) of ``word`` as an int64 array.
+
+    ``word`` must fit the ``count * bits`` bits it is read as.
+    """
+    bits = integer("bits", bits, 1, 32)
+    count = integer("count", count, 0)
+    word = integer("word", word, 0)
+    if word >> (count * bits):
+        raise ValueError(f"word {word:#x} does not fit {count} lanes of {bits} bits")
     mask = (1 << bits) - 1
-    out = np.array([(int(word) >> (i * bits)) & mask for i in range(count)], dtype=np.int64)
-    if signed:
+    out = np.array([(word >> (i * bits)) & mask for i in range(count)], dtype=np.int64)
+    if flag("signed", signed):
         out = np.where(out >> (bits - 1) != 0, out - (1 << bits), out)
     return out

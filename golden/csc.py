@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from golden.checks import integer, integer_array
+
 __all__ = ["PEColumns", "LoadWord", "encode", "decode", "entries", "load_words", "spmv",
            "ideal_cycles"]
 
@@ -39,29 +41,24 @@ class PEColumns:
     pointers: np.ndarray
 
 
-def _check_matrix(w):
-    w = np.asarray(w)
-    if w.ndim != 2 or not np.issubdtype(w.dtype, np.integer):
-        raise ValueError(f"the matrix must be 2-D integers, not {w.dtype} of shape {w.shape}")
-    return w.astype(np.int64)
+def _check_matrix(w, name="w"):
+    return integer_array(name, w, ndim=2)
 
 
 def _check_z_bits(z_bits):
-    if not isinstance(z_bits, (int, np.integer)) or not 1 <= z_bits <= 16:
-        raise ValueError(f"z_bits must be between 1 and 16, not {z_bits!r}")
-    return int(z_bits)
+    return integer("z_bits", z_bits, 1, 16)
 
 
 def encode(w, n_pes, z_bits=4):
     """CSC images of the integer matrix ``w`` (rows x cols) for ``n_pes`` PEs.
 
-    With weight sharing, pass the index matrix (0 where the weight is 0).
-    Returns a list of :class:`PEColumns`, one per PE.
+    ``w`` holds whole numbers (int64 range); with weight sharing, pass the index matrix
+    (0 where the weight is 0). ``n_pes`` is 1..64, ``z_bits`` 1..16. Returns a list of
+    :class:`PEColumns`, one per PE.
     """
     w = _check_matrix(w)
     z_bits = _check_z_bits(z_bits)
-    if not isinstance(n_pes, (int, np.integer)) or not 1 <= n_pes <= 64:
-        raise ValueError(f"n_pes must be between 1 and 64, not {n_pes!r}")
+    n_pes = integer("n_pes", n_pes, 1, 64)
     z_max = (1 << z_bits) - 1
     images = []
     for pe in range(n_pes):
@@ -89,20 +86,25 @@ def entries(images, z_bits=4):
     """Every stored entry as ``(row, col, value)`` arrays, padding included, PE by PE.
 
     Raises ValueError on a malformed image: a pointer out of order or past the
-    end, a ``z`` outside 0..2^z_bits-1.
+    end, a ``z`` outside 0..2^z_bits-1; TypeError when ``images`` is not a sequence of
+    :class:`PEColumns`.
     """
     z_bits = _check_z_bits(z_bits)
+    if isinstance(images, PEColumns) or not all(isinstance(i, PEColumns) for i in images):
+        raise TypeError("images must be a sequence of golden.csc.PEColumns, one per PE")
     n_pes = len(images)
     rows, cols, values = [], [], []
     for pe, image in enumerate(images):
-        pointers = np.asarray(image.pointers)
-        count = len(image.values)
-        if len(image.z) != count:
-            raise ValueError(f"PE {pe}: {count} values but {len(image.z)} z fields")
-        if pointers[0] != 0 or (np.diff(pointers) < 0).any() or pointers[-1] != count:
+        image_values = integer_array(f"PE {pe} values", image.values, ndim=1)
+        pointers = integer_array(f"PE {pe} pointers", image.pointers, ndim=1)
+        z = integer_array(f"PE {pe} z", image.z, ndim=1)
+        count = len(image_values)
+        if len(z) != count:
+            raise ValueError(f"PE {pe}: {count} values but {len(z)} z fields")
+        if not len(pointers) or pointers[0] != 0 or (np.diff(pointers) < 0).any() \
+                or pointers[-1] != count:
             raise ValueError(f"PE {pe}: column pointers must rise from 0 to the entry count "
                              f"{count}, not {pointers.tolist()}")
-        z = np.asarray(image.z)
         if ((z < 0) | (z >= 1 << z_bits)).any():
             bad = int(z[(z < 0) | (z >= 1 << z_bits)][0])
             raise ValueError(f"PE {pe}: z {bad} does not fit {z_bits} bits (0..{(1 << z_bits) - 1})")
@@ -112,13 +114,16 @@ def entries(images, z_bits=4):
                 position += int(z[e]) + 1
                 rows.append(position * n_pes + pe)
                 cols.append(j)
-                values.append(int(image.values[e]))
+                values.append(int(image_values[e]))
     return (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64),
             np.array(values, dtype=np.int64))
 
 
 def decode(images, shape, z_bits=4):
     """The dense ``shape`` matrix the images encode (rows past ``shape`` are an error)."""
+    if not isinstance(shape, (tuple, list)) or len(shape) != 2:
+        raise ValueError(f"shape must be (rows, cols), not {shape!r}")
+    shape = (integer("shape[0]", shape[0], 0), integer("shape[1]", shape[1], 0))
     rows, cols, values = entries(images, z_bits)
     if len(rows) and (rows.max() >= shape[0] or cols.max() >= shape[1]):
         raise ValueError(f"an entry falls outside the {shape[0]}x{shape[1]} matrix")
@@ -158,65 +163,101 @@ class LoadWord(NamedTuple):
     fields: object
 
 
-def _fits(values, lo, hi, what):
-    values = np.asarray(values, dtype=np.int64)
-    bad = (values < lo) | (values > hi)
-    if bad.any():
-        raise ValueError(f"{what} {int(values[bad].flat[0])} does not fit ({lo}..{hi})")
+#: Rows the set-up word's ``rows`` field can count.
+SETUP_ROWS_MAX = (1 << 16) - 1
+
+
+def _signed(bits):
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _weights(matrix, codebook, value_bits):
+    """The checked matrix (weights, or indices with ``codebook``) and codebook."""
+    if codebook is None:
+        value_bits = integer("value_bits", value_bits)
+        if value_bits not in (2, 4, 8):
+            raise ValueError(f"value_bits must be 2, 4 or 8, not {value_bits!r}")
+        lo, hi = _signed(value_bits)
+        return integer_array("weight", matrix, lo, hi, ndim=2), None
+    codebook = integer_array("codebook value", codebook, *_signed(CODEBOOK_VALUE_BITS), ndim=1)
+    if codebook.shape != (CODEBOOK_SIZE,) or codebook[0] != 0:
+        raise ValueError(f"the codebook needs {CODEBOOK_SIZE} values with entry 0 = 0, not "
+                         f"{codebook.tolist()}")
+    return integer_array("codebook index", matrix, 0, CODEBOOK_SIZE - 1, ndim=2), codebook
+
+
+def _requantizer(rows, bias, multiplier, shift, out_bits):
+    """``(bias, multiplier, shift, out_bits)`` checked, or None when all four are None."""
+    given = {"bias": bias, "multiplier": multiplier, "shift": shift, "out_bits": out_bits}
+    missing = [name for name, value in given.items() if value is None]
+    if len(missing) == len(given):
+        return None
+    if missing:
+        raise ValueError(f"requantization needs bias, multiplier, shift and out_bits "
+                         f"together, but {', '.join(missing)} is None")
+    shift = integer("shift", shift, 1, 47)
+    out_bits = integer("out_bits", out_bits, 1, 15)
+    bias = integer_array("bias", bias, *_signed(BIAS_BITS), ndim=1)
+    multiplier = integer_array("multiplier", multiplier, 0, (1 << MULTIPLIER_BITS) - 1, ndim=1)
+    for name, values in (("bias", bias), ("multiplier", multiplier)):
+        if len(values) != rows:
+            raise ValueError(f"{name} needs one value per row ({rows}), not {len(values)}")
+    return bias, multiplier, shift, out_bits
 
 
 def load_words(matrix, n_pes, *, z_bits=4, value_bits=8, codebook=None, capacity=None,
-               bias=None, multiplier=None, shift=None, out_bits=None):
+               max_rows=None, bias=None, multiplier=None, shift=None, out_bits=None):
     """The loader words that put ``matrix`` into an ``n_pes``-PE unit.
 
     Parameters
     ----------
     matrix : int array (rows, cols)
         Signed ``value_bits`` weights or, with ``codebook``, 4-bit codebook indices
-        (0 where the weight is 0).
+        (0 where the weight is 0); whole numbers, at most 65535 rows (the set-up word's
+        ``rows`` field).
+    n_pes : int
+        Processing elements, 1..64.
+    z_bits : int
+        Width of the zero-run field, 1..16.
+    value_bits : int
+        2, 4 or 8 (not looked at with ``codebook``).
     codebook : int array (16,), optional
         Signed 8-bit weight of each index; entry 0 must be 0.
     capacity : int, optional
         Weight-memory depth per PE; an image that does not fit is an error.
+    max_rows : int, optional
+        Rows the unit holds (``rtl.spmv.SpMV.rows``); a taller matrix is an error.
     bias, multiplier : int arrays (rows,), optional
         Bias (accumulator units, signed 32-bit) and requantization multiplier (16-bit) of every
         row; with ``shift`` (1..47) and ``out_bits`` (1..15) they switch on the fused
-        requantizer.
+        requantizer. The four go together.
 
     Returns
     -------
     list of LoadWord
         In order: setup, codebook, pointers and entries of every PE, bias and multipliers.
         Every field fits its width in ``rtl.spmv``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Any argument outside what is allowed above (the message names it).
     """
-    matrix = _check_matrix(matrix)
+    matrix, codebook = _weights(matrix, codebook, value_bits)
     rows, cols = matrix.shape
-    if codebook is not None:
-        codebook = np.asarray(codebook, dtype=np.int64)
-        if codebook.shape != (CODEBOOK_SIZE,) or codebook[0] != 0:
-            raise ValueError(f"the codebook needs {CODEBOOK_SIZE} values with entry 0 = 0")
-        _fits(codebook, -(1 << (CODEBOOK_VALUE_BITS - 1)), (1 << (CODEBOOK_VALUE_BITS - 1)) - 1,
-              "codebook value")
-        _fits(matrix, 0, CODEBOOK_SIZE - 1, "codebook index")
-    else:
-        if value_bits not in (2, 4, 8):
-            raise ValueError(f"value_bits must be 2, 4 or 8, not {value_bits!r}")
-        _fits(matrix, -(1 << (value_bits - 1)), (1 << (value_bits - 1)) - 1, "weight")
-    if rows >= 1 << 16:
-        raise ValueError(f"the matrix must have at most 65535 rows (the set-up word's field), "
-                         f"not {rows}")
+    limit, why = SETUP_ROWS_MAX, "the set-up word's rows field"
+    if max_rows is not None and integer("max_rows", max_rows, 1) < limit:
+        limit, why = int(max_rows), "max_rows, the rows the unit holds"
+    if not 1 <= rows <= limit:
+        raise ValueError(f"matrix must have 1 to {limit} rows ({why}), not {rows}")
+    if capacity is not None:
+        capacity = integer("capacity", capacity, 0)
+    requantizer = _requantizer(rows, bias, multiplier, shift, out_bits)
     images = encode(matrix, n_pes, z_bits)
-    entries(images, z_bits)          # the images must decode
-    requantize = bias is not None
-    if requantize:
-        if multiplier is None or shift is None or out_bits is None:
-            raise ValueError("requantization needs bias, multiplier, shift and out_bits")
-        if not isinstance(shift, (int, np.integer)) or not 1 <= shift <= 47:
-            raise ValueError(f"shift must be between 1 and 47, not {shift!r}")
-        if not isinstance(out_bits, (int, np.integer)) or not 1 <= out_bits <= 15:
-            raise ValueError(f"out_bits must be between 1 and 15, not {out_bits!r}")
-    setup = {"rows": rows, "requantize": int(requantize), "shift": int(shift or 1),
-             "out_bits": int(out_bits or 8)}
+    n_pes = len(images)
+    setup = {"rows": rows, "requantize": int(requantizer is not None),
+             "shift": requantizer[2] if requantizer else 1,
+             "out_bits": requantizer[3] if requantizer else 8}
     words = [LoadWord("SETUP", 0, 0, setup)]
     if codebook is not None:
         words += [LoadWord("CODEBOOK", 0, i, int(v)) for i, v in enumerate(codebook)]
@@ -227,11 +268,8 @@ def load_words(matrix, n_pes, *, z_bits=4, value_bits=8, codebook=None, capacity
         words += [LoadWord("POINTER", pe, j, int(p)) for j, p in enumerate(image.pointers)]
         words += [LoadWord("ENTRY", pe, e, {"value": int(v), "z": int(z)})
                   for e, (v, z) in enumerate(zip(image.values, image.z))]
-    if requantize:
-        bias = np.asarray(bias, dtype=np.int64)
-        multiplier = np.asarray(multiplier, dtype=np.int64)
-        _fits(bias, -(1 << (BIAS_BITS - 1)), (1 << (BIAS_BITS - 1)) - 1, "bias")
-        _fits(multiplier, 0, (1 << MULTIPLIER_BITS) - 1, "multiplier")
+    if requantizer:
+        bias, multiplier = requantizer[:2]
         for r in range(rows):
             words.append(LoadWord("BIAS", r % n_pes, r // n_pes, int(bias[r])))
             words.append(LoadWord("MULTIPLIER", r % n_pes, r // n_pes, int(multiplier[r])))
@@ -239,16 +277,45 @@ def load_words(matrix, n_pes, *, z_bits=4, value_bits=8, codebook=None, capacity
 
 
 def spmv(matrix, x, codebook=None, bias=None, multiplier=None, shift=None, out_bits=None):
-    """What the unit computes: ``W x``, or ``requantize(W x + bias)`` with requantization."""
+    """What the unit computes: ``W x``, or ``requantize(W x + bias)`` with requantization.
+
+    ``matrix`` holds whole-number weights (int64 range) or, with ``codebook`` (a 1-D
+    array of whole numbers), indices into it; ``x`` one whole number per column. The
+    requantizer settings are those of :func:`load_words`. ``W x`` is exact; a result
+    outside int64 is an error.
+    """
     from golden.requant import requantize
-    weights = np.asarray(codebook)[matrix] if codebook is not None else np.asarray(matrix)
-    y = weights.astype(np.int64) @ np.asarray(x, dtype=np.int64)
-    if bias is None:
+    if codebook is None:
+        weights = _check_matrix(matrix, "matrix")
+    else:
+        codebook = integer_array("codebook", codebook, ndim=1)
+        if not len(codebook):
+            raise ValueError("codebook must hold at least one value")
+        weights = codebook[integer_array("codebook index", matrix, 0, len(codebook) - 1,
+                                         ndim=2)]
+    x = integer_array("x", x, ndim=1)
+    if len(x) != weights.shape[1]:
+        raise ValueError(f"x needs one value per column ({weights.shape[1]}), not {len(x)}")
+    requantizer = _requantizer(weights.shape[0], bias, multiplier, shift, out_bits)
+    bias = requantizer[0] if requantizer else np.zeros(weights.shape[0], dtype=np.int64)
+    def magnitude(values):
+        return max(abs(int(values.min(initial=0))), abs(int(values.max(initial=0))))
+    peak = magnitude(weights) * magnitude(x) * weights.shape[1]
+    if peak + (1 << 31) < 1 << 63:
+        y = weights @ x + bias
+    else:           # in Python integers, then checked against int64
+        y = integer_array("W x", weights.astype(object) @ x.astype(object) + bias)
+    if requantizer is None:
         return y
-    return requantize(y + np.asarray(bias, dtype=np.int64), np.asarray(multiplier), shift, out_bits)
+    return requantize(y, requantizer[1], requantizer[2], requantizer[3])
 
 
 def ideal_cycles(matrix, x, n_pes, z_bits=4):
     """docs/design.md 4: (sum over non-zero x_j of the entries of column j) / N, padding excluded."""
-    nnz = (np.asarray(matrix) != 0).sum(axis=0)
-    return float(nnz[np.asarray(x) != 0].sum() / n_pes)
+    matrix = _check_matrix(matrix, "matrix")
+    x = integer_array("x", x, ndim=1)
+    if len(x) != matrix.shape[1]:
+        raise ValueError(f"x needs one value per column ({matrix.shape[1]}), not {len(x)}")
+    n_pes = integer("n_pes", n_pes, 1, 64)
+    nnz = (matrix != 0).sum(axis=0)
+    return float(nnz[x != 0].sum() / n_pes)

@@ -25,9 +25,12 @@ import json
 import sys
 from dataclasses import dataclass
 
+import numbers
+
 import numpy as np
 
 from golden.bitfusion import check_bits
+from golden.checks import flag, integer, integer_array, real, real_array
 from golden.prune import magnitude_prune
 from golden.quant import activation_scale, kmeans_codebook, quantize_activations, quantize_weights
 from golden.requant import quantize_multiplier, requantize
@@ -52,7 +55,11 @@ CALIBRATION_PERCENTILE = 99.9
 
 
 def digits_split(seed=0):
-    """scikit-learn's digits as ``(x_train, x_test, y_train, y_test)``; pixels 0..16, 20% held out."""
+    """scikit-learn's digits as ``(x_train, x_test, y_train, y_test)``; pixels 0..16, 20% held out.
+
+    ``seed`` (an integer, 0..2^32-1) seeds the split.
+    """
+    seed = integer("seed", seed, 0, (1 << 32) - 1)
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -70,8 +77,11 @@ class FloatMLP:
     biases: tuple
 
     def activations(self, x):
-        """Input of every layer (the first is the pixels / 16) and the final logits."""
-        a = np.asarray(x, dtype=np.float64) / 16.0
+        """Input of every layer (the first is the pixels / 16) and the final logits.
+
+        ``x`` is (n, inputs) finite real numbers.
+        """
+        a = _samples(x, self.weights[0].shape[1]) / 16.0
         inputs = []
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             inputs.append(a)
@@ -81,7 +91,23 @@ class FloatMLP:
         return inputs, a
 
     def accuracy(self, x, y):
-        return float((self.activations(x)[1].argmax(axis=1) == y).mean())
+        """Fraction of the samples ``x`` whose predicted class is the label ``y``."""
+        logits = self.activations(x)[1]
+        return float((logits.argmax(axis=1) == _labels(y, len(logits))).mean())
+
+
+def _samples(x, inputs):
+    x = real_array("x", x, ndim=2)
+    if x.shape[1] != inputs or not len(x):
+        raise ValueError(f"x must have shape (n, {inputs}) with n at least 1, not {x.shape}")
+    return x
+
+
+def _labels(y, count):
+    y = integer_array("y", y, ndim=1)
+    if len(y) != count:
+        raise ValueError(f"y needs one label per sample ({count}), not {len(y)}")
+    return y
 
 
 def _train(weights, biases, x, y, masks, epochs, seed, lr=3e-3, batch=64):
@@ -124,11 +150,24 @@ def _train(weights, biases, x, y, masks, epochs, seed, lr=3e-3, batch=64):
                 w *= mask
 
 
-@functools.lru_cache(maxsize=None)
+def _check_sparsity(sparsity):
+    if not 0 <= real("sparsity", sparsity) < 1:
+        raise ValueError(f"sparsity must be in [0, 1), not {sparsity!r}")
+    return float(sparsity)
+
+
 def float_network(sparsity=0.0, seed=0):
-    """The trained float MLP, magnitude-pruned to ``sparsity`` per layer and fine-tuned."""
+    """The trained float MLP, magnitude-pruned to ``sparsity`` per layer and fine-tuned (memoized).
+
+    ``sparsity`` is in [0, 1); ``seed`` an integer, 0..2^32-1.
+    """
+    return _float_network(_check_sparsity(sparsity), integer("seed", seed, 0, (1 << 32) - 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _float_network(sparsity, seed):
     if sparsity:
-        dense = float_network(0.0, seed)
+        dense = _float_network(0.0, seed)
         weights = [w.copy() for w in dense.weights]
         biases = [b.copy() for b in dense.biases]
         masks = [magnitude_prune(w, sparsity) for w in weights]
@@ -169,6 +208,10 @@ class QuantizedLayer:
         output layer, whose outputs are the raw accumulators.
     codebook, weight_index : int64 arrays or None
         Weight sharing: ``weight == codebook[weight_index]``, index 0 meaning 0.
+
+    The constructor checks all of this: the weights fit ``w_bits`` signed, the bias
+    (signed 32-bit) and multipliers have one value per output, ``multiplier``, ``shift``
+    (1..47) and ``out_bits`` (1..16) are given together or not at all.
     """
     weight: np.ndarray
     bias: np.ndarray
@@ -180,15 +223,46 @@ class QuantizedLayer:
     codebook: np.ndarray | None = None
     weight_index: np.ndarray | None = None
 
+    def __post_init__(self):
+        def store(name, value):
+            object.__setattr__(self, name, value)
+        store("w_bits", check_bits(self.w_bits, "w_bits"))
+        store("a_bits", check_bits(self.a_bits, "a_bits"))
+        lo, hi = -(1 << (self.w_bits - 1)), (1 << (self.w_bits - 1)) - 1
+        store("weight", integer_array("weight", self.weight, lo, hi, ndim=2,
+                                      fits=f"{self.w_bits} bits signed ({lo}..{hi})"))
+        outputs = self.weight.shape[0]
+        store("bias", integer_array("bias", self.bias, -(1 << 31), (1 << 31) - 1, ndim=1))
+        if len(self.bias) != outputs:
+            raise ValueError(f"bias needs one value per output ({outputs}), not {len(self.bias)}")
+        given = [value is not None for value in (self.multiplier, self.shift, self.out_bits)]
+        if any(given) and not all(given):
+            raise ValueError("multiplier, shift and out_bits go together: all None (the output "
+                             "layer) or all given")
+        if all(given):
+            store("multiplier", integer_array("multiplier", self.multiplier, 0,
+                                              (1 << 31) - 1, ndim=1))
+            if len(self.multiplier) != outputs:
+                raise ValueError(f"multiplier needs one value per output ({outputs}), not "
+                                 f"{len(self.multiplier)}")
+            store("shift", integer("shift", self.shift, 1, 47))
+            store("out_bits", integer("out_bits", self.out_bits, 1, 16))
+        if (self.codebook is None) != (self.weight_index is None):
+            raise ValueError("codebook and weight_index go together")
+        if self.codebook is not None:
+            store("codebook", integer_array("codebook", self.codebook, lo, hi, ndim=1))
+            store("weight_index", integer_array("weight_index", self.weight_index, 0,
+                                                len(self.codebook) - 1, ndim=2))
+            if not np.array_equal(self.codebook[self.weight_index], self.weight):
+                raise ValueError("weight must equal codebook[weight_index]")
+
     def accumulate(self, a):
         """``a @ weight.T + bias`` in int64; ``a`` is (n, in) unsigned ``a_bits`` integers."""
-        a = np.asarray(a, dtype=np.int64)
-        if a.ndim != 2 or a.shape[1] != self.weight.shape[1]:
+        hi = (1 << self.a_bits) - 1
+        a = integer_array("a", a, 0, hi, ndim=2, fits=f"{self.a_bits} bits unsigned (0..{hi})")
+        if a.shape[1] != self.weight.shape[1]:
             raise ValueError(f"layer input must have shape (n, {self.weight.shape[1]}), "
                              f"not {a.shape}")
-        if a.min(initial=0) < 0 or a.max(initial=0) >= 1 << self.a_bits:
-            raise ValueError(f"layer inputs must be unsigned {self.a_bits}-bit "
-                             f"(0..{(1 << self.a_bits) - 1})")
         return a @ self.weight.T + self.bias
 
     def forward(self, a):
@@ -205,14 +279,32 @@ class QuantizedMLP:
     layers: tuple
     input_scale: float
 
+    def __post_init__(self):
+        layers = self.layers
+        if not isinstance(layers, tuple) or not layers or \
+                not all(isinstance(layer, QuantizedLayer) for layer in layers):
+            raise TypeError("layers must be a non-empty tuple of QuantizedLayer")
+        for i, (layer, after) in enumerate(zip(layers, layers[1:])):
+            if layer.out_bits != after.a_bits or layer.weight.shape[0] != after.weight.shape[1]:
+                raise ValueError(f"layer {i} outputs do not feed layer {i + 1}: "
+                                 f"{layer.weight.shape[0]} of {layer.out_bits} bits into "
+                                 f"{after.weight.shape[1]} of {after.a_bits} bits")
+        if layers[-1].out_bits is not None:
+            raise ValueError("the last layer gives accumulators: its out_bits must be None")
+        if not real("input_scale", self.input_scale) > 0:
+            raise ValueError(f"input_scale must be positive, not {self.input_scale!r}")
+
     def quantize_input(self, x):
-        """Pixels (0..16) to the first layer's unsigned ``a_bits`` inputs."""
-        return quantize_activations(np.asarray(x, dtype=np.float64) / 16.0,
-                                    self.layers[0].a_bits, self.input_scale)
+        """Pixels (0..16; (n, inputs) finite real numbers) to the first layer's inputs."""
+        x = _samples(x, self.layers[0].weight.shape[1])
+        return quantize_activations(x / 16.0, self.layers[0].a_bits, self.input_scale)
 
     def layer_inputs(self, a0):
-        """The integer input of every layer, starting with ``a0``."""
-        inputs = [np.asarray(a0, dtype=np.int64)]
+        """The integer input of every layer, starting with ``a0`` (checked by layer 0)."""
+        first = self.layers[0]
+        hi = (1 << first.a_bits) - 1
+        inputs = [integer_array("a0", a0, 0, hi, ndim=2,
+                                fits=f"{first.a_bits} bits unsigned (0..{hi})")]
         for layer in self.layers[:-1]:
             inputs.append(layer.forward(inputs[-1]))
         return inputs
@@ -222,25 +314,27 @@ class QuantizedMLP:
         return self.layers[-1].forward(self.layer_inputs(a0)[-1])
 
     def predict(self, x):
+        """The class of every sample of ``x`` (pixels, as :meth:`quantize_input` takes)."""
         return self.forward(self.quantize_input(x)).argmax(axis=1)
 
     def accuracy(self, x, y):
-        return float((self.predict(x) == np.asarray(y)).mean())
+        """Fraction of the samples ``x`` whose predicted class is the label ``y``."""
+        predicted = self.predict(x)
+        return float((predicted == _labels(y, len(predicted))).mean())
 
 
 def _layer_bits(bits):
     depth = len(LAYER_SIZES) - 1
-    if isinstance(bits, (int, np.integer)):
-        check_bits(bits)
-        return tuple((int(bits), int(bits)) for _ in range(depth))
-    bits = tuple(tuple(pair) for pair in bits)
-    if len(bits) != depth:
-        raise ValueError(f"bits needs one (w_bits, a_bits) pair per layer ({depth}), "
-                         f"not {len(bits)}")
-    for w_bits, a_bits in bits:
-        check_bits(w_bits, "w_bits")
-        check_bits(a_bits, "a_bits")
-    return bits
+    if isinstance(bits, (numbers.Number, np.bool_)):
+        bits = check_bits(bits)
+        return tuple((bits, bits) for _ in range(depth))
+    pairs = bits if isinstance(bits, (tuple, list)) else None
+    if pairs is None or len(pairs) != depth or \
+            not all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs):
+        raise ValueError(f"bits must be 2, 4 or 8, or one (w_bits, a_bits) pair per layer "
+                         f"({depth}), not {bits!r}")
+    return tuple((check_bits(w_bits, "w_bits"), check_bits(a_bits, "a_bits"))
+                 for w_bits, a_bits in pairs)
 
 
 @functools.lru_cache(maxsize=None)
@@ -287,19 +381,23 @@ def digits_network(bits=8, sparsity=0.0, codebook_bits=None, seed=0):
     seed : int
         Seed of the split, the initialisation and the training order.
     """
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be in [0, 1), not {sparsity!r}")
-    if codebook_bits is not None and not 1 <= codebook_bits <= 8:
-        raise ValueError(f"codebook_bits must be between 1 and 8, not {codebook_bits!r}")
-    return _digits_network(_layer_bits(bits), float(sparsity), codebook_bits, seed)
+    sparsity = _check_sparsity(sparsity)
+    if codebook_bits is not None:
+        codebook_bits = integer("codebook_bits", codebook_bits, 1, 8)
+    seed = integer("seed", seed, 0, (1 << 32) - 1)
+    return _digits_network(_layer_bits(bits), sparsity, codebook_bits, seed)
 
 
 def accumulator_bits(k, w_bits, a_bits, w_signed=True, a_signed=False, bias_bits=0):
     """Signed accumulator width that holds any sum of ``k`` products (plus a bias).
 
     ``|acc| <= k * max|w| * max|a| + 2^(bias_bits-1)``; the result is the smallest
-    two's complement width holding that bound.
+    two's complement width holding that bound. ``k`` and ``bias_bits`` are integers of at
+    least 0, the widths at least 1, the signedness True or False.
     """
+    k, bias_bits = integer("k", k, 0), integer("bias_bits", bias_bits, 0)
+    w_bits, a_bits = integer("w_bits", w_bits, 1), integer("a_bits", a_bits, 1)
+    w_signed, a_signed = flag("w_signed", w_signed), flag("a_signed", a_signed)
     w_peak = 1 << (w_bits - 1) if w_signed else (1 << w_bits) - 1
     a_peak = 1 << (a_bits - 1) if a_signed else (1 << a_bits) - 1
     bound = k * w_peak * a_peak + ((1 << (bias_bits - 1)) if bias_bits else 0)

@@ -7,25 +7,27 @@ masks are deterministic.
 
 import numpy as np
 
+from golden.checks import integer, real, real_array
+
 __all__ = ["sparsity", "magnitude_prune", "structured_prune", "n_m_prune"]
 
 
 def _check_sparsity(value):
-    if not 0 <= value < 1:
-        raise ValueError(f"sparsity must be in [0, 1), not {value!r}")
+    if not 0 <= real("target", value) < 1:
+        raise ValueError(f"target sparsity must be in [0, 1), not {value!r}")
     return float(value)
 
 
 def sparsity(w):
-    """Fraction of exact zeros in ``w``."""
-    w = np.asarray(w)
+    """Fraction of exact zeros in ``w`` (finite real numbers; 0.0 when empty)."""
+    w = real_array("w", w)
     return float((w == 0).sum() / w.size) if w.size else 0.0
 
 
 def magnitude_prune(w, target):
     """Keep-mask removing the ``round(target * size)`` smallest-magnitude weights."""
     target = _check_sparsity(target)
-    w = np.asarray(w)
+    w = real_array("w", w)
     drop = int(round(target * w.size))
     order = np.argsort(np.abs(w).ravel(), kind="stable")
     mask = np.ones(w.size, dtype=bool)
@@ -36,11 +38,17 @@ def magnitude_prune(w, target):
 def structured_prune(w, target):
     """Keep-mask removing whole rows (output channels) with the smallest L2 norm."""
     target = _check_sparsity(target)
-    w = np.asarray(w, dtype=np.float64)
+    w = real_array("w", w)
     if w.ndim != 2:
         raise ValueError(f"structured pruning takes a 2-D weight (out, in), not shape {w.shape}")
     drop = int(round(target * w.shape[0]))
-    order = np.argsort(np.linalg.norm(w, axis=1), kind="stable")
+    # Ranked by the squared norm (exact for small integers); where the squares of huge
+    # weights overflow, by the squared norm of the weights scaled by the largest.
+    with np.errstate(over="ignore"):
+        energy = np.square(w).sum(axis=1)
+    if not np.isfinite(energy).all():
+        energy = np.square(w / np.abs(w).max()).sum(axis=1)
+    order = np.argsort(energy, kind="stable")
     mask = np.ones(w.shape, dtype=bool)
     mask[order[:drop], :] = False
     return mask
@@ -48,9 +56,9 @@ def structured_prune(w, target):
 
 def n_m_prune(w, n, m):
     """Keep-mask keeping the ``n`` largest-magnitude weights of every ``m`` consecutive inputs."""
-    w = np.asarray(w, dtype=np.float64)
-    if not (isinstance(m, int) and m >= 1 and isinstance(n, int) and 0 <= n <= m):
-        raise ValueError(f"N:M pruning needs integers 0 <= N <= M, not {n!r}:{m!r}")
+    w = real_array("w", w)
+    m = integer("m", m, 1)
+    n = integer("n", n, 0, m)
     if w.ndim != 2 or w.shape[1] % m:
         raise ValueError(f"N:M pruning needs a 2-D weight whose input count is a multiple of "
                          f"M={m}, not shape {w.shape}")

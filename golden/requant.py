@@ -8,6 +8,8 @@ requantizer implements.
 
 import numpy as np
 
+from golden.checks import integer, integer_array, real_array
+
 __all__ = ["MAX_SHIFT", "quantize_multiplier", "requantize"]
 
 #: Largest shift the requantizer supports.
@@ -21,17 +23,18 @@ def quantize_multiplier(real_multiplier, multiplier_bits=15):
     all, chosen as large as the largest multiplier allows (at most ``MAX_SHIFT``),
     and ``M`` is an int64 array.
     """
-    real = np.asarray(real_multiplier, dtype=np.float64)
-    if not 2 <= multiplier_bits <= 31:
-        raise ValueError(f"multiplier_bits must be between 2 and 31, not {multiplier_bits!r}")
-    if (real <= 0).any() or not np.isfinite(real).all():
-        raise ValueError(f"real multipliers must be positive and finite, not {real.min()!r}")
+    real = real_array("real_multiplier", real_multiplier)
+    multiplier_bits = integer("multiplier_bits", multiplier_bits, 2, 31)
+    if real.ndim > 1 or not real.size:
+        raise ValueError(f"real_multiplier must be a number or a 1-D array of at least one, "
+                         f"not of shape {real.shape}")
+    if (real <= 0).any():
+        raise ValueError(f"real_multiplier must be positive, not {real.min()!r}")
     top = (1 << multiplier_bits) - 1
-    shift = int(np.floor(np.log2(top / real.max())))
+    shift = int(min(np.floor(np.log2(top) - np.log2(real.max())), MAX_SHIFT))
     if shift < 1:
         raise ValueError(f"real multiplier {real.max()!r} is too large for a "
                          f"{multiplier_bits}-bit M with a shift of at least 1")
-    shift = min(shift, MAX_SHIFT)
     multiplier = np.rint(real * (1 << shift)).astype(np.int64)
     return (multiplier if real.ndim else int(multiplier)), shift
 
@@ -39,14 +42,19 @@ def quantize_multiplier(real_multiplier, multiplier_bits=15):
 def requantize(acc, multiplier, shift, out_bits):
     """``clamp((acc * M + 2^(shift-1)) >> shift, 0, 2^out_bits - 1)`` as int64.
 
-    ``multiplier`` broadcasts against ``acc`` (per channel along the last axis).
+    ``acc`` and ``multiplier`` hold whole numbers within int64; ``multiplier`` broadcasts
+    against ``acc`` (per channel along the last axis). ``shift`` is 1..47, ``out_bits``
+    1..16.
     """
-    if not 1 <= shift <= MAX_SHIFT:
-        raise ValueError(f"shift must be between 1 and {MAX_SHIFT}, not {shift!r}")
-    if not 1 <= out_bits <= 16:
-        raise ValueError(f"out_bits must be between 1 and 16, not {out_bits!r}")
-    acc = np.asarray(acc, dtype=np.int64)
-    multiplier = np.asarray(multiplier, dtype=np.int64)
+    shift = integer("shift", shift, 1, MAX_SHIFT)
+    out_bits = integer("out_bits", out_bits, 1, 16)
+    acc = integer_array("acc", acc)
+    multiplier = integer_array("multiplier", multiplier)
+    try:
+        np.broadcast_shapes(acc.shape, multiplier.shape)
+    except ValueError:
+        raise ValueError(f"multiplier must broadcast against acc, not shape "
+                         f"{multiplier.shape} against {acc.shape}") from None
     # Python integers where the int64 product could overflow (very wide accumulators).
     wide = int(np.abs(acc).max(initial=0)) * int(np.abs(multiplier).max(initial=0)) >= 1 << 62
     product = acc.astype(object) * multiplier if wide else acc * multiplier

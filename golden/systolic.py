@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.bitfusion import lanes, pack, value_range
+from golden.bitfusion import check_bits, lanes, pack_checked, value_range
+from golden.checks import flag, integer, integer_array
 
 __all__ = ["Mode", "Tiling", "tile_gemm", "pack_steps", "unpack_results", "gemm_cycles",
            "useful_macs"]
@@ -37,7 +38,11 @@ __all__ = ["Mode", "Tiling", "tile_gemm", "pack_steps", "unpack_results", "gemm_
 
 @dataclass(frozen=True)
 class Mode:
-    """Run-time mode: operand widths and signedness."""
+    """Run-time mode: operand widths (2, 4 or 8) and signedness (True or False).
+
+    Not checked at construction (a host may hold a mode it then refuses); every function
+    that takes a mode checks it.
+    """
     w_bits: int
     a_bits: int
     w_signed: bool
@@ -48,15 +53,29 @@ class Mode:
         return lanes(self.w_bits, self.a_bits)
 
 
+def _check_mode(mode):
+    if not isinstance(mode, Mode):
+        raise TypeError(f"mode must be a golden.systolic.Mode, not {mode!r}")
+    check_bits(mode.w_bits, "mode.w_bits")
+    check_bits(mode.a_bits, "mode.a_bits")
+    flag("mode.w_signed", mode.w_signed)
+    flag("mode.a_signed", mode.a_signed)
+    return mode
+
+
 @dataclass(frozen=True)
 class Tiling:
-    """How a GEMM maps onto an ``rows x cols`` array."""
+    """How a GEMM maps onto an ``rows x cols`` array; every field a positive integer."""
     m: int
     n: int
     k: int
     rows: int
     cols: int
     lanes: int
+
+    def __post_init__(self):
+        for name in ("m", "n", "k", "rows", "cols", "lanes"):
+            object.__setattr__(self, name, integer(name, getattr(self, name), 1))
 
     @property
     def tile_rows(self):
@@ -75,25 +94,56 @@ class Tiling:
         return math.ceil(self.k / self.lanes)
 
 
-def tile_gemm(a, w, rows, cols, mode):
-    """Check the operands of ``A @ W`` and return the :class:`Tiling` on the array."""
-    a = np.asarray(a)
-    w = np.asarray(w)
-    if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[0]:
-        raise ValueError(f"A (M x K) and W (K x N) must agree in K, not {a.shape} and {w.shape}")
+def _operands(a, w, rows, cols, mode):
+    """``(a, w, tiling)``: the checked operands as int64 and their tiling."""
+    _check_mode(mode)
+    rows, cols = integer("rows", rows, 1), integer("cols", cols, 1)
+    checked = []
     for name, values, bits, signed in (("activation", a, mode.a_bits, mode.a_signed),
                                        ("weight", w, mode.w_bits, mode.w_signed)):
         lo, hi = value_range(bits, signed)
-        if values.size and (values.min() < lo or values.max() > hi):
-            bad = values[(values < lo) | (values > hi)].flat[0]
-            raise ValueError(f"{name} {bad} does not fit {bits} bits "
-                             f"{'signed' if signed else 'unsigned'} ({lo}..{hi})")
-    return Tiling(a.shape[0], w.shape[1], a.shape[1], rows, cols, mode.lanes)
+        kind = "signed" if signed else "unsigned"
+        checked.append(integer_array(name, values, lo, hi, ndim=2,
+                                     fits=f"{bits} bits {kind} ({lo}..{hi})"))
+    a, w = checked
+    if a.shape[1] != w.shape[0]:
+        raise ValueError(f"A (M x K) and W (K x N) must agree in K, not {a.shape} and {w.shape}")
+    if not a.size or not w.size:
+        raise ValueError(f"A and W must not be empty, not of shapes {a.shape} and {w.shape}")
+    return a, w, Tiling(a.shape[0], w.shape[1], a.shape[1], rows, cols, mode.lanes)
+
+
+def tile_gemm(a, w, rows, cols, mode):
+    """Check the operands of ``A @ W`` and return the :class:`Tiling` on the array.
+
+    Parameters
+    ----------
+    a, w : 2-D arrays of whole numbers
+        ``A`` (M x K) in the range of ``mode.a_bits``/``mode.a_signed``, ``W`` (K x N) in
+        that of the weights; neither empty. Whole floats count as integers.
+    rows, cols : int
+        The array, each at least 1.
+    mode : Mode
+        Widths 2, 4 or 8, signedness True or False.
+
+    Raises
+    ------
+    TypeError
+        ``mode`` is not a :class:`Mode` or its signedness not a bool; an operand holds
+        bools, strings or other non-numbers.
+    ValueError
+        A width, ``rows`` or ``cols`` is not allowed; an operand is not 2-D, empty, holds
+        NaN, infinity, a fraction or a value out of range; or the K of A and W differ.
+    """
+    return _operands(a, w, rows, cols, mode)[2]
 
 
 def pack_steps(a, w, rows, cols, mode):
-    """The step beats of ``A @ W``: a list of ``(act_words, wgt_words)``, tile by tile."""
-    tiling = tile_gemm(a, w, rows, cols, mode)
+    """The step beats of ``A @ W``: a list of ``(act_words, wgt_words)``, tile by tile.
+
+    The arguments are those of :func:`tile_gemm`, checked the same way.
+    """
+    a, w, tiling = _operands(a, w, rows, cols, mode)
     lane_count = mode.lanes
     k_pad = tiling.k_steps * lane_count
     a_pad = np.zeros((tiling.tile_rows * rows, k_pad), dtype=np.int64)
@@ -105,21 +155,32 @@ def pack_steps(a, w, rows, cols, mode):
         for tn in range(tiling.tile_cols):
             for s in range(tiling.k_steps):
                 ks = slice(s * lane_count, (s + 1) * lane_count)
-                act = [pack(a_pad[tm * rows + r, ks], mode.a_bits, mode.a_signed)
-                       for r in range(rows)]
-                wgt = [pack(w_pad[ks, tn * cols + c], mode.w_bits, mode.w_signed)
-                       for c in range(cols)]
+                # The operands were checked above: pack them without checking each word.
+                act = [pack_checked(a_pad[tm * rows + r, ks], mode.a_bits) for r in range(rows)]
+                wgt = [pack_checked(w_pad[ks, tn * cols + c], mode.w_bits) for c in range(cols)]
                 steps.append((act, wgt))
     return steps
 
 
 def unpack_results(beats, tiling, drain_rows):
-    """Reassemble ``C`` (M x N) from result beats (each ``drain_rows`` lists of ``cols`` values)."""
+    """Reassemble ``C`` (M x N) from result beats (each ``drain_rows`` lists of ``cols`` values).
+
+    ``drain_rows`` divides ``tiling.rows``; the beats hold whole numbers (int64 range).
+    """
+    drain_rows = _check_drain(tiling, drain_rows)
     rows, cols = tiling.rows, tiling.cols
     per_tile = rows // drain_rows
     expected = tiling.tiles * per_tile
-    if len(beats) != expected:
-        raise ValueError(f"expected {expected} result beats, got {len(beats)}")
+    try:
+        count = len(beats)
+    except TypeError:
+        raise TypeError(f"beats must be a sequence of result beats, not {beats!r}") from None
+    if count != expected:
+        raise ValueError(f"expected {expected} result beats, got {count}")
+    beats = integer_array("beats", beats, ndim=3)
+    if beats.shape[1:] != (drain_rows, cols):
+        raise ValueError(f"each beat must hold {drain_rows} rows of {cols} values, not "
+                         f"shape {beats.shape[1:]}")
     out = np.zeros((tiling.tile_rows * rows, tiling.tile_cols * cols), dtype=np.int64)
     for i, beat in enumerate(beats):
         tile, group = divmod(i, per_tile)
@@ -129,8 +190,25 @@ def unpack_results(beats, tiling, drain_rows):
     return out[:tiling.m, :tiling.n]
 
 
+def _check_drain(tiling, drain_rows):
+    if not isinstance(tiling, Tiling):
+        raise TypeError(f"tiling must be a golden.systolic.Tiling, not {tiling!r}")
+    drain_rows = integer("drain_rows", drain_rows, 1, tiling.rows)
+    if tiling.rows % drain_rows:
+        raise ValueError(f"drain_rows must divide the {tiling.rows} rows, not {drain_rows}")
+    return drain_rows
+
+
 def gemm_cycles(tiling, drain_rows, fifo_depth, pe_latency=5, edge_registers=2):
-    """Cycles from the first step accepted to the last result beat taken (ideal source and sink)."""
+    """Cycles from the first step accepted to the last result beat taken (ideal source and sink).
+
+    ``drain_rows`` divides ``tiling.rows``; ``fifo_depth`` is at least 1, ``pe_latency``
+    and ``edge_registers`` at least 0.
+    """
+    drain_rows = _check_drain(tiling, drain_rows)
+    fifo_depth = integer("fifo_depth", fifo_depth, 1)
+    pe_latency = integer("pe_latency", pe_latency, 0)
+    edge_registers = integer("edge_registers", edge_registers, 0)
     rows, cols, k_steps = tiling.rows, tiling.cols, tiling.k_steps
     per_tile = rows // drain_rows
     starts, drained = [], []
@@ -151,4 +229,6 @@ def gemm_cycles(tiling, drain_rows, fifo_depth, pe_latency=5, edge_registers=2):
 
 def useful_macs(tiling):
     """Multiply-accumulates of the GEMM itself (no padding)."""
+    if not isinstance(tiling, Tiling):
+        raise TypeError(f"tiling must be a golden.systolic.Tiling, not {tiling!r}")
     return tiling.m * tiling.n * tiling.k

@@ -2,7 +2,9 @@
 
 :func:`topk` selects the ``k`` largest of ``n`` scores, ties broken toward the
 lower index, and returns the selected indices in ascending index order (token
-order is kept) with the k-th largest score, the threshold.
+order is kept) with the k-th largest score, the threshold. A batch of fewer than
+``k`` scores returns all of them and its smallest score, as the engine does
+(docs/topk.md).
 
 :func:`cascade_token_pruning` is SpAtten's cascade token pruning on integer
 attention probabilities: every layer adds, for every surviving token, the
@@ -13,24 +15,26 @@ A pruned token is never revived.
 
 import numpy as np
 
+from golden.checks import integer, integer_array
+
 __all__ = ["topk", "attention_probabilities", "cascade_token_pruning"]
 
 
 def topk(scores, k):
     """``(indices, threshold)``: the ``k`` largest scores, lower index first on ties.
 
-    ``indices`` is int64 and ascending; ``threshold`` is the k-th largest score.
+    ``scores`` is a 1-D array of at least one whole number (int64 range); ``k`` is a
+    positive integer. ``indices`` is int64 and ascending, ``min(k, n)`` of them;
+    ``threshold`` is the ``min(k, n)``-th largest score (with ``k >= n``, the smallest).
     """
-    scores = np.asarray(scores)
-    if scores.ndim != 1 or not np.issubdtype(scores.dtype, np.integer):
-        raise ValueError(f"scores must be a 1-D integer array, not {scores.dtype} {scores.shape}")
-    if not 1 <= k <= len(scores):
-        raise ValueError(f"k must be between 1 and n={len(scores)}, not {k!r}")
-    scores = scores.astype(np.int64)
-    # Order by score descending, then index ascending: a lexicographic sort.
-    order = np.lexsort((np.arange(len(scores)), -scores))
-    chosen = order[:k]
-    return np.sort(chosen).astype(np.int64), int(scores[order[k - 1]])
+    scores = integer_array("scores", scores, ndim=1)
+    if not len(scores):
+        raise ValueError("scores must hold at least one score, not an empty batch")
+    k = min(integer("k", k, 1), len(scores))
+    # Order by score descending, then index ascending: a lexicographic sort. ``~s``
+    # (``-s - 1``) orders like ``-s`` and, unlike it, does not overflow at -2^63.
+    order = np.lexsort((np.arange(len(scores)), ~scores))
+    return np.sort(order[:k]).astype(np.int64), int(scores[order[k - 1]])
 
 
 def attention_probabilities(tokens, heads, layers, dim=8, prob_bits=8, seed=0):
@@ -38,8 +42,14 @@ def attention_probabilities(tokens, heads, layers, dim=8, prob_bits=8, seed=0):
 
     Returns an int64 array ``(layers, heads, tokens, tokens)`` of softmax
     probabilities (query, key) quantized to unsigned ``prob_bits`` bits, the
-    format a SpAtten accelerator accumulates.
+    format a SpAtten accelerator accumulates. Every argument is an integer: the sizes
+    at least 1, ``prob_bits`` 1..32, ``seed`` at least 0.
     """
+    tokens, heads, layers, dim = (integer(name, value, 1) for name, value in
+                                  (("tokens", tokens), ("heads", heads), ("layers", layers),
+                                   ("dim", dim)))
+    prob_bits = integer("prob_bits", prob_bits, 1, 32)
+    seed = integer("seed", seed, 0)
     rng = np.random.default_rng(seed)
     q = rng.normal(size=(layers, heads, tokens, dim))
     k = rng.normal(size=(layers, heads, tokens, dim)) + rng.normal(size=(1, 1, tokens, 1)) * 1.5
@@ -55,9 +65,10 @@ def cascade_token_pruning(probs, keep):
     Parameters
     ----------
     probs : int64 (layers, heads, tokens, tokens)
-        Attention probabilities (query, key) of every layer.
+        Attention probabilities (query, key) of every layer, whole numbers 0..2^32-1;
+        at least one of each dimension.
     keep : sequence of int
-        Tokens surviving after each layer, non-increasing.
+        Tokens surviving after each layer, non-increasing, at least 1.
 
     Returns
     -------
@@ -67,8 +78,12 @@ def cascade_token_pruning(probs, keep):
         The cumulative importance of every token after each layer's accumulation
         (a pruned token keeps the value it had when it was pruned).
     """
-    probs = np.asarray(probs, dtype=np.int64)
-    layers, _, tokens, _ = probs.shape
+    probs = integer_array("probs", probs, 0, (1 << 32) - 1, ndim=4)
+    layers, heads, tokens, keys = probs.shape
+    if not (layers and heads and tokens) or keys != tokens:
+        raise ValueError(f"probs must be (layers, heads, tokens, tokens), each at least 1, "
+                         f"not of shape {probs.shape}")
+    keep = integer_array("keep", keep, ndim=1)
     if len(keep) != layers:
         raise ValueError(f"keep needs one count per layer ({layers}), not {len(keep)}")
     alive = np.arange(tokens)
@@ -76,7 +91,8 @@ def cascade_token_pruning(probs, keep):
     survivors, ranked = [], []
     for layer, count in enumerate(keep):
         if not 1 <= count <= len(alive):
-            raise ValueError(f"layer {layer} keeps {count} tokens but {len(alive)} are alive")
+            raise ValueError(f"keep[{layer}] must be between 1 and the {len(alive)} tokens "
+                             f"alive, not {count}")
         block = probs[layer][:, alive][:, :, alive]
         importance[alive] += block.sum(axis=(0, 1))
         chosen, _ = topk(importance[alive], count)

@@ -53,7 +53,8 @@ def run(args):
         runner.run(unit, "sim.tb.spmv", name=f"spmv_{args.pes}pe_256x256_8b_z{args.z_bits}", testcase="benchmark",
                    params={"n_pes": unit.n_pes, "lanes": unit.lanes, "act_bits": unit.act_bits,
                            "acc_width": unit.acc_width, "value_bits": unit.value_bits,
-                           "z_bits": unit.z_bits, "capacity": unit.entries, "seed": 0,
+                           "z_bits": unit.z_bits, "capacity": unit.entries,
+                           "max_rows": unit.rows, "seed": 0,
                            "jobs": jobs, "out": str(out)})
         marks = {m["name"]: m for m in json.loads(out.read_text())}
     table = []

@@ -89,5 +89,5 @@ def test_pack_is_little_endian_and_round_trips(bits):
 
 
 def test_pack_rejects_a_value_that_does_not_fit():
-    with pytest.raises(ValueError, match="value 8 does not fit 4 bits signed"):
+    with pytest.raises(ValueError, match="values 8 does not fit 4 bits signed"):
         pack([1, 8], 4, signed=True)

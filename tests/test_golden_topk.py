@@ -27,9 +27,17 @@ def test_ties_go_to_the_lower_index():
     assert indices.tolist() == [0, 1, 4] and threshold == 5
 
 
-def test_k_out_of_range_is_rejected():
-    with pytest.raises(ValueError, match="k must be between 1 and n=3, not 4"):
-        topk(np.array([1, 2, 3]), 4)
+def test_a_batch_shorter_than_k_returns_every_score_and_its_smallest():
+    # docs/topk.md: fewer than k scores return all of them; the threshold is the smallest.
+    indices, threshold = topk(np.array([4, -2, 9]), 5)
+    assert indices.tolist() == [0, 1, 2] and threshold == -2
+
+
+def test_k_below_one_and_an_empty_batch_are_rejected():
+    with pytest.raises(ValueError, match="k must be an integer of at least 1, not 0"):
+        topk(np.array([1, 2, 3]), 0)
+    with pytest.raises(ValueError, match="scores must hold at least one score"):
+        topk(np.array([], dtype=np.int64), 1)
 
 
 def test_cascade_pruning_accumulates_and_never_revives():

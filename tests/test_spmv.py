@@ -19,7 +19,7 @@ ICARUS = pytest.mark.skipif(not simulator_available("icarus"),
 def unit_params(unit, jobs, seed=1):
     return {"n_pes": unit.n_pes, "lanes": unit.lanes, "act_bits": unit.act_bits,
             "acc_width": unit.acc_width, "value_bits": unit.value_bits, "z_bits": unit.z_bits,
-            "capacity": unit.entries, "seed": seed, "jobs": jobs}
+            "capacity": unit.entries, "max_rows": unit.rows, "seed": seed, "jobs": jobs}
 
 
 def random_job(rng, name, rows, cols, sparsity, x_sparsity, stall=0.0, value_bits=8):

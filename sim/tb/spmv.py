@@ -1,7 +1,7 @@
 """cocotb tests of the sparse matrix-vector unit (rtl.spmv.SpMV) against golden.csc.
 
 Parameters (sim.runner.params): n_pes, lanes, act_bits, acc_width, value_bits, z_bits,
-capacity, seed, and ``jobs``: a list of {name, matrix, x, stall, and optionally codebook, bias,
+capacity, max_rows, seed, and ``jobs``: a list of {name, matrix, x, stall, and optionally codebook, bias,
 multiplier, shift, out_bits}. ``out`` names a JSON file for the benchmark's timings.
 """
 
@@ -57,7 +57,7 @@ class SpMVDriver(EngineDriver):
         options = {key: job[key] for key in ("codebook", "bias", "multiplier", "shift", "out_bits")
                    if job.get(key) is not None}
         words = load_words(matrix, p["n_pes"], z_bits=p["z_bits"], value_bits=p["value_bits"],
-                           capacity=p["capacity"], **options)
+                           capacity=p["capacity"], max_rows=p["max_rows"], **options)
         entry = Entry(p["value_bits"], p["z_bits"], codebook="codebook" in options)
         await self.load.send_all([load_payload(word, entry) for word in words])
         self.marks = {}

@@ -83,11 +83,17 @@ def check(indices, threshold, scores, k, what):
 
 @cocotb.test()
 async def batches_bit_exact(dut):
-    """Every batch of ``params["batches"]`` (random, ties, monotone, negative, k = 1..n)."""
+    """Every batch of ``params["batches"]`` (random, ties, monotone, negative, k = 1..n),
+    then, with ``k_max`` of 2 or more, a batch of ``k_max - 1`` scores at ``k = k_max``
+    (fewer scores than k: all of them come back, with the smallest as the threshold)."""
     p = params()
     start_clock(dut)
     await reset(dut)
-    for batch in p["batches"]:
+    short = []
+    if p["k_max"] >= 2:
+        scores = p["batches"][0]["scores"][:p["k_max"] - 1]
+        short.append({"name": "fewer scores than k", "scores": scores, "k": p["k_max"]})
+    for batch in p["batches"] + short:
         driver = TopKDriver(dut, random.Random(p["seed"]), stall=batch.get("stall", 0.0))
         indices, threshold, _ = await driver.select(batch["scores"], batch["k"])
         driver.abort()
