@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from golden.bitfusion import value_range
+from golden.checks import integer_array
 from golden.systolic import Mode, pack_steps, tile_gemm, unpack_results
 from rtl.fusion import mode_const, modes
 from rtl.hostlink import (CONFIG_BYTES, FRAME_CRC, REQUEST_SYNC, RESPONSE_SYNC, Command, Counters,
@@ -75,41 +76,9 @@ def config_payload(mode, k_steps, tiles):
 
 def _operand(name, values, bits, signed):
     """``values`` as a 2-D int64 array of ``bits``-bit integers, or a one-line error."""
-    if isinstance(values, (str, bytes)):
-        raise TypeError(f"{name} must be a 2-D array of integers, not {type(values).__name__}")
-    try:
-        array = np.asarray(values)
-    except (ValueError, TypeError):
-        raise ValueError(f"{name} must be a 2-D array of integers, not a ragged "
-                         f"{type(values).__name__}") from None
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, not of shape {array.shape}")
-    kind = array.dtype.kind
-    if kind in "iuf":
-        flat = array.ravel().tolist()
-    elif kind == "O":
-        flat = array.ravel().tolist()
-        for value in flat:
-            if (isinstance(value, (bool, np.bool_))
-                    or not isinstance(value, (numbers.Integral, float, np.floating))):
-                raise TypeError(f"{name} must hold integers, not {type(value).__name__} "
-                                f"{value!r}")
-    else:
-        raise TypeError(f"{name} must hold integers, not {array.dtype} values")
     lo, hi = value_range(bits, signed)
-    for value in flat:
-        if isinstance(value, np.floating):
-            value = float(value)
-        if isinstance(value, float):
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ValueError(f"{name} must be finite, not {value!r}")
-            if not value.is_integer():
-                raise ValueError(f"{name} must hold whole numbers, not {value!r}")
-        if not lo <= value <= hi:
-            sign = "signed" if signed else "unsigned"
-            raise ValueError(f"{name} value {value!r} does not fit {bits} bits {sign} "
-                             f"({lo}..{hi})")
-    return np.array([int(value) for value in flat], dtype=np.int64).reshape(array.shape)
+    sign = "signed" if signed else "unsigned"
+    return integer_array(name, values, lo, hi, ndim=2, fits=f"{bits} bits {sign} ({lo}..{hi})")
 
 
 def check_gemm(a, w, mode, identity):
