@@ -152,11 +152,15 @@ class DrainColumn(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Buffered: the memories are read synchronously, so they can be block RAM.
+        # Buffered: the memories are read synchronously, so they can be block RAM. A FIFO of
+        # depth 2 is an output register and a one-entry inner FIFO that refuses a write in the
+        # cycle it refills the register, so results of back-to-back one-step tiles would be
+        # lost: a credit limit of 2 gets 3 entries (from 3 on, the inner FIFO has room).
+        storage = 3 if self._fifo_depth == 2 else self._fifo_depth
         fifos = []
         for r in range(self._rows):
             row_fifo = m.submodules[f"row_fifo{r}"] = fifo.SyncFIFOBuffered(
-                width=self._acc_width, depth=self._fifo_depth)
+                width=self._acc_width, depth=storage)
             m.d.comb += [row_fifo.w_data.eq(self.results[r]), row_fifo.w_en.eq(self.written[r])]
             fifos.append(row_fifo)
 

@@ -258,3 +258,51 @@ def test_amaranth_simulator_gemm_is_exact_and_on_the_cycle_model(mode):
     cycles = seen["last"] - seen["first"] + 1
     assert cycles == gemm_cycles(tiling, array.drain_rows, array.fifo_depth,
                                  edge_registers=array.edge_registers), f"seed {seed}"
+
+
+@pytest.mark.parametrize("fifo_depth", [1, 2, 3])
+def test_back_to_back_one_step_tiles_lose_no_result_at_any_fifo_depth(fifo_depth):
+    """Results written on consecutive cycles while the sink waits all come out, in order.
+
+    A two-entry ``SyncFIFOBuffered`` refuses a write in the cycle after its first one (its
+    one-entry inner FIFO is full while it refills the output register): found by the
+    ``systolic_result_stream`` proof (docs/verification.md).
+    """
+    mode = Mode(2, 2, True, True)
+    array = SystolicArray(1, 1, 2, acc_width=16, fifo_depth=fifo_depth)
+    rng = np.random.default_rng(fifo_depth)
+    a = rng.integers(*value_range(2, True), endpoint=True, size=(6, mode.lanes))
+    w = rng.integers(*value_range(2, True), endpoint=True, size=(mode.lanes, 1))
+    tiling = tile_gemm(a, w, array.rows, array.cols, mode)
+    assert tiling.k_steps == 1 and tiling.tiles == 6
+    steps = pack_steps(a, w, array.rows, array.cols, mode)
+    beats = []
+
+    async def testbench(ctx):
+        ctx.set(array.config.payload, {
+            "mode": mode_const(mode.w_bits, mode.a_bits, mode.w_signed, mode.a_signed),
+            "k_steps": tiling.k_steps, "tiles": tiling.tiles})
+        ctx.set(array.config.valid, 1)
+        await ctx.tick().until(array.config.ready)
+        ctx.set(array.config.valid, 0)
+        sent = 0
+        for cycle in range(200):
+            more = sent < len(steps)
+            if more:
+                ctx.set(array.act.payload, steps[sent][0])
+                ctx.set(array.wgt.payload, steps[sent][1])
+            ctx.set(array.act.valid, more)
+            ctx.set(array.wgt.valid, more)
+            ctx.set(array.result.ready, cycle >= 30)     # the sink waits until all are written
+            *_, taken, valid, ready, payload = await ctx.tick().sample(
+                array.act.ready, array.result.valid, array.result.ready, array.result.payload)
+            sent += more and taken
+            if valid and ready:
+                beats.append([[payload[0][0]]])
+
+    sim = Simulator(array)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert len(beats) == tiling.tiles, f"fifo_depth {fifo_depth}: {len(beats)} beats"
+    assert np.array_equal(unpack_results(beats, tiling, array.drain_rows), a @ w)
