@@ -135,7 +135,10 @@ class HostLink(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         array = self._array
+        # A register, set for one cycle after RESET executes (while the answer goes out): the
+        # reset reaches every register of the array, so no command decoding sits before it.
         reset_array = Signal()
+        m.d.sync += reset_array.eq(0)
         m.submodules.array = ResetInserter(reset_array)(array)
         m.submodules.uart_rx = uart_rx = self._uart_rx
         m.submodules.uart_tx = uart_tx = self._uart_tx
@@ -285,7 +288,7 @@ class HostLink(wiring.Component):
                         m.d.sync += payload[:Counters.size].eq(counters)
                         answer(Status.OK, Counters.size // 8)
                     with m.Case(Command.RESET):
-                        m.d.comb += reset_array.eq(1)
+                        m.d.sync += reset_array.eq(1)
                         answer(Status.OK)
             with m.State("CONFIGURED"):
                 # The array has taken the configuration: one it keeps makes it busy (no step is
