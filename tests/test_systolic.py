@@ -206,16 +206,12 @@ def test_plain_baseline_array_matches_golden():
         params=array_params(array, seed=11))
 
 
-@pytest.mark.parametrize("mode", [Mode(4, 2, True, False), Mode(2, 8, False, True),
-                                  Mode(8, 8, True, True), Mode(2, 2, True, True)], ids=str)
-def test_amaranth_simulator_gemm_is_exact_and_on_the_cycle_model(mode):
-    """Without Verilog: one odd GEMM, ideal source and sink, in the Amaranth simulator."""
-    seed = mode.lanes + 3 * mode.w_signed + 5 * mode.a_signed
-    rng = np.random.default_rng(seed)
-    array = SystolicArray(2, 3, "mixed")
-    k = 2 * mode.lanes + 1
-    a = rng.integers(*value_range(mode.a_bits, mode.a_signed), endpoint=True, size=(5, k))
-    w = rng.integers(*value_range(mode.w_bits, mode.w_signed), endpoint=True, size=(k, 4))
+def simulate_gemm(array, mode, a, w, sink_ready=lambda cycle: True, cycles=1000):
+    """``a @ w`` on ``array`` in the Amaranth simulator, from an ideal source.
+
+    Returns the result beats the sink took and the cycles of the first step taken and the last
+    beat taken; ``sink_ready(cycle)`` is the sink's ``ready``.
+    """
     tiling = tile_gemm(a, w, array.rows, array.cols, mode)
     steps = pack_steps(a, w, array.rows, array.cols, mode)
     beats_wanted = tiling.tiles * array.rows // array.drain_rows
@@ -228,9 +224,8 @@ def test_amaranth_simulator_gemm_is_exact_and_on_the_cycle_model(mode):
         ctx.set(array.config.valid, 1)
         await ctx.tick().until(array.config.ready)
         ctx.set(array.config.valid, 0)
-        ctx.set(array.result.ready, 1)
         sent = 0
-        for cycle in range(1000):
+        for cycle in range(cycles):
             if len(seen["beats"]) == beats_wanted:
                 break
             more = sent < len(steps)
@@ -239,12 +234,13 @@ def test_amaranth_simulator_gemm_is_exact_and_on_the_cycle_model(mode):
                 ctx.set(array.wgt.payload, steps[sent][1])
             ctx.set(array.act.valid, more)
             ctx.set(array.wgt.valid, more)
-            *_, taken, valid, payload = await ctx.tick().sample(
-                array.act.ready, array.result.valid, array.result.payload)
+            ctx.set(array.result.ready, sink_ready(cycle))
+            *_, taken, valid, ready, payload = await ctx.tick().sample(
+                array.act.ready, array.result.valid, array.result.ready, array.result.payload)
             if more and taken:
                 sent += 1
                 seen["first"] = cycle if seen["first"] is None else seen["first"]
-            if valid:
+            if valid and ready:
                 seen["beats"].append([[payload[g][c] for c in range(array.cols)]
                                       for g in range(array.drain_rows)])
                 seen["last"] = cycle
@@ -253,11 +249,23 @@ def test_amaranth_simulator_gemm_is_exact_and_on_the_cycle_model(mode):
     sim.add_clock(1e-6)
     sim.add_testbench(testbench)
     sim.run()
-    got = unpack_results(seen["beats"], tiling, array.drain_rows)
-    assert np.array_equal(got, a @ w), f"seed {seed}"
-    cycles = seen["last"] - seen["first"] + 1
-    assert cycles == gemm_cycles(tiling, array.drain_rows, array.fifo_depth,
-                                 edge_registers=array.edge_registers), f"seed {seed}"
+    return tiling, seen["beats"], seen["first"], seen["last"]
+
+
+@pytest.mark.parametrize("mode", [Mode(4, 2, True, False), Mode(2, 8, False, True),
+                                  Mode(8, 8, True, True), Mode(2, 2, True, True)], ids=str)
+def test_amaranth_simulator_gemm_is_exact_and_on_the_cycle_model(mode):
+    """Without Verilog: one odd GEMM, ideal source and sink, in the Amaranth simulator."""
+    seed = mode.lanes + 3 * mode.w_signed + 5 * mode.a_signed
+    rng = np.random.default_rng(seed)
+    array = SystolicArray(2, 3, "mixed")
+    k = 2 * mode.lanes + 1
+    a = rng.integers(*value_range(mode.a_bits, mode.a_signed), endpoint=True, size=(5, k))
+    w = rng.integers(*value_range(mode.w_bits, mode.w_signed), endpoint=True, size=(k, 4))
+    tiling, beats, first, last = simulate_gemm(array, mode, a, w)
+    assert np.array_equal(unpack_results(beats, tiling, array.drain_rows), a @ w), f"seed {seed}"
+    assert last - first + 1 == gemm_cycles(tiling, array.drain_rows, array.fifo_depth,
+                                           edge_registers=array.edge_registers), f"seed {seed}"
 
 
 @pytest.mark.parametrize("fifo_depth", [1, 2, 3])
@@ -273,36 +281,9 @@ def test_back_to_back_one_step_tiles_lose_no_result_at_any_fifo_depth(fifo_depth
     rng = np.random.default_rng(fifo_depth)
     a = rng.integers(*value_range(2, True), endpoint=True, size=(6, mode.lanes))
     w = rng.integers(*value_range(2, True), endpoint=True, size=(mode.lanes, 1))
-    tiling = tile_gemm(a, w, array.rows, array.cols, mode)
+    # The sink waits until every result is written.
+    tiling, beats, _, _ = simulate_gemm(array, mode, a, w, sink_ready=lambda cycle: cycle >= 30,
+                                        cycles=200)
     assert tiling.k_steps == 1 and tiling.tiles == 6
-    steps = pack_steps(a, w, array.rows, array.cols, mode)
-    beats = []
-
-    async def testbench(ctx):
-        ctx.set(array.config.payload, {
-            "mode": mode_const(mode.w_bits, mode.a_bits, mode.w_signed, mode.a_signed),
-            "k_steps": tiling.k_steps, "tiles": tiling.tiles})
-        ctx.set(array.config.valid, 1)
-        await ctx.tick().until(array.config.ready)
-        ctx.set(array.config.valid, 0)
-        sent = 0
-        for cycle in range(200):
-            more = sent < len(steps)
-            if more:
-                ctx.set(array.act.payload, steps[sent][0])
-                ctx.set(array.wgt.payload, steps[sent][1])
-            ctx.set(array.act.valid, more)
-            ctx.set(array.wgt.valid, more)
-            ctx.set(array.result.ready, cycle >= 30)     # the sink waits until all are written
-            *_, taken, valid, ready, payload = await ctx.tick().sample(
-                array.act.ready, array.result.valid, array.result.ready, array.result.payload)
-            sent += more and taken
-            if valid and ready:
-                beats.append([[payload[0][0]]])
-
-    sim = Simulator(array)
-    sim.add_clock(1e-6)
-    sim.add_testbench(testbench)
-    sim.run()
     assert len(beats) == tiling.tiles, f"fifo_depth {fifo_depth}: {len(beats)} beats"
     assert np.array_equal(unpack_results(beats, tiling, array.drain_rows), a @ w)
