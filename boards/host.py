@@ -6,8 +6,10 @@ bytes do not come within its timeout), and optionally a third, ``discard()``, th
 until the line is quiet and drops every byte received and not read.
 :class:`SerialTransport` is a board on a serial port (pyserial); the cocotb UART model of
 the simulated board (``sim/tb/hostlink.py``) is another, so the same code is tested end to
-end in simulation. Every word it sends or reads is built or parsed through its definition
-in ``rtl/hostlink.py`` (and ``rtl/systolic.py`` for the configuration and the result beat).
+end in simulation, and :class:`boards.sim.SimulatedBoard` a third, the board top in
+Amaranth's simulator in this process (``examples/host_gemm.py --sim``). Every word it sends
+or reads is built or parsed through its definition in ``rtl/hostlink.py`` (and
+``rtl/systolic.py`` for the configuration and the result beat).
 
     host = Host(SerialTransport("/dev/ttyUSB1"))
     result = asyncio.run(host.gemm(a, w, Mode(8, 8, True, False)))

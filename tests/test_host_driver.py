@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from boards.host import Host, HostLinkError, SerialTransport, check_gemm, seal
+from boards.host import Host, HostLinkError, SerialTransport, check_gemm, frame, seal
+from boards.sim import SimulatedBoard, board_array
 from golden.bitfusion import lanes, unpack
 from golden.systolic import Mode
 from rtl.hostlink import (FRAME_CRC, RESPONSE_SYNC, Command, RequestHeader, ResponseHeader,
@@ -422,3 +423,28 @@ def test_a_serial_read_that_gets_too_few_bytes_raises_and_discard_drops_late_byt
     asyncio.run(port.discard(quiet=0.01))
     with pytest.raises(HostLinkError, match="timeout: 0 of 1 bytes"):
         asyncio.run(port.read(1))
+
+
+def test_a_simulated_board_read_that_gets_too_few_bytes_raises_and_discard_drops_late_bytes():
+    # boards.sim: the board top in the Amaranth simulator, behind a serial port's interface.
+    # Its coroutines never yield to an event loop: they run the simulation while they wait.
+    board = SimulatedBoard()
+    complete(board.write(frame(Command.IDENTIFY)))
+    assert complete(board.read(4)) == bytes([RESPONSE_SYNC, Status.OK.value, 6, 0])
+    start = board.cycles
+    with pytest.raises(HostLinkError, match="timeout: 8 of 9 bytes"):    # 6 + CRC came
+        complete(board.read(9))
+    # It waits for as long as 9 bytes take on the line, plus its slack, no longer.
+    assert board.cycles - start <= (10 * 9 + board.slack + 10) * board.divisor
+    complete(board.discard())
+    with pytest.raises(HostLinkError, match="timeout: 0 of 1 bytes"):
+        complete(board.read(1))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: SimulatedBoard(slack=39), "slack must be .* of at least 40, not 39"),
+    (lambda: SimulatedBoard(divisor=3), "divisor must be .* of at least 4, not 3"),
+    (lambda: board_array("icebreaker2"), "board must be one of icebreaker, ulx3s-85f")])
+def test_a_simulated_board_refuses_bad_parameters(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
