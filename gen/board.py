@@ -5,21 +5,21 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from boards.top import BOARDS, BoardTop, uart_divisor
-from gen.cli import UsageError, given, options_named, settings
+from gen.cli import Unfinished, UsageError, given, options_named, settings
+from gen.progress import elapsed, relay
 from gen.synth import (FOLD_SMALL_MODULES, FLOW, ROUTER, ROW_FIFOS_IN_BRAM, SynthesisError,
                        nextpnr_command, overflow_message, packed_utilization, tool)
 
-__all__ = ["add_arguments", "check", "run", "build_board", "programmer"]
+__all__ = ["add_arguments", "check", "run", "directory", "build_board", "board_report",
+           "format_report", "find_programmer", "flash", "by_hand"]
 
 #: The tools of each family's bitstream flow (see :data:`gen.synth.TOOLS`): synthesis, place
 #: and route, and the bitstream packer.
 BITSTREAM_FLOW = {"ice40": (*FLOW["ice40"], "ICEPACK"), "ecp5": (*FLOW["ecp5"], "ECPPACK")}
-
-#: How to install each board's programmer (neither is on PyPI).
-PROGRAMMER_INSTALL = {"iceprog": "apt-get install fpga-icestorm",
-                      "openFPGALoader": "apt-get install openfpgaloader"}
 
 #: Each option of the step (argparse destination) and its value when it is not given; the
 #: argparse defaults are ``None``.
@@ -30,18 +30,22 @@ def add_arguments(parser):
     group = parser.add_argument_group("FPGA boards (--unit array)")
     group.add_argument("--board", choices=sorted(BOARDS), metavar="NAME",
                        help="build a bitstream of the array behind the UART host link for NAME: "
-                            + ", ".join(sorted(BOARDS)) + " (default array: the largest that fits)")
+                            + ", ".join(sorted(BOARDS)) + " (default array: the largest that "
+                            "fits); prints its resources and Fmax (minutes: see docs/boards.md)")
     group.add_argument("--program", action="store_true", default=None,
-                       help="with --board: flash the bitstream with the board's programmer")
+                       help="with --board: build, then flash the bitstream with the board's "
+                            "programmer; without one installed, say how to flash it by hand "
+                            "and exit with status 3")
     group.add_argument("--baud", type=int,
                        help=f"with --board: UART rate (default {DEFAULTS['baud']})")
 
 
 def check(args):
     """Raise ``UsageError`` unless the options of the step go together, the board can make
-    the baud rate and the tools (and the programmer, with ``--program``) are here.
+    the baud rate, the tools are here and no programmer variable names a missing command.
 
-    Called before any file is written.
+    Called before any file is written. A programmer that is not installed is no error: the
+    bitstream is built all the same (see :func:`run`).
     """
     if args.board is None:
         if given(args, DEFAULTS):
@@ -60,19 +64,36 @@ def check(args):
     except SynthesisError as error:
         raise UsageError(f"--board {args.board}: {error}") from None
     if options["program"]:
-        programmer(args.board)
+        find_programmer(args.board)
+
+
+def directory(args, design):
+    """Where the board build of ``design`` goes: ``<out>/<design>.board-<board>``, and
+    ``-<baud>baud`` when the UART rate is not the default; None without ``--board``."""
+    if args.board is None:
+        return None
+    baud = settings(args, DEFAULTS)["baud"]
+    suffix = "" if baud == DEFAULTS["baud"] else f"-{baud}baud"
+    return Path(args.out) / f"{design.name}.board-{args.board}{suffix}"
 
 
 def run(args, design, paths):
+    """Build the bitstream, print its resources and Fmax, and flash it with ``--program``.
+
+    Raises
+    ------
+    Unfinished
+        ``--program``, and the bitstream is built but not flashed: no programmer is
+        installed (the message says how to flash it by hand) or the programmer failed.
+    """
     if args.board is None:
         return
     options = settings(args, DEFAULTS)
-    report = build_board(design.component, args.board, args.out, options["baud"],
-                         options["program"])
-    print(f"{args.board}: bitstream {report['bitstream']}; "
-          + ", ".join(f"Fmax {mhz:.1f} MHz on {clock} (need {need:.1f}): "
-                      f"{'met' if mhz >= need else 'FAILED'}"
-                      for clock, (mhz, need) in report["fmax"].items()))
+    report = build_board(design.component, args.board, directory(args, design),
+                         options["baud"], progress=sys.stderr)
+    print(format_report(design.name, report))
+    if options["program"]:
+        flash(args.board, report["bitstream"], progress=sys.stderr)
 
 
 #: Parameter -> command-line option, for the errors of the board top (see gen.cli.UNITS).
@@ -84,30 +105,46 @@ DEVICE = {"icebreaker": "ice40-up5k", "ulx3s-85f": "ecp5-85k"}
 #: nextpnr's JSON report in the build directory (``--report``).
 REPORT = "top.report.json"
 
+#: The resources of a board build as nextpnr's report names them, per family: logic cells
+#: (LUT and flip-flop pairs) on iCE40, LUT/carry slices and flip-flops on ECP5.
+RESOURCES = {
+    "ice40": {"LC": "ICESTORM_LC", "BRAM": "ICESTORM_RAM", "DSP": "ICESTORM_DSP"},
+    "ecp5": {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "BRAM": "DP16KD", "DSP": "MULT18X18D"},
+}
 
-def build_board(array, board, out_dir, baud=115200, program=False):
-    """Build (and optionally flash) ``array`` for ``board``; return the bitstream and Fmax.
+
+def build_board(array, board, build_dir, baud=115200, progress=None):
+    """Build ``array`` for ``board`` in ``build_dir``; return (and write as ``report.json``
+    there) the bitstream, the resources and Fmax.
 
     The tools are found by :func:`gen.synth.tool` (the yowasp-* commands beside the running
     interpreter, or what the variables of :data:`gen.synth.TOOLS` name); they reach the build
     script through its environment (``execute_local(env=...)``), and this process's
-    environment is left as it is.
+    environment is left as it is. The phases of yosys and nextpnr go to ``progress`` (a text
+    stream) as they run (see :func:`gen.progress.relay`).
+
+    Returns
+    -------
+    dict
+        ``board``, ``bitstream`` (its path), ``resources`` ``{name: {"used", "available",
+        "percent"}}`` (see :data:`RESOURCES`) and ``fmax`` ``{clock: {"achieved_mhz",
+        "need_mhz", "met"}}``, the need being the board clock.
 
     Raises
     ------
     UsageError
-        A tool or the programmer is missing, or the build or programming failed (one line).
+        A tool is missing, or the build failed (one line; the numbers when it does not fit).
     """
-    if program:
-        programmer(board)
     platform = BOARDS[board].make_platform()
     family = platform.family.lower()        # "ice40" or "ecp5"
     try:
         env = {**os.environ, **{variable: tool(variable) for variable in BITSTREAM_FLOW[family]}}
     except SynthesisError as error:
         raise UsageError(f"--board {board}: {error}") from None
-    build_dir = os.path.join(out_dir, "board", board)
-    print(f"board: building {board} in {build_dir} ...", file=sys.stderr, flush=True)
+    build_dir = Path(build_dir)
+    started = time.monotonic()
+    if progress:
+        print(f"board: building {board} in {build_dir} ...", file=progress, flush=True)
     # The same yosys preparation as the reports: ECP5 synthesizes hierarchically (a
     # flattened 8x8 array trips an assertion in this yosys), iCE40 keeps the row
     # FIFOs in block RAM.
@@ -116,49 +153,116 @@ def build_board(array, board, out_dir, baud=115200, program=False):
     plan = platform.prepare(BoardTop(array, baud), name="top",
                             nextpnr_opts=f"--router {ROUTER[family]} --report {REPORT}", **flow)
     try:
-        products = plan.execute_local(build_dir, env=env)
+        # The build script's yosys logs to top.rpt, nextpnr to top.tim.
+        with relay("board", [build_dir / "top.rpt", build_dir / "top.tim"], progress):
+            plan.execute_local(build_dir, env=env)
     except subprocess.CalledProcessError as error:
         overflow = None
-        if os.path.exists(os.path.join(build_dir, "top.json")):
+        if (build_dir / "top.json").exists():
             command = [*nextpnr_command(DEVICE[board]), "--json", "top.json"]
             overflow = overflow_message(packed_utilization(command, build_dir),
                                         "the board top", board)
         raise UsageError(overflow or f"the build for {board} failed ({error.cmd[0]} exited "
                                      f"{error.returncode}); logs in {build_dir}") from None
-    if program:
-        try:
-            platform.toolchain_program(products, "top")
-        except subprocess.CalledProcessError as error:
-            raise UsageError(f"programming the {board} failed ({error.cmd[0]} exited "
-                             f"{error.returncode}); bitstream in {build_dir}") from None
-    with open(os.path.join(build_dir, REPORT)) as report:
-        fmax = {clock: (timing["achieved"], timing["constraint"])
-                for clock, timing in json.load(report)["fmax"].items()}
-    bitstream = next(os.path.join(build_dir, f"top.{ext}") for ext in ("bin", "bit")
-                     if os.path.exists(os.path.join(build_dir, f"top.{ext}")))
-    return {"bitstream": bitstream, "fmax": fmax}
+    if progress:
+        print(f"board: built {board} in {elapsed(time.monotonic() - started)}", file=progress,
+              flush=True)
+    report = board_report(board, build_dir)
+    (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
-def programmer(board):
-    """The command that programs ``board``: what its variable names (``ICEPROG``,
-    ``OPENFPGALOADER``, read by the board's platform), else the programmer on ``PATH``.
+def board_report(board, build_dir):
+    """The bitstream, resources and Fmax of the build of ``board`` in ``build_dir``, from
+    nextpnr's report there (see :func:`build_board`)."""
+    build_dir = Path(build_dir)
+    placed = json.loads((build_dir / REPORT).read_text())
+    family = BOARDS[board].make_platform().family.lower()
+    report = {"board": board,
+              "bitstream": str(next(build_dir / f"top.{ext}" for ext in ("bin", "bit")
+                                    if (build_dir / f"top.{ext}").exists())),
+              "resources": {}, "fmax": {}}
+    for name, kind in RESOURCES[family].items():
+        if kind in placed["utilization"]:
+            figure = placed["utilization"][kind]
+            report["resources"][name] = {
+                "used": figure["used"], "available": figure["available"],
+                "percent": round(100 * figure["used"] / figure["available"], 1)}
+    for clock, timing in placed["fmax"].items():
+        report["fmax"][clock] = {"achieved_mhz": round(timing["achieved"], 1),
+                                 "need_mhz": round(timing["constraint"], 1),
+                                 "met": timing["achieved"] >= timing["constraint"]}
+    return report
+
+
+def format_report(name, report):
+    """The printed table of a board build: bitstream, resources, Fmax against the board clock."""
+    lines = [f"{name} on {report['board']}: {report['bitstream']}"]
+    for resource, figure in report["resources"].items():
+        lines.append(f"  {resource:5} {figure['used']} ({figure['percent']}% of "
+                     f"{figure['available']})")
+    for clock, timing in report["fmax"].items():
+        verdict = "met" if timing["met"] else "FAILED"
+        lines.append(f"  Fmax  {timing['achieved_mhz']:.1f} MHz on {clock} (need "
+                     f"{timing['need_mhz']:.1f} MHz): {verdict}")
+    return "\n".join(lines)
+
+
+def find_programmer(board):
+    """The first of ``board``'s programmers that is installed, and its path; None if none is.
+
+    A programmer's variable (``ICEPROG``, ``OPENFPGALOADER``), when set, names its command
+    instead of ``PATH`` (as for Amaranth's platforms).
 
     Raises
     ------
     UsageError
-        The programmer is not there; the message says how to install it.
+        A programmer's variable names no command (a mistake to report before the build).
     """
-    command = BOARDS[board].programmer
-    variable = command.upper().replace("-", "_")
-    if variable in os.environ:
-        found = shutil.which(os.environ[variable])
-        if not found:
-            raise UsageError(f"--program: {variable}={os.environ[variable]} is not a command "
-                             f"(unset {variable} to use {command})")
-        return found
-    found = shutil.which(command)
-    if not found:
-        raise UsageError(f"--program needs {command} to program the {board}, and it is not "
-                         f"installed ({PROGRAMMER_INSTALL[command]}, or set {variable} to its "
-                         f"path)")
-    return found
+    found = []
+    for programmer in BOARDS[board].programmers:
+        if programmer.variable in os.environ:
+            named = os.environ[programmer.variable]
+            path = shutil.which(named)
+            if not path:
+                raise UsageError(f"--program: {programmer.variable}={named} is not a command "
+                                 f"(unset {programmer.variable} to use {programmer.command})")
+        else:
+            path = shutil.which(programmer.command)
+        if path:
+            found.append((programmer, path))
+    return found[0] if found else None
+
+
+def by_hand(board, bitstream):
+    """Lines that say how to flash ``bitstream`` onto ``board`` with each of its programmers,
+    and how to install each."""
+    return [f"  {' '.join([programmer.command, *programmer.arguments, str(bitstream)])}"
+            f"    ({programmer.install})" for programmer in BOARDS[board].programmers]
+
+
+def flash(board, bitstream, progress):
+    """Flash ``bitstream`` onto ``board`` with the first of its programmers that is installed;
+    its output goes to ``progress`` (a text stream).
+
+    Raises
+    ------
+    Unfinished
+        No programmer is installed (the message says how to flash by hand, with each one and
+        how to install it), or the programmer failed (its last line of output).
+    """
+    found = find_programmer(board)
+    if found is None:
+        names = ", ".join(programmer.command for programmer in BOARDS[board].programmers)
+        raise Unfinished("\n".join([
+            f"--program: no programmer of the {board} ({names}) is installed: the bitstream "
+            f"is built, not flashed. Flash it by hand with one of:", *by_hand(board, bitstream)]))
+    programmer, path = found
+    command = [path, *programmer.arguments, str(bitstream)]
+    print(f"board: flashing with {' '.join(command)} ...", file=progress, flush=True)
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(result.stdout, end="", file=progress, flush=True)
+    if result.returncode:
+        last = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
+        raise Unfinished(f"--program: {programmer.command} exited {result.returncode} ({last}); "
+                         f"the bitstream {bitstream} is built but not flashed")

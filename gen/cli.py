@@ -11,8 +11,8 @@ from pathlib import Path
 
 from gen.emit import write_design
 
-__all__ = ["UsageError", "options_named", "parse_array", "option_name", "given", "settings",
-           "main"]
+__all__ = ["UsageError", "Unfinished", "options_named", "parse_array", "option_name", "given",
+           "settings", "main"]
 
 #: The generated units and the ``gen`` module that builds each: a module with
 #: ``add_arguments(parser)``, ``DEFAULTS``, ``design(args)`` and ``OPTIONS``, the table from the
@@ -21,20 +21,35 @@ __all__ = ["UsageError", "options_named", "parse_array", "option_name", "given",
 UNITS = {"array": "gen.systolic", "spmv": "gen.spmv", "topk": "gen.topk"}
 
 #: Steps that may follow generation (synthesis, board bitstreams), each a module with
-#: ``add_arguments(parser)``, ``DEFAULTS``, ``check(args)`` and ``run(args, design, paths)``.
+#: ``add_arguments(parser)``, ``DEFAULTS``, ``check(args)``, ``run(args, design, paths)`` and
+#: ``directory(args, design)``, where its files go (None when the step is not asked for).
 STEPS = ("gen.synth", "gen.board")
 
 EXAMPLES = """\
 examples:
-  python -m gen --array 8x8 --bits mixed          run-time 2/4/8-bit fusible 8x8 systolic array
-  python -m gen --array 4x16 --bits 8 --out out/  fixed 8-bit PEs, files in out/
+  python -m gen --array 8x8 --bits mixed          array 8x8, every mode 2x2 to mode 8x8 at run time
+  python -m gen --array 4x16 --bits 8 --out out/  array 4x16 of fixed 8-bit PEs, files in out/
   python -m gen --unit spmv --spmv-pes 4          EIE-style CSC sparse matrix-vector unit
   python -m gen --unit topk --topk-n 256 --topk-k 8 --topk-par 4
+  python -m gen --board icebreaker --program      bitstream of array 2x2, flashed if possible
+
+files: OUT/<top>.v, .il and .json, <top> naming every parameter that is not the default
+(fusion_array_8x8_mixed, fusion_array_2x2_mixed_edge1, ...); --synth DEVICE writes
+OUT/<top>.synth-DEVICE/report.json, --board NAME OUT/<top>.board-NAME/top.bin or top.bit.
+
+exit status: 0 done; 2 a usage error (one line, nothing written); 3 --program built the
+bitstream but did not flash it (no programmer installed, or it failed: the message says how
+to flash by hand).
 """
 
 
 class UsageError(Exception):
     """A user mistake: reported as one line, exit status 2, no traceback."""
+
+
+class Unfinished(Exception):
+    """A step did what it could but not all it was asked (``--program`` without a programmer
+    installed): the message says what is done and how to finish by hand; exit status 3."""
 
 
 @contextmanager
@@ -142,7 +157,8 @@ def _check_out_dir(out):
 
 
 def main(argv=None):
-    """Run the generator on ``argv``; return the exit status (2: a usage error, reported).
+    """Run the generator on ``argv``; return the exit status (2: a usage error, reported; 3: a
+    step left unfinished, see :class:`Unfinished`).
 
     Every check comes before the first file is written: the options of the unit (its
     constructor), options of another unit, the steps' options and tools, and ``--out``.
@@ -169,3 +185,6 @@ def main(argv=None):
     except (UsageError, ValueError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+    except Unfinished as error:
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 3

@@ -1,5 +1,6 @@
 """Write a generated design: Verilog, RTLIL and a JSON manifest, byte for byte reproducible."""
 
+import inspect
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from amaranth.back import rtlil
 from amaranth.back.verilog import YosysError
 from amaranth.lib.wiring import In
 
-__all__ = ["Design", "ports_of", "to_verilog", "write_design"]
+__all__ = ["Design", "design_name", "ports_of", "to_verilog", "write_design"]
 
 #: The yosys script of Amaranth's ``verilog.convert`` after its RTLIL: the Verilog written from
 #: the RTLIL text is the one ``verilog.convert`` (and so ``sim.runner``) makes of the component.
@@ -27,13 +28,14 @@ class Design:
     component : wiring.Component
         The hardware.
     name : str
-        Name of the top-level module and stem of the written files.
+        Name of the top-level module and stem of the written files: it tells apart every two
+        designs whose files differ (see :func:`design_name`).
     manifest : dict
         Parameters, latency, throughput... (JSON-serialisable); the ports are added on writing.
     headline : str
-        One line for the printed summary, e.g. "8x8 fusion array, run-time 2/4/8-bit".
+        One line for the printed summary, e.g. "Bit Fusion systolic array, array 8x8 ...".
     figures : dict
-        Numbers printed under the headline, e.g. {"peak MACs/cycle at 2x2": 1024}.
+        Numbers printed under the headline, e.g. {"peak MACs/cycle": "mode 2x2: 1024, ..."}.
     """
     component: object
     name: str
@@ -46,6 +48,22 @@ class Design:
         width = max((len(key) for key in self.figures), default=0)
         return "\n".join([self.headline,
                           *(f"  {key.ljust(width)}  {value}" for key, value in self.figures.items())])
+
+
+def design_name(stem, component_class, arguments, tags):
+    """``stem``, then ``_<tag><value>`` for each constructor argument in ``tags`` that differs
+    from the constructor's default.
+
+    ``stem`` names the parameters that every design of the unit states
+    (``fusion_array_8x8_mixed``); ``arguments`` are the keyword arguments ``component_class``
+    was built with, and ``tags`` ``{parameter: tag}`` the others that change the design. So a
+    design built with the defaults keeps the short name, and two designs whose files differ
+    never share one: a default worked out from other parameters (``drain_rows=None``) appears
+    whenever it is given.
+    """
+    defaults = inspect.signature(component_class).parameters
+    return stem + "".join(f"_{tag}{arguments[parameter]}" for parameter, tag in tags.items()
+                          if arguments[parameter] != defaults[parameter].default)
 
 
 def ports_of(component):

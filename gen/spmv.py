@@ -1,10 +1,10 @@
 """Generator of the EIE-style CSC sparse matrix-vector unit (``--unit spmv``)."""
 
 from gen.cli import settings
-from gen.emit import Design
+from gen.emit import Design, design_name
 from rtl.spmv import SpMV
 
-__all__ = ["add_arguments", "design", "build"]
+__all__ = ["add_arguments", "arguments", "design"]
 
 
 #: Each option of the unit (argparse destination) and its value when it is not given; the
@@ -42,19 +42,26 @@ OPTIONS = {"n_pes": "--spmv-pes", "rows": "--rows", "cols": "--cols", "value_bit
            "z_bits": "--z-bits", "lanes": "--act-lanes", "queue_depth": "--queue-depth"}
 
 
-def build(args):
-    """The :class:`SpMV` the arguments describe."""
+def arguments(args):
+    """The keyword arguments of :class:`SpMV` that the options describe."""
     options = settings(args, DEFAULTS)
-    return SpMV(n_pes=options["spmv_pes"], rows=options["rows"], cols=options["cols"],
-                value_bits=options["value_bits"], codebook=options["codebook"],
-                z_bits=options["z_bits"], lanes=options["act_lanes"],
-                queue_depth=options["queue_depth"])
+    return {"n_pes": options["spmv_pes"], "rows": options["rows"], "cols": options["cols"],
+            "value_bits": options["value_bits"], "codebook": options["codebook"],
+            "z_bits": options["z_bits"], "lanes": options["act_lanes"],
+            "queue_depth": options["queue_depth"]}
+
+
+#: The parameters that the unit's name carries when they are not the defaults, beside its PEs,
+#: largest matrix and weight format (see :func:`gen.emit.design_name`).
+NAME_TAGS = {"z_bits": "z", "lanes": "lanes", "queue_depth": "q"}
 
 
 def design(args):
-    unit = build(args)
+    given = arguments(args)
+    unit = SpMV(**given)
     values = "codebook" if unit.codebook else f"{unit.value_bits}b"
-    name = f"spmv_{unit.n_pes}pe_{unit.rows}x{unit.cols}_{values}"
+    name = design_name(f"spmv_{unit.n_pes}pe_{unit.rows}x{unit.cols}_{values}", SpMV, given,
+                       NAME_TAGS)
     manifest = {
         "unit": "spmv",
         "parameters": {"n_pes": unit.n_pes, "rows": unit.rows, "cols": unit.cols,
@@ -78,5 +85,6 @@ def design(args):
         "peak": f"{unit.n_pes} multiply-accumulates per cycle",
     }
     return Design(unit, name, manifest,
-                  f"{unit.n_pes}-PE CSC sparse matrix-vector unit, up to {unit.rows}x{unit.cols}",
+                  f"{unit.n_pes}-PE CSC sparse matrix-vector unit, matrices up to "
+                  f"{unit.rows}x{unit.cols} (rows x columns)",
                   figures)

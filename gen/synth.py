@@ -21,12 +21,13 @@ from pathlib import Path
 from amaranth.back import rtlil
 
 from gen.cli import UsageError, given
+from gen.progress import elapsed, relay
 from rtl.ooc import PortWrapper
 
 __all__ = ["DEVICES", "FOLD_SMALL_MODULES", "HIDE_PORT_FIELD_ALIASES", "ROUTER",
            "ROW_FIFOS_IN_BRAM", "TOOLS", "SynthesisError", "add_arguments", "check", "run",
-           "tool", "resources", "synthesize", "nextpnr_command", "packed_utilization",
-           "overflow_message", "format_report"]
+           "directory", "synth_directory", "tool", "resources", "synthesize", "nextpnr_command",
+           "packed_utilization", "overflow_message", "format_report"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Device:
 
 
 DEVICES = {
-    "ice40-up5k": Device("ice40", "up5k", "sg48", 24.0),
+    "ice40-up5k": Device("ice40", "up5k", "sg48", 12.0),      # the iCEBreaker's clock
     "ice40-hx8k": Device("ice40", "hx8k", "ct256", 48.0),
     "ecp5-25k": Device("ecp5", "25k", "CABGA381", 100.0),
     "ecp5-45k": Device("ecp5", "45k", "CABGA381", 100.0),
@@ -86,10 +87,11 @@ def add_arguments(parser):
     group = parser.add_argument_group("synthesis (yosys + nextpnr, from PyPI)")
     group.add_argument("--synth", choices=sorted(DEVICES), metavar="DEVICE",
                        help="also synthesize, place and route for DEVICE: "
-                            + ", ".join(sorted(DEVICES)))
+                            + ", ".join(sorted(DEVICES)) + " (seconds for a small array, "
+                            "about 20 min for array 8x8 on ECP5: see docs/results.md)")
     group.add_argument("--freq", type=float, metavar="MHZ",
-                       help="with --synth: target clock in MHz, 1..1000 (default: 24 on "
-                            "iCE40 UP5K, 48 on HX8K, 100 on ECP5)")
+                       help="with --synth: target clock in MHz, 1..1000 (default: 12 on "
+                            "iCE40 UP5K, the iCEBreaker's clock; 48 on HX8K; 100 on ECP5)")
 
 
 def check(args):
@@ -108,6 +110,22 @@ def check(args):
             tool(variable)
     except SynthesisError as error:
         raise UsageError(f"--synth {args.synth}: {error}") from None
+
+
+def directory(args, design):
+    """Where the synthesis of ``design`` goes (see :func:`synth_directory`); None without
+    ``--synth``."""
+    if args.synth is None:
+        return None
+    return synth_directory(args.out, design.name, args.synth, args.freq)
+
+
+def synth_directory(out_dir, name, device, freq_mhz=None):
+    """``<out_dir>/<name>.synth-<device>``, beside the design's files, and ``-<freq>mhz``
+    when the target is not the device's default: every design and target its own report."""
+    freq = freq_mhz or DEVICES[device].default_mhz
+    suffix = "" if freq == DEVICES[device].default_mhz else f"-{freq:g}mhz"
+    return Path(out_dir) / f"{name}.synth-{device}{suffix}"
 
 
 def run(args, design, paths):
@@ -162,16 +180,19 @@ def tool(variable):
     return found
 
 
-def _run(command, cwd, log, progress, what):
+def _run(command, cwd, output, progress, what, log=None):
+    """Run ``command`` in ``cwd`` with its output in ``cwd/output``; return its exit status and
+    that output. The phases in its log (``cwd/log``; the output itself if None) are relayed to
+    ``progress`` as it runs (see :func:`gen.progress.relay`)."""
     started = time.monotonic()
     if progress:
         print(f"synth: {what} ...", file=progress, flush=True)
-    with open(cwd / log, "w") as output:
-        result = subprocess.run(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT)
+    with relay("synth", [cwd / (log or output)], progress), open(cwd / output, "w") as out:
+        result = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     if progress:
-        print(f"synth: {what} done in {time.monotonic() - started:.0f} s", file=progress,
+        print(f"synth: {what} done in {elapsed(time.monotonic() - started)}", file=progress,
               flush=True)
-    return result.returncode, (cwd / log).read_text(errors="replace")
+    return result.returncode, (cwd / output).read_text(errors="replace")
 
 
 def _count(cells, names):
@@ -244,7 +265,7 @@ def _run_yosys(synth, work, progress, what):
     status, _ = _run([tool("YOSYS"), "-q", "-l", "yosys.log", "-p",
                       f"read_rtlil top.il; {synth} -top top -json top.json; "
                       f"tee -q -o stat.json stat -json"],
-                     work, "yosys.out", progress, what)
+                     work, "yosys.out", progress, what, log="yosys.log")
     return status, (work / "yosys.log").read_text(errors="replace")
 
 
@@ -257,9 +278,10 @@ def resources(component, name, family, work):
 def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
     """Synthesize ``component`` for ``device``; return the report (also written as JSON).
 
-    Files go to ``<out_dir>/synth/<device>/``: ``top.il`` (the wrapped design), ``yosys.log``,
-    ``stat.json`` (yosys ``stat -json``), ``top.json`` (netlist), ``nextpnr.log``,
-    ``nextpnr.json`` (nextpnr's ``--report``) and ``report.json``.
+    Files go to :func:`synth_directory` (``<out_dir>/<name>.synth-<device>``): ``top.il`` (the
+    wrapped design), ``yosys.log``, ``stat.json`` (yosys ``stat -json``), ``top.json``
+    (netlist), ``nextpnr.log``, ``nextpnr.json`` (nextpnr's ``--report``) and ``report.json``.
+    The tools' phases go to ``progress`` (a text stream) as they run.
 
     Raises
     ------
@@ -270,7 +292,7 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
         raise SynthesisError(f"--synth must be one of {', '.join(sorted(DEVICES))}, not {device!r}")
     spec = DEVICES[device]
     freq = freq_mhz or spec.default_mhz
-    work = Path(out_dir) / "synth" / device
+    work = synth_directory(out_dir, name, device, freq_mhz)
     work.mkdir(parents=True, exist_ok=True)
     cells = _yosys(PortWrapper(component), name, spec.family, work, progress)
     command = [*nextpnr_command(device), "--json", "top.json", "--freq", f"{freq:g}",

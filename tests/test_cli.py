@@ -3,12 +3,16 @@
 import gc
 import importlib
 import inspect
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from amaranth.back import rtlil
 
-from gen.cli import STEPS, UNITS, UsageError, build_parser, main, options_named
+from gen.cli import (STEPS, UNITS, UsageError, build_parser, main, option_name, options_named,
+                     settings)
 from rtl.spmv import SpMV
 from rtl.systolic import SystolicArray
 from rtl.topk import TopK
@@ -184,3 +188,121 @@ def test_the_array_generator_leaves_the_arguments_as_given():
     assert design.component.edge_registers == 1
     del design
     gc.collect()                # the unconverted array warns here, where the filter applies
+
+
+SPMV = ["--unit", "spmv", "--spmv-pes", "2", "--rows", "16", "--cols", "16"]
+TOPK = ["--unit", "topk", "--topk-n", "16"]
+
+#: For each option of every unit and step, a command line without it and the option that
+#: changes it from there: ``[(arguments, variant), ...]``. Every option must be here (see
+#: below), so an option added later must show how the output names follow it.
+VARIANTS = {
+    "array": [(["--array", "2x2"], ["--array", "3x2"])],
+    "bits": [(["--array", "2x2"], ["--bits", "8"])],
+    "acc_bits": [(["--array", "2x2"], ["--acc-bits", "24"])],
+    "drain_rows": [(["--array", "4x2"], ["--drain-rows", "2"]),     # the default is 1
+                   (["--array", "4x2"], ["--drain-rows", "1"])],    # the default, but given
+    "edge_registers": [(["--array", "2x2"], ["--edge-registers", "1"])],
+    "spmv_pes": [(SPMV, ["--spmv-pes", "3"])],
+    "rows": [(SPMV, ["--rows", "20"])],
+    "cols": [(SPMV, ["--cols", "24"])],
+    "value_bits": [(SPMV, ["--value-bits", "4"])],
+    "codebook": [(SPMV, ["--codebook"])],
+    "z_bits": [(SPMV, ["--z-bits", "3"])],
+    "queue_depth": [(SPMV, ["--queue-depth", "4"])],
+    "act_lanes": [(SPMV, ["--act-lanes", "2"])],
+    "topk_n": [(TOPK, ["--topk-n", "32"])],
+    "topk_k": [(TOPK, ["--topk-k", "4"])],
+    "topk_par": [(TOPK, ["--topk-par", "2"])],
+    "score_bits": [(TOPK, ["--score-bits", "8"])],
+    "unsigned_scores": [(TOPK, ["--unsigned-scores"])],
+    "synth": [(["--array", "2x2"], ["--synth", "ice40-up5k"]),
+              (["--array", "2x2", "--synth", "ice40-up5k"], ["--synth", "ecp5-25k"])],
+    "freq": [(["--array", "2x2", "--synth", "ice40-up5k"], ["--freq", "50"])],
+    "board": [(["--array", "2x2"], ["--board", "icebreaker"]),
+              (["--array", "2x2", "--board", "icebreaker"], ["--board", "ulx3s-85f"]),
+              ([], ["--board", "icebreaker"])],         # and its largest array
+    "baud": [(["--array", "2x2", "--board", "icebreaker"], ["--baud", "9600"])],
+    "program": [(["--array", "2x2", "--board", "icebreaker"], ["--program"])],
+}
+
+#: Options that write no file: --program flashes the bitstream that --board wrote.
+WRITES_NOTHING = {"program"}
+
+
+def outputs(argv):
+    """The design ``python -m gen argv`` writes and each step's output directory (or None)."""
+    args = build_parser().parse_args([*argv, "--out", "o"])
+    design = importlib.import_module(UNITS[args.unit]).design(args)
+    steps = {step: importlib.import_module(step) for step in STEPS}
+    return design, {step: (module.directory(args, design),
+                           {dest: value for dest, value in settings(args, module.DEFAULTS).items()
+                            if dest not in WRITES_NOTHING})
+                    for step, module in steps.items()}
+
+
+def contents(design):
+    """What the design's files hold: its RTLIL (the Verilog is made from it) and manifest."""
+    return rtlil.convert(design.component, name=design.name, emit_src=False), design.manifest
+
+
+ALL_OPTIONS = sorted(dest for module in (*UNITS.values(), *STEPS)
+                     for dest in importlib.import_module(module).DEFAULTS)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("dest", ALL_OPTIONS)
+def test_an_option_that_changes_the_files_changes_their_names(dest):
+    # Two runs that would write different bytes under one name (the design's files, or a
+    # step's directory) would overwrite each other's results in the same --out.
+    assert dest in VARIANTS, f"add {option_name(dest)} to VARIANTS: which names does it change?"
+    for argv, variant in VARIANTS[dest]:
+        (first, first_steps), (second, second_steps) = outputs(argv), outputs([*argv, *variant])
+        if first.name == second.name:
+            assert contents(first) == contents(second), (argv, variant, first.name)
+        for step in STEPS:
+            (first_dir, first_settings), (second_dir, second_settings) = (
+                first_steps[step], second_steps[step])
+            if first_dir is not None and first_dir == second_dir:
+                assert first.name == second.name, (argv, variant, first_dir)
+                assert contents(first) == contents(second), (argv, variant, first_dir)
+                assert first_settings == second_settings, (argv, variant, first_dir)
+    del first, second
+    gc.collect()                # the unconverted designs warn here, where the filter applies
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("argv, name", [
+    ([], "fusion_array_8x8_mixed"),
+    (["--array", "8x8", "--bits", "mixed", "--acc-bits", "32", "--edge-registers", "2"],
+     "fusion_array_8x8_mixed"),                         # the defaults, given
+    (["--board", "icebreaker"], "fusion_array_2x2_mixed_edge1"),
+    (["--array", "4x4", "--acc-bits", "24", "--drain-rows", "2", "--edge-registers", "1"],
+     "fusion_array_4x4_mixed_acc24_drain2_edge1"),
+    (["--unit", "spmv"], "spmv_4pe_256x256_8b"),
+    (["--unit", "spmv", "--z-bits", "3", "--act-lanes", "2", "--queue-depth", "4"],
+     "spmv_4pe_256x256_8b_z3_lanes2_q4"),
+])
+def test_default_parameters_keep_the_short_name(argv, name):
+    design, _ = outputs(argv)
+    assert design.name == name
+    del design
+    gc.collect()
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_step_outputs_sit_beside_the_design_files():
+    design, steps = outputs(["--array", "2x2", "--synth", "ecp5-85k", "--freq", "50",
+                             "--board", "ulx3s-85f", "--baud", "9600"])
+    assert steps["gen.synth"][0] == Path("o/fusion_array_2x2_mixed.synth-ecp5-85k-50mhz")
+    assert steps["gen.board"][0] == Path("o/fusion_array_2x2_mixed.board-ulx3s-85f-9600baud")
+    del design
+    gc.collect()
+
+
+def test_help_says_array_for_shapes_and_mode_for_precision_modes():
+    # "8x8" alone could be an array shape or a precision mode (8-bit weights x 8-bit
+    # activations): each shape or mode in the help is named as one.
+    text = " ".join(gen("--help").stdout.split())
+    sizes = re.findall(r"([\w-]+) \d+x\d+\b", text)
+    assert sizes and set(sizes) <= {"array", "mode", "--array"}, sizes

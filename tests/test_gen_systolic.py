@@ -1,6 +1,7 @@
 """``python -m gen --unit array``: files, manifest, determinism."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -27,7 +28,17 @@ def test_writes_verilog_rtlil_and_manifest(generated):
     for suffix in ("v", "il", "json"):
         assert (out / "a" / f"{stem}.{suffix}").stat().st_size > 0
     assert "module fusion_array_3x5_mixed" in (out / "a" / f"{stem}.v").read_text()
-    assert "3x5 Bit Fusion systolic array" in stdout and "2x2: 240" in stdout
+    assert "Bit Fusion systolic array, array 3x5" in stdout and "mode 2x2: 240" in stdout
+
+
+def test_summary_says_array_for_the_shape_and_mode_for_each_precision_mode(generated):
+    # "8x8" alone could be the array's shape or a precision mode (8-bit weights x 8-bit
+    # activations): the summary names each as one.
+    _, stdout = generated
+    summary = stdout.split("wrote ")[0]
+    assert "array 3x5" in summary
+    assert "mode 2x2: 240, mode 4x4: 60, mode 8x8: 15" in summary
+    assert set(re.findall(r"(\S+) \d+x\d+\b", summary)) == {"array", "mode"}
 
 
 def test_same_parameters_give_the_same_bytes_and_no_paths(generated):

