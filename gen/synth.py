@@ -20,13 +20,13 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-from gen.cli import UsageError, given
+from gen.cli import UsageError, given, settings
 from gen.progress import elapsed, relay
 from rtl.ooc import PortWrapper
 
 __all__ = ["DEVICES", "FOLD_SMALL_MODULES", "HIDE_PORT_FIELD_ALIASES", "ROUTER",
            "ROW_FIFOS_IN_BRAM", "TOOLS", "SynthesisError", "add_arguments", "check", "run",
-           "directory", "synth_directory", "tool", "resources", "synthesize", "nextpnr_command",
+           "directory", "parse_seeds", "synth_directory", "tool", "resources", "synthesize", "nextpnr_command",
            "packed_utilization", "overflow_message", "format_report"]
 
 
@@ -80,7 +80,7 @@ class SynthesisError(Exception):
 
 #: Each option of the step (argparse destination) and its value when it is not given
 #: (``--freq``: the device's default); the argparse defaults are ``None``.
-DEFAULTS = {"synth": None, "freq": None}
+DEFAULTS = {"synth": None, "freq": None, "seeds": "1"}
 
 
 def add_arguments(parser):
@@ -92,6 +92,10 @@ def add_arguments(parser):
     group.add_argument("--freq", type=float, metavar="MHZ",
                        help="with --synth: target clock in MHz, 1..1000 (default: 12 on "
                             "iCE40 UP5K, the iCEBreaker's clock; 48 on HX8K; 100 on ECP5)")
+    group.add_argument("--seeds", metavar="S,S,...",
+                       help="with --synth: place and route once per nextpnr seed (whole numbers "
+                            "1..2147483647, up to 8) and report each seed's Fmax and the worst "
+                            f"(default: {DEFAULTS['seeds']})")
 
 
 def check(args):
@@ -105,6 +109,7 @@ def check(args):
         return
     if args.freq is not None and not 1 <= args.freq <= 1000:
         raise UsageError(f"--freq must be between 1 and 1000 MHz, not {args.freq:g}")
+    parse_seeds(settings(args, DEFAULTS)["seeds"])
     try:
         for variable in FLOW[DEVICES[args.synth].family]:
             tool(variable)
@@ -112,19 +117,36 @@ def check(args):
         raise UsageError(f"--synth {args.synth}: {error}") from None
 
 
+def parse_seeds(text):
+    """The nextpnr seeds of ``--seeds`` (``"1,2,3"``), as a tuple of distinct whole numbers."""
+    parts = text.split(",")
+    if not all(part.strip().isdigit() for part in parts):
+        raise UsageError(f"--seeds must be whole numbers separated by commas, like 1,2,3, "
+                         f"not {text!r}")
+    seeds = tuple(int(part) for part in parts)
+    if not all(1 <= seed <= 2**31 - 1 for seed in seeds) or len(set(seeds)) != len(seeds) \
+            or len(seeds) > 8:
+        raise UsageError(f"--seeds must be up to 8 distinct seeds 1..2147483647, not {text!r}")
+    return seeds
+
+
 def directory(args, design):
     """Where the synthesis of ``design`` goes (see :func:`synth_directory`); None without
     ``--synth``."""
     if args.synth is None:
         return None
-    return synth_directory(args.out, design.name, args.synth, args.freq)
+    return synth_directory(args.out, design.name, args.synth, args.freq,
+                           parse_seeds(settings(args, DEFAULTS)["seeds"]))
 
 
-def synth_directory(out_dir, name, device, freq_mhz=None):
-    """``<out_dir>/<name>.synth-<device>``, beside the design's files, and ``-<freq>mhz``
-    when the target is not the device's default: every design and target its own report."""
+def synth_directory(out_dir, name, device, freq_mhz=None, seeds=(1,)):
+    """``<out_dir>/<name>.synth-<device>``, beside the design's files, with ``-<freq>mhz``
+    when the target is not the device's default and ``-seeds-<s>-<s>...`` when the seeds are
+    not ``(1,)``: every design, target and set of seeds its own report."""
     freq = freq_mhz or DEVICES[device].default_mhz
     suffix = "" if freq == DEVICES[device].default_mhz else f"-{freq:g}mhz"
+    if tuple(seeds) != (1,):
+        suffix += "-seeds-" + "-".join(str(seed) for seed in seeds)
     return Path(out_dir) / f"{name}.synth-{device}{suffix}"
 
 
@@ -133,7 +155,8 @@ def run(args, design, paths):
         return
     try:
         report = synthesize(design.component, design.name, args.synth, args.out, args.freq,
-                            progress=sys.stderr)
+                            progress=sys.stderr,
+                            seeds=parse_seeds(settings(args, DEFAULTS)["seeds"]))
     except SynthesisError as error:
         raise UsageError(str(error)) from None
     print(format_report(report))
@@ -275,13 +298,15 @@ def resources(component, name, family, work):
     return {resource: _count(cells, names) for resource, names in CELLS[family].items()}
 
 
-def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
+def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None, seeds=(1,)):
     """Synthesize ``component`` for ``device``; return the report (also written as JSON).
 
     Files go to :func:`synth_directory` (``<out_dir>/<name>.synth-<device>``): ``top.il`` (the
     wrapped design), ``yosys.log``, ``stat.json`` (yosys ``stat -json``), ``top.json``
-    (netlist), ``nextpnr.log``, ``nextpnr.json`` (nextpnr's ``--report``) and ``report.json``.
-    The tools' phases go to ``progress`` (a text stream) as they run.
+    (netlist), ``nextpnr.log`` and ``nextpnr.json`` (nextpnr's ``--report``; with several
+    ``seeds``, ``nextpnr-seed<S>.log`` and ``.json`` per seed) and ``report.json``. The netlist
+    is placed and routed once per seed; the report's ``fmax`` is the worst seed's per clock,
+    and ``seeds`` gives every seed's. The tools' phases go to ``progress`` (a text stream).
 
     Raises
     ------
@@ -292,20 +317,23 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
         raise SynthesisError(f"--synth must be one of {', '.join(sorted(DEVICES))}, not {device!r}")
     spec = DEVICES[device]
     freq = freq_mhz or spec.default_mhz
-    work = synth_directory(out_dir, name, device, freq_mhz)
+    work = synth_directory(out_dir, name, device, freq_mhz, seeds)
     work.mkdir(parents=True, exist_ok=True)
     cells = _yosys(PortWrapper(component), name, spec.family, work, progress)
-    command = [*nextpnr_command(device), "--json", "top.json", "--freq", f"{freq:g}",
-               "--timing-allow-fail", "--router", ROUTER[spec.family], "--seed", "1"]
-    status, log = _run([*command, "--report", "nextpnr.json"], work, "nextpnr.log", progress,
-                       f"nextpnr for {device}")
-    if status:
-        overflow = overflow_message(packed_utilization(command, work), name, device)
-        raise SynthesisError(overflow or f"nextpnr failed on {name} for {device}: "
-                                         f"{_last_error(log)}")
-    placed = json.loads((work / "nextpnr.json").read_text())
+    placements = {}
+    for seed in seeds:
+        stem = "nextpnr" if len(seeds) == 1 else f"nextpnr-seed{seed}"
+        command = [*nextpnr_command(device), "--json", "top.json", "--freq", f"{freq:g}",
+                   "--timing-allow-fail", "--router", ROUTER[spec.family], "--seed", str(seed)]
+        status, log = _run([*command, "--report", f"{stem}.json"], work, f"{stem}.log",
+                           progress, f"nextpnr for {device}, seed {seed}")
+        if status:
+            overflow = overflow_message(packed_utilization(command, work), name, device)
+            raise SynthesisError(overflow or f"nextpnr failed on {name} for {device}: "
+                                             f"{_last_error(log)}")
+        placements[seed] = json.loads((work / f"{stem}.json").read_text())
 
-    utilization = placed["utilization"]
+    utilization = placements[seeds[0]]["utilization"]
     report = {"design": name, "device": device, "target_mhz": freq, "resources": {}, "fmax": {}}
     for resource, names in CELLS[spec.family].items():
         used = _count(cells, names)
@@ -313,10 +341,14 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None):
         report["resources"][resource] = {
             "used": used, "available": capacity,
             "percent": round(100 * used / capacity, 1) if capacity else None}
-    for clock, timing in placed["fmax"].items():
-        report["fmax"][clock] = {"achieved_mhz": round(timing["achieved"], 1),
-                                 "met": timing["achieved"] >= freq}
+    for clock in placements[seeds[0]]["fmax"]:
+        worst = min(placed["fmax"][clock]["achieved"] for placed in placements.values())
+        report["fmax"][clock] = {"achieved_mhz": round(worst, 1), "met": worst >= freq}
     report["timing_met"] = bool(report["fmax"]) and all(c["met"] for c in report["fmax"].values())
+    if len(seeds) > 1:
+        report["seeds"] = {str(seed): {clock: round(timing["achieved"], 1)
+                                       for clock, timing in placed["fmax"].items()}
+                           for seed, placed in placements.items()}
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -362,5 +394,9 @@ def format_report(report):
         lines.append(f"  {resource.upper():5} {figure['used']}{share}")
     for clock, timing in report["fmax"].items():
         verdict = "met" if timing["met"] else "FAILED"
-        lines.append(f"  Fmax  {timing['achieved_mhz']} MHz on {clock}: {verdict}")
+        worst = ""
+        if "seeds" in report:
+            each = ", ".join(f"seed {seed}: {fmax[clock]}" for seed, fmax in report["seeds"].items())
+            worst = f" (worst of {each})"
+        lines.append(f"  Fmax  {timing['achieved_mhz']} MHz on {clock}{worst}: {verdict}")
     return "\n".join(lines)

@@ -337,9 +337,10 @@ print("Info: Packing IOs..", flush=True)
 print("Info: Routing..", flush=True)
 time.sleep(float(os.environ.get("STAND_IN_SECONDS", 0)))
 freq = float(sys.argv[sys.argv.index("--freq") + 1])
+seed = int(sys.argv[sys.argv.index("--seed") + 1])
 pathlib.Path(sys.argv[sys.argv.index("--report") + 1]).write_text(json.dumps({
     "utilization": {"ICESTORM_LC": {"used": 1, "available": 5280}},
-    "fmax": {"clk": {"achieved": 2 * freq, "constraint": freq}}}))
+    "fmax": {"clk": {"achieved": 2 * freq / seed, "constraint": freq}}}))
 """
 
 
@@ -351,6 +352,22 @@ def stand_in_flow(tmp_path, monkeypatch):
         script.write_text(f"#!{sys.executable}\n{source}")
         script.chmod(0o755)
         monkeypatch.setenv(variable, str(script))
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_several_seeds_report_each_seed_and_the_worst(tmp_path, stand_in_flow, capsys):
+    # The stand-in's Fmax is 2 x target / seed: 24, 8 and 12 MHz for seeds 1, 3 and 2.
+    out = tmp_path / "o"
+    assert main(["--array", "1x1", "--synth", "ice40-up5k", "--seeds", "1,3,2",
+                 "--out", str(out)]) == 0
+    work = out / "fusion_array_1x1_mixed.synth-ice40-up5k-seeds-1-3-2"
+    report = json.loads((work / "report.json").read_text())
+    assert report["seeds"] == {"1": {"clk": 24.0}, "3": {"clk": 8.0}, "2": {"clk": 12.0}}
+    assert report["fmax"] == {"clk": {"achieved_mhz": 8.0, "met": False}}
+    assert not report["timing_met"]
+    assert {f"nextpnr-seed{seed}.json" for seed in (1, 2, 3)} <= {p.name for p in work.iterdir()}
+    assert "Fmax  8.0 MHz on clk (worst of seed 1: 24.0, seed 3: 8.0, seed 2: 12.0): FAILED" \
+        in capsys.readouterr().out
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
