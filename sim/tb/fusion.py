@@ -8,9 +8,19 @@ import cocotb
 from cocotb.triggers import FallingEdge, RisingEdge
 
 from golden.bitfusion import fused_dot, lanes, pack, value_range
-from rtl.fusion import StepControl, mode_const
+from rtl.fusion import StepControl, mode_const, modes
 from sim.runner import params
 from sim.streams import reset, start_clock, to_signed
+
+#: Parameters (sim.runner.params) and their defaults for a :class:`rtl.fusion.FusionMAC`
+#: ``pe``: its accumulator width, latency and modes ((w_bits, a_bits) pairs), and the seed of
+#: the random dot products.
+PARAMS = {
+    "acc_width": lambda pe: pe.acc_width,
+    "latency": lambda pe: pe.latency,
+    "modes": lambda pe: modes(pe.precision),
+    "seed": 1,
+}
 
 
 @functools.cache

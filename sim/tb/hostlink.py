@@ -1,10 +1,7 @@
 """cocotb tests of the UART host link (rtl.hostlink.HostLink) driven by boards.host.Host.
 
 A UART model stands in for the serial port: the same Host class that talks to a board
-over pyserial talks to the simulated board top here. Parameters: divisor (clock cycles
-per bit; the link's timeout is its default, 40 bit times), ``identity`` (the IDENTIFY
-answer expected), ``layer`` ({a, w, w_bits, a_bits}) for the network test and ``seed``
-for the fuzz test.
+over pyserial talks to the simulated board top here. Parameters: :data:`PARAMS`.
 """
 
 import random
@@ -19,8 +16,40 @@ from rtl.fusion import mode_const
 from rtl.hostlink import (CONFIG_BYTES, FRAME_CRC, REQUEST_SYNC, RESPONSE_SYNC, Command,
                           RequestHeader, ResponseHeader, Status)
 from rtl.systolic import ArrayConfig, k_step_bound
-from sim.runner import params
+from sim.runner import REQUIRED, params
 from sim.streams import reset, start_clock
+
+
+def identity(link):
+    """The IDENTIFY answer ``link`` gives, as :meth:`boards.host.Host.identify` returns it."""
+    ident = link.identity
+    return {"rows": ident.rows, "cols": ident.cols, "word_bits": ident.word_bits,
+            "acc_width": ident.acc_width, "drain_rows": ident.drain_rows,
+            "precision": ident.precision or "mixed"}
+
+
+def digits_layer(link, samples=2):
+    """The last layer of the digits MLP, pruned to 80% in mixed precision (8-bit weights,
+    4-bit activations), on ``samples`` test images: {a (M x K), w (K x N), w_bits, a_bits}."""
+    from golden.network import PRECISIONS, digits_network, digits_split
+    net = digits_network(PRECISIONS["mixed"], 0.8)
+    layer = net.layers[-1]
+    a = net.layer_inputs(net.quantize_input(digits_split()[1][:samples]))[-1]
+    return {"a": a.tolist(), "w": layer.weight.T.tolist(), "w_bits": layer.w_bits,
+            "a_bits": layer.a_bits}
+
+
+#: Parameters (sim.runner.params) and their defaults for the link under test: ``divisor``
+#: (clock cycles per bit, as the link was built with; the link's timeout is its default, 40
+#: bit times), ``identity`` (the IDENTIFY answer expected), ``layer`` (the network test's
+#: GEMM), and the seed and number of cases of each kind of the fuzz test.
+PARAMS = {
+    "divisor": REQUIRED,
+    "identity": identity,
+    "layer": digits_layer,
+    "seed": 13,
+    "fuzz_cases": 16,
+}
 
 #: Bit times of silence after which the link ends a frame (its default timeout).
 TIMEOUT_BITS = 40

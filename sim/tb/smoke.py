@@ -7,6 +7,10 @@ import cocotb
 from sim.runner import params
 from sim.streams import StreamSource, reset, start_clock, to_signed
 
+#: Parameters (sim.runner.params) and their defaults: the seed of the words and stalls, and
+#: an offset added to the expected sum (1 makes the test fail, to test the runner).
+PARAMS = {"seed": 1, "offset": 0}
+
 
 @cocotb.test()
 async def accumulates_every_accepted_word(dut):

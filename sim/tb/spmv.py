@@ -1,8 +1,6 @@
 """cocotb tests of the sparse matrix-vector unit (rtl.spmv.SpMV) against golden.csc.
 
-Parameters (sim.runner.params): n_pes, lanes, act_bits, acc_width, value_bits, z_bits,
-capacity, max_rows, seed, and ``jobs``: a list of {name, matrix, x, stall, and optionally codebook, bias,
-multiplier, shift, out_bits}. ``out`` names a JSON file for the benchmark's timings.
+Parameters: :data:`PARAMS`, each with its default for the unit under test.
 """
 
 import json
@@ -16,6 +14,69 @@ from golden.csc import load_words, spmv
 from rtl.spmv import Activations, Entry, Load, LoadKind, Results
 from sim.runner import params
 from sim.streams import EngineDriver, reset, start_clock
+
+
+def default_jobs(unit, seed=3):
+    """Random matrices (up to 40 x 48) at 0, 50 and 90% weight sparsity, then, when the unit
+    holds 64 x 64, the three layers of the digits MLP pruned to 80% in the unit's weights
+    (8-bit with a 4-bit codebook, else ``value_bits``), requantization fused on the hidden
+    layers, on two test images."""
+    rng = np.random.default_rng(seed)
+    rows, cols = min(unit.rows, 40), min(unit.cols, 48)
+    jobs = []
+    for sparsity, x_sparsity, stall in ((0.0, 0.0, 0.0), (0.5, 0.5, 0.3), (0.9, 0.2, 0.0)):
+        if unit.codebook:
+            matrix = rng.integers(1, 16, size=(rows, cols))
+        else:
+            top = (1 << (unit.value_bits - 1)) - 1
+            matrix = rng.integers(-top - 1, top, endpoint=True, size=(rows, cols))
+            matrix[matrix == 0] = 1
+        matrix *= rng.random((rows, cols)) >= sparsity
+        x = rng.integers(1, 1 << unit.act_bits, size=cols) * (rng.random(cols) >= x_sparsity)
+        job = {"name": f"random w{sparsity:.0%} x{x_sparsity:.0%}", "matrix": matrix.tolist(),
+               "x": x.tolist(), "stall": stall}
+        if unit.codebook:
+            job["codebook"] = [0, *rng.integers(-128, 128, size=15).tolist()]
+        jobs.append(job)
+    if unit.rows < 64 or unit.cols < 64:
+        return jobs
+    from golden.network import digits_network, digits_split
+    net = digits_network(8 if unit.codebook else unit.value_bits, 0.8,
+                         codebook_bits=4 if unit.codebook else None)
+    inputs = net.layer_inputs(net.quantize_input(digits_split()[1][:2]))
+    for i, layer in enumerate(net.layers):
+        for sample, x in enumerate(inputs[i]):
+            job = {"name": f"digits 80% layer {i} image {sample}", "x": x.tolist(),
+                   "stall": 0.2 * sample}
+            if unit.codebook:
+                job.update(matrix=layer.weight_index.tolist(), codebook=layer.codebook.tolist())
+            else:
+                job["matrix"] = layer.weight.tolist()
+            if layer.out_bits is not None:
+                job.update(bias=layer.bias.tolist(), multiplier=layer.multiplier.tolist(),
+                           shift=layer.shift, out_bits=layer.out_bits)
+            jobs.append(job)
+    return jobs
+
+
+#: Parameters (sim.runner.params) and their defaults for the unit under test: its
+#: construction (``capacity``: weight-memory entries per PE, ``max_rows``: its row count), the
+#: seed of the stalls, ``jobs`` (each {name, matrix, x, stall, and optionally codebook, bias,
+#: multiplier, shift, out_bits}) and the benchmark's output file (relative to the run's
+#: directory).
+PARAMS = {
+    "n_pes": lambda unit: unit.n_pes,
+    "lanes": lambda unit: unit.lanes,
+    "act_bits": lambda unit: unit.act_bits,
+    "acc_width": lambda unit: unit.acc_width,
+    "value_bits": lambda unit: unit.value_bits,
+    "z_bits": lambda unit: unit.z_bits,
+    "capacity": lambda unit: unit.entries,
+    "max_rows": lambda unit: unit.rows,
+    "seed": 1,
+    "jobs": default_jobs,
+    "out": "benchmark.json",
+}
 
 
 def load_payload(word, entry):

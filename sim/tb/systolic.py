@@ -1,8 +1,6 @@
 """cocotb tests of the systolic array (rtl.systolic.SystolicArray) against golden.systolic.
 
-Parameters (sim.runner.params): rows, cols, drain_rows, fifo_depth, edge_registers,
-acc_width, word_bits, modes (the (w_bits, a_bits) the array supports), seed, and for the
-network test ``layers``: a list of {w_bits, a_bits, a, w} with ``a`` (M x K) and ``w`` (K x N).
+Parameters: :data:`PARAMS`, each with its default for the array under test.
 """
 
 import itertools
@@ -15,10 +13,69 @@ from cocotb.triggers import RisingEdge
 
 from golden.bitfusion import value_range
 from golden.systolic import Mode, gemm_cycles, pack_steps, tile_gemm, unpack_results
-from rtl.fusion import mode_const
-from rtl.systolic import ArrayConfig, operand_layout, result_layout
+from rtl.fusion import mode_const, modes
+from rtl.systolic import ArrayConfig, k_step_bound, operand_layout, result_layout
 from sim.runner import params
 from sim.streams import EngineDriver, reset, start_clock
+
+
+def odd_shapes(array):
+    """(M, N, K) of the cycle-count test: odd shapes; the last has one-step tiles in the
+    wide-lane modes, so that draining binds and the credit limit shows in the cycle count."""
+    rows, cols = array.rows, array.cols
+    return [[2 * rows + 1, cols + 2, 37], [rows, cols, 16], [4 * rows, 3 * cols, 3]]
+
+
+def digits_layers(array, samples=8):
+    """The layers of the digits MLP, pruned to 80%, in the array's precision (mixed: 8x8,
+    4x4 and 8x4 bits), on ``samples`` test images: each {name, w_bits, a_bits, a (M x K),
+    w (K x N), bias, acc (the network's integer accumulator)}. A layer whose K is over the
+    accumulator's bound is left out."""
+    from golden.network import PRECISIONS, digits_network, digits_split
+    net = digits_network(PRECISIONS["mixed" if array.precision == "mixed"
+                                    else f"{array.precision}-bit"], 0.8)
+    x_test = digits_split()[1][:samples]
+    bounds = array.k_step_bounds()
+    layers = []
+    for i, (layer, a) in enumerate(zip(net.layers, net.layer_inputs(net.quantize_input(x_test)))):
+        mode = Mode(layer.w_bits, layer.a_bits, True, False)
+        if -(-a.shape[1] // mode.lanes) <= bounds[(mode.w_bits, mode.a_bits, True, False)]:
+            layers.append({"name": f"layer {i} {mode.w_bits}x{mode.a_bits}",
+                           "w_bits": layer.w_bits, "a_bits": layer.a_bits, "a": a.tolist(),
+                           "w": layer.weight.T.tolist(), "bias": layer.bias.tolist(),
+                           "acc": layer.accumulate(a).tolist()})
+    return layers
+
+
+def benchmark_jobs(array):
+    """One GEMM per mode for the benchmark, (2R x K) @ (K x 2C) with four steps per tile."""
+    return [{"shape": "2Rx2C", "m": 2 * array.rows, "n": 2 * array.cols,
+             "k": 4 * Mode(w, a, True, False).lanes, "w_bits": w, "a_bits": a,
+             "w_signed": True, "a_signed": False} for w, a in modes(array.precision)]
+
+
+#: Parameters (sim.runner.params) and their defaults for the array under test: its
+#: construction, its modes ((w_bits, a_bits) pairs), the seed of the random GEMMs, the
+#: shapes of the cycle-count test, the K bound of the widest mode unsigned, the layers of the
+#: network test, and the benchmark's jobs ({shape, m, n, k, w_bits, a_bits, w_signed,
+#: a_signed}) and output file (relative to the run's directory).
+PARAMS = {
+    "rows": lambda array: array.rows,
+    "cols": lambda array: array.cols,
+    "drain_rows": lambda array: array.drain_rows,
+    "fifo_depth": lambda array: array.fifo_depth,
+    "edge_registers": lambda array: array.edge_registers,
+    "acc_width": lambda array: array.acc_width,
+    "word_bits": lambda array: array.word_bits,
+    "modes": lambda array: modes(array.precision),
+    "seed": 1,
+    "shapes": odd_shapes,
+    "k_bound_unsigned": lambda array: k_step_bound(array.acc_width, *modes(array.precision)[-1],
+                                                   False, False),
+    "layers": digits_layers,
+    "jobs": benchmark_jobs,
+    "out": "benchmark.json",
+}
 
 
 def config_word(mode, k_steps, tiles):

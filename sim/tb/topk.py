@@ -1,8 +1,6 @@
 """cocotb tests of the top-k engine (rtl.topk.TopK) against golden.topk.
 
-Parameters (sim.runner.params): par, score_bits, signed, index_bits, value_bits, k_max, seed,
-``batches`` (a list of {name, scores, k, stall}), ``cascade`` (probs and keep for the SpAtten
-example) and ``out`` (a JSON file for the benchmark's timings).
+Parameters: :data:`PARAMS`, each with its default for the engine under test.
 """
 
 import json
@@ -14,10 +12,69 @@ from cocotb.triggers import RisingEdge
 
 from amaranth import signed, unsigned
 
-from golden.topk import cascade_token_pruning, topk
+from golden.topk import attention_probabilities, cascade_token_pruning, topk
 from rtl.topk import Config, ResultBeat, ScoreBeat
 from sim.runner import params
 from sim.streams import EngineDriver, reset, start_clock
+
+
+def default_batches(engine, seed=5):
+    """Batches of at most ``n_max`` scores in the engine's range: random, all equal, strictly
+    increasing and decreasing, ties, k = 1, k = n, and a run-time k below the maximum."""
+    rng = np.random.default_rng(seed)
+    bits = engine.score_bits
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if engine.signed_scores else \
+        (0, (1 << bits) - 1)
+    k_max, n = engine.k_max, engine.n_max
+
+    def batch(name, scores, k, stall=0.0):
+        return {"name": name, "scores": [int(s) for s in scores][:n], "k": k, "stall": stall}
+
+    def scores(count):
+        return rng.integers(lo, hi, endpoint=True, size=min(count, n))
+    ramp = min(64, n, hi - lo + 1)
+    return [
+        batch("random", scores(100), min(10, k_max), 0.3),
+        batch("all equal", [min(7, hi)] * 37, min(5, k_max)),
+        batch("strictly increasing", lo + np.arange(ramp), k_max),
+        batch("strictly decreasing", hi - np.arange(ramp), k_max, 0.2),
+        batch("ties", rng.integers(lo, min(lo + 4, hi + 1), size=50), min(7, k_max), 0.2),
+        batch("k = 1", scores(33), 1),
+        batch("k = n", scores(k_max), k_max, 0.3),
+        batch("run-time k below the maximum", scores(45), min(3, k_max)),
+    ]
+
+
+def default_cascade(engine, layers=4, heads=3):
+    """SpAtten cascade token pruning over up to 24 tokens (fewer when the scores are too narrow
+    to hold their sums): attention probabilities with as many bits as keep every cumulative
+    importance within the scores, and the tokens kept after each layer (2/3, 1/2, 1/3 and 1/6
+    of them, at least 1, at most ``k_max``)."""
+    magnitude_bits = engine.score_bits - engine.signed_scores
+    tokens = min(24, engine.n_max)
+    while tokens > 1 and (layers * heads * tokens).bit_length() >= magnitude_bits:
+        tokens -= 1
+    room = magnitude_bits - (layers * heads * tokens).bit_length()
+    probs = attention_probabilities(tokens, heads, layers, prob_bits=max(1, room), seed=11)
+    keep = [max(1, min(engine.k_max, tokens * sixths // 6)) for sixths in (4, 3, 2, 1)]
+    return {"probs": probs.tolist(), "keep": keep}
+
+
+#: Parameters (sim.runner.params) and their defaults for the engine under test: its
+#: construction, the seed of the stalls, ``batches`` (each {name, scores, k, stall}),
+#: ``cascade`` ({probs, keep}: the SpAtten example) and the benchmark's output file
+#: (relative to the run's directory).
+PARAMS = {
+    "par": lambda engine: engine.par,
+    "score_bits": lambda engine: engine.score_bits,
+    "signed": lambda engine: engine.signed_scores,
+    "index_bits": lambda engine: engine.index_bits,
+    "k_max": lambda engine: engine.k_max,
+    "seed": 1,
+    "batches": default_batches,
+    "cascade": default_cascade,
+    "out": "benchmark.json",
+}
 
 
 def score_shape(p):
