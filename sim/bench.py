@@ -4,12 +4,22 @@ Each engine's benchmark lives in ``sim/bench_<engine>.py`` and provides
 ``add_arguments(parser)`` and ``run(args) -> dict`` (the JSON document). Figures
 come from the RTL simulated cycle by cycle or from yosys/nextpnr (docs/design.md 4);
 record them in docs/results.md with the command that made them.
+
+While it runs, a benchmark prints a line on standard error as each job (a Verilog
+conversion, a simulation, a synthesis run) starts and ends, with the time left
+(``sim/progress.py``), and what the simulation runner reports (a simulator model being
+built); ``--quiet`` leaves them out. The table, or with ``--json`` the JSON
+document, is the only thing on standard output.
 """
 
 import argparse
 import importlib
 import json
+import logging
 import sys
+from contextlib import contextmanager, nullcontext
+
+from gen.cli import UsageError
 
 BENCHMARKS = {
     "systolic": "sim.bench_systolic",
@@ -35,6 +45,21 @@ def print_table(rows, columns):
         print("  ".join(value.ljust(width) for value, width in zip(cell, widths)))
 
 
+@contextmanager
+def _runner_log_relayed():
+    """Inside the block, what the simulation runner reports (a model being built) goes to
+    standard error."""
+    log = logging.getLogger("sim.runner")
+    handler, level = logging.StreamHandler(sys.stderr), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 def main(argv=None):
     parser = _Parser(prog="python -m sim.bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="engine", required=True, parser_class=_Parser)
@@ -48,11 +73,14 @@ def main(argv=None):
             continue
         sub = commands.add_parser(engine, help=modules[engine].__doc__.splitlines()[0])
         sub.add_argument("--json", action="store_true", help="print only the JSON document")
+        sub.add_argument("--quiet", action="store_true",
+                         help="no progress lines on standard error")
         modules[engine].add_arguments(sub)
     args = parser.parse_args(argv)
     try:
-        document = modules[args.engine].run(args)
-    except ValueError as error:
+        with nullcontext() if args.quiet else _runner_log_relayed():
+            document = modules[args.engine].run(args)
+    except (ValueError, UsageError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     if args.json:

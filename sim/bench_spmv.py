@@ -10,6 +10,7 @@ the same N PEs running the dense layer (rows * cols / N cycles).
 """
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from golden.csc import ideal_cycles
 from golden.network import digits_network, digits_split
 from rtl.spmv import SpMV
 from sim import runner
+from sim.progress import FIRST_BUILD, Progress
 
 
 def add_arguments(parser):
@@ -48,14 +50,16 @@ def run(args):
     unit = SpMV(n_pes=args.pes, rows=256, cols=256, value_bits=8, z_bits=args.z_bits, lanes=4,
                 queue_depth=8)
     jobs = layer_jobs(args.seed)
+    top = f"spmv_{args.pes}pe_256x256_8b_z{args.z_bits}"
+    progress = Progress(2, None if args.quiet else sys.stderr, kinds=["Verilog", "simulation"])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
-        runner.run(unit, "sim.tb.spmv", name=f"spmv_{args.pes}pe_256x256_8b_z{args.z_bits}", testcase="benchmark",
-                   params={"n_pes": unit.n_pes, "lanes": unit.lanes, "act_bits": unit.act_bits,
-                           "acc_width": unit.acc_width, "value_bits": unit.value_bits,
-                           "z_bits": unit.z_bits, "capacity": unit.entries,
-                           "max_rows": unit.rows, "seed": 0,
-                           "jobs": jobs, "out": str(out)})
+        with progress.job(f"{args.pes}-PE SpMV unit: Verilog"):
+            source = runner.verilog_of(unit, top)
+            params = runner.resolve_params(
+                unit, "sim.tb.spmv", {"seed": 0, "jobs": jobs, "out": str(out)})
+        with progress.job(f"{args.pes}-PE SpMV unit: {len(jobs)} layers simulated", FIRST_BUILD):
+            runner.run(source, "sim.tb.spmv", name=top, testcase="benchmark", params=params)
         marks = {m["name"]: m for m in json.loads(out.read_text())}
     table = []
     for job in jobs:

@@ -16,6 +16,7 @@ from gen.synth import DEVICES, SynthesisError, resources, synthesize
 from rtl.baseline import PlainArray, PlainPE
 from rtl.fusion import FusionPE, SliceSteer, modes
 from rtl.systolic import SystolicArray, peak_macs
+from sim.progress import Progress
 
 
 def add_arguments(parser):
@@ -41,25 +42,29 @@ def _row(report, shape, kind, macs):
                               for mode, m in macs.items()}}
 
 
-def pe_costs():
+def pe_costs(progress_stream=None):
     """LUT4 and DSP of single PEs on iCE40 and ECP5 (yosys, ports as the top level)."""
     designs = [*((f"fusion PE {p}", FusionPE(p)) for p in ("mixed", 8, 4, 2)),
                ("slice steer (one per row/column)", SliceSteer("mixed", "a")),
                ("plain a*b 8-bit MAC", PlainPE())]
+    families = ("ice40", "ecp5")
+    progress = Progress(len(designs) * len(families), progress_stream)
     table = []
     with tempfile.TemporaryDirectory() as out:
         for number, (kind, design) in enumerate(designs):
             row = {"design": kind}
-            for family in ("ice40", "ecp5"):
-                counts = resources(design, kind, family, Path(out) / f"{family}{number}")
+            for family in families:
+                with progress.job(f"{kind}: yosys synth_{family}"):
+                    counts = resources(design, kind, family, Path(out) / f"{family}{number}")
                 row[f"{family}_lut4"], row[f"{family}_dsp"] = counts["lut"], counts["dsp"]
             table.append(row)
     return table
 
 
 def run(args):
+    stream = None if args.quiet else sys.stderr
     if args.pe:
-        table = pe_costs()
+        table = pe_costs(stream)
         if not args.json:
             from sim.bench import print_table
             print_table(table, list(table[0]))
@@ -67,27 +72,31 @@ def run(args):
     shapes = args.array or ["2x2", "4x4", "8x8"]
     precisions = args.bits or ["2", "4", "8", "mixed"]
     devices = args.device or ["ice40-up5k", "ecp5-85k"]
+    runs = []
+    for device in devices:
+        for shape in shapes:
+            rows, cols = parse_array(shape)
+            designs = [(f"{b}-bit fusion" if b != "mixed" else "mixed fusion",
+                        SystolicArray(rows, cols, "mixed" if b == "mixed" else int(b)))
+                       for b in precisions]
+            designs.append(("plain a*b 8-bit", PlainArray(rows, cols)))
+            runs += [(device, shape, kind, array) for kind, array in designs]
+    # Synthesis and place-and-route times grow about as the PE count; gen relays their phases.
+    progress = Progress([array.rows * array.cols for *_, array in runs], stream, interval=None)
     table = []
     with tempfile.TemporaryDirectory() as out:
-        for device in devices:
-            for shape in shapes:
-                rows, cols = parse_array(shape)
-                designs = [(f"{b}-bit fusion" if b != "mixed" else "mixed fusion",
-                            SystolicArray(rows, cols, "mixed" if b == "mixed" else int(b)))
-                           for b in precisions]
-                designs.append(("plain a*b 8-bit", PlainArray(rows, cols)))
-                for kind, array in designs:
-                    macs = {f"{w}x{a}": peak_macs(rows, cols, w, a)
-                            for w, a in modes(array.precision) if w == a}
-                    name = f"{kind.split()[0].replace('-', '')}_{shape}"
-                    try:
-                        report = synthesize(array, name, device, out, args.freq,
-                                            progress=None if args.json else sys.stderr)
-                    except SynthesisError as error:
-                        table.append({"device": device, "array": shape, "pe": kind,
-                                      "note": str(error)})
-                        continue
-                    table.append(_row(report, shape, kind, macs))
+        for device, shape, kind, array in runs:
+            macs = {f"{w}x{a}": peak_macs(array.rows, array.cols, w, a)
+                    for w, a in modes(array.precision) if w == a}
+            name = f"{kind.split()[0].replace('-', '')}_{shape}"
+            with progress.job(f"{device} {shape} {kind}"):
+                try:
+                    report = synthesize(array, name, device, out, args.freq, progress=stream)
+                except SynthesisError as error:
+                    table.append({"device": device, "array": shape, "pe": kind,
+                                  "note": str(error)})
+                    continue
+            table.append(_row(report, shape, kind, macs))
     if not args.json:
         _print_results(table)
     return {"results": table}

@@ -9,14 +9,16 @@ cycles beside golden.systolic's prediction.
 """
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
-from gen.cli import UsageError, parse_array
+from gen.cli import parse_array
 from golden.systolic import Mode, Tiling, gemm_cycles, useful_macs
 from rtl.fusion import modes
 from rtl.systolic import SystolicArray
 from sim import runner
+from sim.progress import FIRST_BUILD, Progress
 
 SHAPES = {"64x64x64": (64, 64, 64), "odd 50x70x33": (50, 70, 33)}
 
@@ -30,23 +32,24 @@ def add_arguments(parser):
 
 
 def run(args):
-    try:
-        rows, cols = parse_array(args.array)
-    except UsageError as error:
-        raise ValueError(str(error)) from None
+    rows, cols = parse_array(args.array)
     precision = "mixed" if args.bits == "mixed" else int(args.bits)
     array = SystolicArray(rows, cols, precision, drain_rows=args.drain_rows)
     jobs = [{"shape": name, "m": m, "n": n, "k": k, "w_bits": w, "a_bits": a,
              "w_signed": True, "a_signed": False}
             for w, a in modes(precision) for name, (m, n, k) in SHAPES.items()]
+    top = f"array_{rows}x{cols}_{precision}"
+    label = f"{rows}x{cols} {'mixed' if precision == 'mixed' else f'{precision}-bit'} array"
+    progress = Progress(2, None if args.quiet else sys.stderr, kinds=["Verilog", "simulation"])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
-        runner.run(array, "sim.tb.systolic", name=f"array_{rows}x{cols}_{precision}",
-                 testcase="benchmark", params={
-                     "rows": rows, "cols": cols, "drain_rows": array.drain_rows,
-                     "fifo_depth": array.fifo_depth, "edge_registers": array.edge_registers,
-                     "acc_width": array.acc_width, "word_bits": array.word_bits, "seed": 0,
-                     "jobs": jobs, "out": str(out)})
+        with progress.job(f"{label}: Verilog"):
+            source = runner.verilog_of(array, top)
+            # No network layers: the benchmark runs none, and their default trains the MLP.
+            params = runner.resolve_params(array, "sim.tb.systolic", {
+                "seed": 0, "jobs": jobs, "out": str(out), "layers": []})
+        with progress.job(f"{label}: {len(jobs)} GEMMs simulated", FIRST_BUILD):
+            runner.run(source, "sim.tb.systolic", name=top, testcase="benchmark", params=params)
         measured = json.loads(out.read_text())
     table = []
     for job in measured:

@@ -7,6 +7,7 @@ over the cycles from the first score taken to the last index taken;
 """
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from rtl.topk import TopK
 from sim import runner
+from sim.progress import FIRST_BUILD, Progress
 
 SIZES = (64, 256, 1024)
 KS = (8, 32)
@@ -28,19 +30,23 @@ def add_arguments(parser):
 def run(args):
     rng = np.random.default_rng(args.seed)
     table = []
+    progress = Progress(2 * len(PARS), None if args.quiet else sys.stderr,
+                        kinds=["Verilog", "simulation"] * len(PARS))
     for par in PARS:
         engine = TopK(n_max=LONG, k_max=max(KS), par=par, score_bits=16, signed_scores=True)
         batches = [{"name": f"n{n} k{k}", "n": n, "k": k,
                     "scores": rng.integers(-(1 << 15), 1 << 15, size=n).tolist()}
                    for n in (*SIZES, LONG) for k in KS]
+        top = f"topk_n{LONG}_k{max(KS)}_p{par}_s16"
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "bench.json"
-            runner.run(engine, "sim.tb.topk", name=f"topk_n{LONG}_k{max(KS)}_p{par}_s16",
-                       testcase="benchmark", params={
-                           "par": par, "score_bits": 16, "signed": True,
-                           "index_bits": engine.index_bits, "k_max": engine.k_max, "seed": 0,
-                           "batches": batches,
-                           "out": str(out)})
+            with progress.job(f"top-k engine P={par}: Verilog"):
+                source = runner.verilog_of(engine, top)
+                params = runner.resolve_params(
+                    engine, "sim.tb.topk", {"seed": 0, "batches": batches, "out": str(out)})
+            with progress.job(f"top-k engine P={par}: {len(batches)} batches simulated",
+                              FIRST_BUILD):
+                runner.run(source, "sim.tb.topk", name=top, testcase="benchmark", params=params)
             marks = {m["name"]: m for m in json.loads(out.read_text())}
         for batch in batches:
             mark = marks[batch["name"]]

@@ -3,8 +3,9 @@
 Each property (``sim/formal/``) is checked with SymbiYosys and the z3 solver, all from PyPI;
 one line per property: PASS or FAIL, the engine and its configuration, the method (``prove``:
 k-induction, for every reachable state; ``bmc``: every trace of ``depth`` cycles from reset),
-the depth and the seconds taken. Exit status 0 only when every property passes. What is
-proved and what is not: docs/verification.md.
+the depth and the seconds taken. Exit status 0 only when every property passes. Before each
+check, a line on standard error names it with the seconds it took when measured and the time
+left in all. What is proved and what is not: docs/verification.md.
 
 Examples::
 
@@ -21,8 +22,9 @@ import sys
 from rtl.fusion import modes
 from sim.formal import Property, ToolMissing, run
 from sim.formal import fusion, spmv, systolic, topk
+from sim.progress import clock_time, time_left
 
-__all__ = ["PROPERTIES", "main"]
+__all__ = ["PROPERTIES", "EXPECTED_SECONDS", "main"]
 
 
 def _dot_product(w_bits, a_bits):
@@ -71,6 +73,54 @@ PROPERTIES = [
 ]
 
 
+#: Seconds each property's check took on the development machine (2 cores shared with other
+#: jobs; docs/verification.md, "Measured times"), for the line printed before each check.
+#: None: not known to finish (``fusion_dot_2x8`` was stopped after 25 minutes).
+EXPECTED_SECONDS = {
+    "fusion_dot_2x2": 279, "fusion_dot_2x4": 289, "fusion_dot_2x8": None,
+    "fusion_dot_4x2": 54, "fusion_dot_4x4": 89, "fusion_dot_4x8": 1404,
+    "fusion_dot_8x2": 100, "fusion_dot_8x4": 93, "fusion_dot_8x8": 262,
+    "fusion_no_overflow": 17, "systolic_config_bound": 12, "systolic_result_stream": 408,
+    "spmv_result_stream": 60, "topk_result_stream": 16,
+}
+
+#: Seconds a check with a deliberate mistake took where it was not the usual 2 to 4.
+EXPECTED_FAULT_SECONDS = {("systolic_result_stream", "unstable_payload"): 10,
+                          ("systolic_result_stream", "drop_beat"): 196}
+
+
+def expected_seconds(prop, fault=None):
+    """Seconds the check of ``prop`` (with ``fault``, if not None) is expected to take, or None."""
+    if fault is not None:
+        return EXPECTED_FAULT_SECONDS.get((prop.name, fault), 4)
+    return EXPECTED_SECONDS[prop.name]
+
+
+def _duration(seconds):
+    return f"{seconds} s" if seconds < 120 else f"{round(seconds / 60)} min"
+
+
+def announce(chosen, expected, seconds):
+    """The line printed before the next of the ``chosen`` checks.
+
+    ``expected`` lists each check's expected seconds (None: unknown); ``seconds`` the seconds
+    the checks done so far took. The time left is the expected time of the checks still to
+    run, at the pace of those done against their expectation (before any is done, as
+    expected).
+    """
+    number = len(seconds)
+    this = expected[number]
+    line = (f"[{number + 1}/{len(chosen)}] checking {chosen[number].name} "
+            + (f"(expected about {_duration(this)})" if this is not None
+               else "(not known to finish: stopped after 25 min so far)"))
+    measured = [(took, e) for took, e in zip(seconds, expected) if e is not None]
+    expected_left = sum(e for e in expected[number:] if e is not None)
+    left = time_left(sum(took for took, _ in measured), sum(e for _, e in measured),
+                     expected_left)
+    return (line + f", {'over' if None in expected[number:] else 'about'} "
+            f"{clock_time(expected_left if left is None else left)} left in all ...")
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m sim.prove", description=__doc__.split("\n\n")[0],
@@ -107,8 +157,14 @@ def main(argv=None):
                              f"{args.timeout!r}")
         chosen = [by_name[n] for n in args.only] if args.only else [
             p for p in PROPERTIES if not (args.fast and p.slow)]
+        if args.fault is not None and args.fault not in chosen[0].faults:
+            raise ValueError(f"--fault must be one of {', '.join(chosen[0].faults)} for "
+                             f"{chosen[0].name}, not {args.fault!r}")
+        expected = [expected_seconds(prop, args.fault) for prop in chosen]
         outcomes = []
         for prop in chosen:
+            print(announce(chosen, expected, [o.seconds for o in outcomes]), file=sys.stderr,
+                  flush=True)
             workdir = f"{args.workdir}/{prop.name}" if args.workdir else None
             outcome = run(prop, args.fault, workdir=workdir, timeout=args.timeout)
             outcomes.append(outcome)

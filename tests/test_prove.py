@@ -12,7 +12,7 @@ import json
 import pytest
 
 from sim.formal import run
-from sim.prove import PROPERTIES, main
+from sim.prove import EXPECTED_SECONDS, PROPERTIES, announce, expected_seconds, main
 
 BY_NAME = {p.name: p for p in PROPERTIES}
 
@@ -49,18 +49,47 @@ def test_every_property_has_a_fault_that_must_fail():
 
 def test_json_rows_name_property_engine_and_status_and_exit_is_1_on_failure(capsys):
     status = main(["--only", "systolic_config_bound", "--fault", "bound_plus_one", "--json"])
-    rows = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert captured.err == ("[1/1] checking systolic_config_bound (expected about 4 s), "
+                            "about 0:04 left in all ...\n")
     assert status == 1
     assert [(r["property"], r["engine"], r["status"]) for r in rows] == [
         ("systolic_config_bound", BY_NAME["systolic_config_bound"].engine, "FAIL")]
     assert rows[0]["method"] == "bmc" and rows[0]["depth"] == 10 and rows[0]["seconds"] >= 0
 
 
+def test_every_property_has_an_expected_time():
+    assert EXPECTED_SECONDS.keys() == BY_NAME.keys()
+
+
+def test_line_before_a_check_gives_its_expected_time_and_the_time_left_at_the_pace_so_far():
+    chosen = [BY_NAME["fusion_no_overflow"], BY_NAME["systolic_config_bound"]]
+    expected = [expected_seconds(prop) for prop in chosen]
+    assert expected == [17, 12]
+    assert announce(chosen, expected, []) == (
+        "[1/2] checking fusion_no_overflow (expected about 17 s), about 0:29 left in all ...")
+    # The first check took twice as long as expected: so should the rest.
+    assert announce(chosen, expected, [34.0]) == (
+        "[2/2] checking systolic_config_bound (expected about 12 s), about 0:24 left in all ...")
+
+
+def test_line_before_a_check_of_unknown_length_says_so_and_the_time_left_is_a_minimum():
+    chosen = [BY_NAME["fusion_dot_2x8"], BY_NAME["fusion_dot_4x8"], BY_NAME["topk_result_stream"]]
+    expected = [expected_seconds(prop) for prop in chosen]
+    assert announce(chosen, expected, []) == (
+        "[1/3] checking fusion_dot_2x8 (not known to finish: stopped after 25 min so far), "
+        "over 23:40 left in all ...")
+    assert announce(chosen, expected, [1500.0, 1420.0]) == (
+        "[3/3] checking topk_result_stream (expected about 16 s), about 0:16 left in all ...")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--only", "no_such_property"], "--only must name a property"),
     (["--fault", "drop_beat"], "--fault needs exactly one --only NAME"),
     (["--only", "topk_result_stream", "--fault", "bound_plus_one"],
-     "fault must be one of drop_beat, unstable_payload for topk_result_stream"),
+     "--fault must be one of drop_beat, unstable_payload for topk_result_stream, not "
+     "'bound_plus_one'"),
     (["--timeout", "0"], "--timeout must be a positive number of seconds"),
 ])
 def test_bad_options_get_one_line_and_exit_2(argv, message, capsys):
