@@ -111,6 +111,7 @@ class HostLink(wiring.Component):
             raise ValueError(f"the host link needs byte-sized words and accumulators, not "
                              f"{array.word_bits} and {array.acc_width} bits")
         self._array = array
+        self._divisor = divisor
         self._uart_rx = UARTRx(divisor)
         self._uart_tx = UARTTx(divisor)
         if timeout is None:
@@ -122,6 +123,11 @@ class HostLink(wiring.Component):
         self.step_bytes = self._step.size // 8
         self.result_bytes = array.drain_rows * array.cols * array.acc_width // 8
         super().__init__({"rx": In(1, init=1), "tx": Out(1)})
+
+    @property
+    def divisor(self):
+        """Clock cycles per UART bit."""
+        return self._divisor
 
     @property
     def identity(self):

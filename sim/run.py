@@ -106,7 +106,7 @@ def _hostlink(args):
         link = HostLink(array, args.divisor)
     except ValueError as error:
         raise UsageError(f"--{error}") from None
-    return link, [("hostlink", link), ("hostlink.array", array)], {"divisor": args.divisor}
+    return link, [("hostlink", link), ("hostlink.array", array)], {}
 
 
 def _design(args):

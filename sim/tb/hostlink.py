@@ -16,7 +16,7 @@ from rtl.fusion import mode_const
 from rtl.hostlink import (CONFIG_BYTES, FRAME_CRC, REQUEST_SYNC, RESPONSE_SYNC, Command,
                           RequestHeader, ResponseHeader, Status)
 from rtl.systolic import ArrayConfig, k_step_bound
-from sim.runner import REQUIRED, params
+from sim.runner import params
 from sim.streams import reset, start_clock
 
 
@@ -40,11 +40,11 @@ def digits_layer(link, samples=2):
 
 
 #: Parameters (sim.runner.params) and their defaults for the link under test: ``divisor``
-#: (clock cycles per bit, as the link was built with; the link's timeout is its default, 40
+#: (clock cycles per bit, by default the link's own; the link's timeout is its default, 40
 #: bit times), ``identity`` (the IDENTIFY answer expected), ``layer`` (the network test's
 #: GEMM), and the seed and number of cases of each kind of the fuzz test.
 PARAMS = {
-    "divisor": REQUIRED,
+    "divisor": lambda link: link.divisor,
     "identity": identity,
     "layer": digits_layer,
     "seed": 13,
