@@ -6,25 +6,9 @@ import struct
 import sys
 
 import pytest
-from amaranth import Module, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from sim.runner import SimulationFailed, SimulatorMissing, run, simulator_available, waves_file
-
-
-class StreamAccumulator(wiring.Component):
-    """Adds every accepted word to a running sum (the runner's smoke design)."""
-
-    i: In(stream.Signature(signed(8)))
-    total: Out(signed(24))
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += self.i.ready.eq(1)
-        with m.If(self.i.valid):
-            m.d.sync += self.total.eq(self.total + self.i.payload)
-        return m
+from sim.tb.smoke import StreamAccumulator
 
 
 SIMULATORS = [

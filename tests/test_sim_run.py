@@ -10,9 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from amaranth import Module, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
 import sim.run
 from rtl.hostlink import HostLink
@@ -20,24 +17,11 @@ from rtl.systolic import SystolicArray
 from sim.run import ENGINES, WAVES_DIR, build_parser, main, save_file
 from sim.runner import (SimulationFailed, prune, run, simulator_available, resolve_params,
                         waves_file)
+from sim.tb.smoke import StreamAccumulator
 
 ICARUS = pytest.mark.skipif(not simulator_available("icarus"),
                             reason="Icarus Verilog (iverilog) is not installed")
 SMALL_TOPK = ["topk", "--topk-n", "16", "--topk-k", "2", "--topk-par", "2", "--score-bits", "12"]
-
-
-class StreamAccumulator(wiring.Component):
-    """Adds every accepted word to a running sum (sim.tb.smoke's design)."""
-
-    i: In(stream.Signature(signed(8)))
-    total: Out(signed(24))
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += self.i.ready.eq(1)
-        with m.If(self.i.valid):
-            m.d.sync += self.total.eq(self.total + self.i.payload)
-        return m
 
 
 @ICARUS

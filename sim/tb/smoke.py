@@ -1,8 +1,12 @@
-"""cocotb tests of the runner itself, on a stream accumulator (tests/test_runner.py)."""
+"""cocotb tests of the runner itself, on :class:`StreamAccumulator` (tests/test_runner.py,
+tests/test_sim_run.py)."""
 
 import random
 
 import cocotb
+from amaranth import Module, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from sim.runner import params
 from sim.streams import StreamSource, reset, start_clock, to_signed
@@ -10,6 +14,20 @@ from sim.streams import StreamSource, reset, start_clock, to_signed
 #: Parameters (sim.runner.params) and their defaults: the seed of the words and stalls, and
 #: an offset added to the expected sum (1 makes the test fail, to test the runner).
 PARAMS = {"seed": 1, "offset": 0}
+
+
+class StreamAccumulator(wiring.Component):
+    """Adds every word accepted on ``i`` to a running sum, ``total``."""
+
+    i: In(stream.Signature(signed(8)))
+    total: Out(signed(24))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(1)
+        with m.If(self.i.valid):
+            m.d.sync += self.total.eq(self.total + self.i.payload)
+        return m
 
 
 @cocotb.test()
