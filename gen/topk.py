@@ -48,15 +48,19 @@ def design(args):
         "parameters": {"n_max": engine.n_max, "k_max": engine.k_max, "par": engine.par,
                        "score_bits": engine.score_bits, "signed": engine.signed_scores,
                        "index_bits": engine.index_bits},
-        "latency": {"last_score_to_first_index_cycles": "1 + survivors left in the last beat",
-                    "output_beats": "min(k, n), each with the threshold"},
+        "latency": {"last_score_to_first_index_cycles": f"{engine.latency} + min(k, n)",
+                    "output_beats": "min(k, n), one per cycle, each with the threshold"},
         "throughput": {"scores_per_cycle_peak": engine.par,
-                       "note": "a beat with s > 1 threshold survivors takes s cycles"},
+                       "batch_period_cycles": f"max(ceil(n / {engine.par}), {engine.latency} + "
+                                              f"2 min(k, n)), batches back to back",
+                       "note": "the next batch's scores go in while a batch's indices come "
+                               "out"},
     }
     figures = {
         "selects": f"k <= {engine.k_max} of n <= {engine.n_max} "
                    f"{'signed' if engine.signed_scores else 'unsigned'} {engine.score_bits}-bit scores",
-        "throughput": f"{engine.par} scores per cycle while survivors are rare",
+        "throughput": f"{engine.par} scores per cycle while a batch outlasts its output "
+                      f"({engine.latency} + 2k cycles)",
         "output": "indices in ascending order, each beat with the threshold",
     }
     return Design(engine, name, manifest,

@@ -11,13 +11,22 @@ attention probabilities: every layer adds, for every surviving token, the
 attention probability it receives (summed over heads and surviving queries) to
 its cumulative importance, then keeps the ``keep[l]`` most important survivors.
 A pruned token is never revived.
+
+:func:`batch_cycles` is the engine's exact cycle model (``rtl/topk.py``, docs/topk.md
+Timing) for back-to-back batches from a source that always has the next word and a sink
+that always takes a beat: every score beat is taken in the cycle it is offered, except a
+batch's last beat, which waits until the cycle after the previous batch's last index is
+taken; a configuration word, sent before a batch whose ``k`` differs from the one before it
+(``k_max`` before the first batch), takes one cycle. The first index of a batch of ``n``
+scores is offered ``latency + min(k, n)`` cycles after its last beat is taken, and the
+indices follow one per cycle.
 """
 
 import numpy as np
 
 from golden.checks import integer, integer_array
 
-__all__ = ["topk", "attention_probabilities", "cascade_token_pruning"]
+__all__ = ["topk", "batch_cycles", "attention_probabilities", "cascade_token_pruning"]
 
 
 def topk(scores, k):
@@ -35,6 +44,48 @@ def topk(scores, k):
     # (``-s - 1``) orders like ``-s`` and, unlike it, does not overflow at -2^63.
     order = np.lexsort((np.arange(len(scores)), ~scores))
     return np.sort(order[:k]).astype(np.int64), int(scores[order[k - 1]])
+
+
+def batch_cycles(batches, par, k_max, latency):
+    """When the engine takes each batch's words and gives its indices (see the module).
+
+    Parameters
+    ----------
+    batches : sequence of (n, k)
+        Scores in each batch (1 or more) and its ``k`` (1..k_max).
+    par : int
+        Scores per beat, at least 1.
+    k_max : int
+        The engine's largest ``k`` (its ``k`` after reset), at least 1.
+    latency : int
+        ``TopK.latency``: cycles from a batch's last beat taken to its first index offered,
+        less ``min(k, n)`` (the index sort's rounds); at least 1.
+
+    Returns
+    -------
+    list of dict
+        Per batch, cycle numbers counted from 0, the first cycle the source offers a word:
+        ``first_score`` and ``last_score`` (its first and last beats taken),
+        ``first_index`` and ``last_index`` (its first and last indices taken).
+    """
+    par = integer("par", par, 1)
+    k_max = integer("k_max", k_max, 1)
+    latency = integer("latency", latency, 1)
+    cycle, k_now, free, timing = 0, k_max, 0, []
+    for number, (n, k) in enumerate(batches):
+        n = integer(f"batches[{number}] n", n, 1)
+        k = integer(f"batches[{number}] k", k, 1, k_max)
+        if k != k_now:
+            cycle, k_now = cycle + 1, k
+        beats = -(-n // par)
+        last = max(cycle + beats - 1, free)
+        first = cycle if beats > 1 else last
+        selected = min(k, n)
+        first_index = last + latency + selected
+        timing.append({"first_score": first, "last_score": last, "first_index": first_index,
+                       "last_index": first_index + selected - 1})
+        cycle, free = last + 1, first_index + selected
+    return timing
 
 
 def attention_probabilities(tokens, heads, layers, dim=8, prob_bits=8, seed=0):

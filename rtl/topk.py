@@ -1,27 +1,31 @@
 """SpAtten-style top-k engine: the k largest of n streamed scores (docs/design.md 3.4).
 
-Scores arrive ``P`` per beat. A *threshold filter* compares every lane with the
-current k-th best score (``P`` comparators) and lets through only the lanes that
-could enter the top k; the survivors of a beat go, lowest index first, one per
-cycle, into a sorted *insertion list* of ``k_max`` (score, index) entries that
-keeps the best ``k`` (``k_max`` comparators). Once the list is full a survivor is
-rare (for random scores, about ``k * ln(n / k)`` of ``n``), so the engine keeps
-up with ``P`` scores per cycle; a beat with ``s`` survivors takes ``s`` cycles, so
-an increasing sequence degrades to one score per cycle.
+Scores arrive ``P`` per beat and never wait for the selection. Each beat is sorted, best
+first, by a pipelined *beat sorter* (Batcher's odd-even merge sort, a register after every
+layer of compare-exchanges), then flows as a group down a *systolic insertion list* of
+``k_max`` slots, two register stages per slot, a group entering every cycle. A slot holds one
+(score, index) entry; it compares the group's ``P`` candidates only with its own entry, keeps
+the best of them and passes the other ``P``, still sorted, to the next slot. After a batch's last group has passed, slot ``i`` holds
+the ``i``-th best score of the batch: the first ``min(k, n)`` slots are the selection and the
+last of them holds the threshold, the k-th largest score.
 
-Ties go to the lower index: a score enters only when strictly larger than an
-entry, and indices arrive in increasing order. At the end of a batch the engine
-emits the selected indices in ascending order (a minimum search over the list,
-one index per cycle), each beat also carrying the threshold, the k-th largest score.
+As the last group passes each slot, the slot hands its index to an *index register file*
+and starts empty for the next batch, whose scores follow right behind. The file sorts the
+selected indices into ascending order (odd-even transposition, one round per cycle, one
+round per index) and emits them, one per beat with the threshold, while the next batch's
+scores stream in. Only a batch's *last* beat waits: it is taken once the indices of the
+batch before it are all out.
+
+Ties go to the lower index: the sorter orders equal scores of a beat by lane; a new score
+displaces an entry only when strictly larger (the entry came earlier), and an entry displaced
+from a slot, which is ahead of every entry below it, also when equal.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.pipeline import lowest_set
-
-__all__ = ["Config", "ScoreBeat", "ResultBeat", "TopK"]
+__all__ = ["Config", "ScoreBeat", "ResultBeat", "TopK", "sorting_layers"]
 
 
 class Config(data.StructLayout):
@@ -58,6 +62,43 @@ def _check(name, value, lo, hi):
         raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
 
 
+def sorting_layers(lanes):
+    """Batcher's odd-even merge sort of ``lanes`` values, as layers of compare-exchanges.
+
+    Each layer is a list of ``(i, j)`` pairs, ``i < j``, that touch distinct lanes; after the
+    exchange lane ``i`` holds the better value. A count that is not a power of two is sorted
+    as the next power of two with the extra lanes worst, so their exchanges are left out.
+    """
+    size = 1 << max(0, (lanes - 1).bit_length())
+
+    def merge(lo, n, r):
+        step = r * 2
+        if step < n:
+            yield from merge(lo, n, step)
+            yield from merge(lo + r, n, step)
+            yield from ((i, i + r) for i in range(lo + r, lo + n - r, step))
+        else:
+            yield (lo, lo + r)
+
+    def sort(lo, n):
+        if n > 1:
+            yield from sort(lo, n // 2)
+            yield from sort(lo + n // 2, n // 2)
+            yield from merge(lo, n, 1)
+
+    depth = [0] * size
+    layers = []
+    for i, j in sort(0, size):
+        if j >= lanes:
+            continue
+        layer = max(depth[i], depth[j])
+        depth[i] = depth[j] = layer + 1
+        if layer == len(layers):
+            layers.append([])
+        layers[layer].append((i, j))
+    return layers
+
+
 class TopK(wiring.Component):
     """Selects the ``k`` largest of up to ``n_max`` scores.
 
@@ -78,13 +119,16 @@ class TopK(wiring.Component):
     ----------
     config : In(stream.Signature(Config(k_max)))
         ``k`` for the following batches (1..k_max; other values are dropped and set
-        ``error``). Taken between batches; ``k_max`` after reset.
+        ``error``). Taken between batches, before the next batch's first beat;
+        ``k_max`` after reset.
     scores : In(stream.Signature(ScoreBeat(score, par)))
         ``count`` valid lanes (from lane 0) of the next scores of the batch; ``last``
-        on its final beat.
+        on its final beat. Every beat is taken at once, except a ``last`` beat while the
+        previous batch's indices are still owed, and a first beat while ``config`` is valid.
     result : Out(stream.Signature(ResultBeat(index_bits, score)))
         The ``min(k, n)`` selected indices in ascending order, one per beat, each with the
-        threshold (the k-th largest score); ``last`` on the final one.
+        threshold (the k-th largest score); ``last`` on the final one. The first is offered
+        :attr:`latency` ``+ min(k, n)`` cycles after the batch's last beat is taken.
     error : Out(1)
         Sticky: a batch had more than ``n_max`` scores, or a ``k`` was out of range.
     """
@@ -97,6 +141,7 @@ class TopK(wiring.Component):
         self._n_max, self._k_max, self._par = n_max, k_max, par
         self._score_bits, self._signed = score_bits, bool(signed_scores)
         self._index_bits = max(1, (n_max - 1).bit_length())
+        self._layers = sorting_layers(par)
         super().__init__({
             "config": In(stream.Signature(Config(k_max))),
             "scores": In(stream.Signature(ScoreBeat(self.score_shape, par))),
@@ -112,117 +157,168 @@ class TopK(wiring.Component):
     index_bits = property(lambda self: self._index_bits)
 
     @property
+    def sort_stages(self):
+        """Register stages of the beat sorter: two per layer of Batcher's network for ``par``
+        lanes (compare, then exchange)."""
+        return 2 * len(self._layers)
+
+    @property
+    def latency(self):
+        """Cycles from taking a batch's last beat to offering its first index, less ``min(k,
+        n)`` (the index sort's rounds): the input register, the sorter and two cycles per
+        slot."""
+        return 1 + self.sort_stages + 2 * self._k_max
+
+    @property
     def score_shape(self):
         """The shape of a score: ``signed(score_bits)`` or ``unsigned(score_bits)``."""
         return signed(self._score_bits) if self._signed else unsigned(self._score_bits)
 
     def elaborate(self, platform):
         m = Module()
-        P, K = self._par, self._k_max
-        score_shape = self.score_shape
+        P, K, W = self._par, self._k_max, self._score_bits
         index_bits = self._index_bits
+        bias = 1 << (W - 1) if self._signed else 0
+        # A candidate: its key (valid above the score, offset to compare unsigned: the larger
+        # key is the better score; 0 is an empty place) and its index.
+        # ``resident``: displaced from a slot, so earlier than any entry of equal score below.
+        place = data.StructLayout({"index": unsigned(index_bits), "key": unsigned(W + 1)})
+        candidate = data.StructLayout({**place.members, "resident": 1})
 
+        def key(score, valid):
+            return Mux(valid, Cat(Value.cast(score).as_unsigned() ^ bias, Const(1, 1)), 0)
+
+        # ---- Input: at once, except a last beat while a batch is owed. -------------------
         k = Signal(range(K + 1), init=K)
-        # The insertion list: best first; entries [0, filled) are valid.
-        scores = [Signal(score_shape, name=f"score{i}") for i in range(K)]
-        indices = [Signal(index_bits, name=f"index{i}") for i in range(K)]
-        filled = Signal(range(K + 1))
-        full = filled == k
-        # The k-th best so far (the last valid entry before the list is full).
-        threshold = Signal(score_shape)
-        with m.Switch(Mux(full, k, filled)):
-            for i in range(1, K + 1):
-                with m.Case(i):
-                    m.d.comb += threshold.eq(scores[i - 1])
-
-        # Batch state.
-        collecting = Signal(init=1)          # taking scores (else: emitting the result)
-        seen = Signal(index_bits + 2)        # scores taken so far in this batch
-        batch_end = Signal()                 # the last beat has been taken
-
-        # Threshold filter on the beat being drained, against the current k-th best: a lane
-        # that no longer beats it is dropped without costing a cycle.
-        beat = Signal(data.ArrayLayout(score_shape, P))
-        base = Signal(index_bits + 2)
-        pending = Signal(P)                  # lanes of the beat not yet inserted or dropped
-        live = Signal(P)
-        m.d.comb += live.eq(pending & Cat(~full | (beat[i] > threshold) for i in range(P)))
-        lowest = lowest_set(m, live, "lowest")
-        inserting = live != 0
-        others = Signal(P)
-        m.d.comb += others.eq(live & ~(Const(1, P) << lowest))
-        candidate_score = Signal(score_shape)
-        candidate_index = Signal(index_bits + 2)
-        m.d.comb += [candidate_score.eq(beat[lowest]), candidate_index.eq(base + lowest)]
-
+        seen = Signal(index_bits + 2)                 # scores taken of the open batch
+        owed = Signal()                               # a closed batch's indices are not all out
+        batch_k = Signal(range(K + 1))                # min(k, n) of the batch being finished
         incoming = self.scores.payload
-        m.d.comb += self.scores.ready.eq(collecting & ~batch_end & (others == 0))
-        m.d.sync += pending.eq(others)
-        with m.If(self.scores.valid & self.scores.ready):
-            m.d.sync += [
-                beat.eq(incoming.score),
-                base.eq(seen),
-                seen.eq(seen + incoming.count),
-                pending.eq(Cat(i < incoming.count for i in range(P))),
-            ]
-            with m.If(seen + incoming.count > self._n_max):
+        config_ok = (self.config.payload.k >= 1) & (self.config.payload.k <= K)
+        configuring = self.config.valid & (seen == 0)
+        m.d.comb += [
+            self.config.ready.eq(seen == 0),
+            self.scores.ready.eq(~(owed & incoming.last) & ~configuring),
+        ]
+        with m.If(self.config.valid & self.config.ready):
+            with m.If(config_ok):
+                m.d.sync += k.eq(self.config.payload.k)
+            with m.Else():
+                m.d.sync += self.error.eq(1)
+        taking = self.scores.valid & self.scores.ready
+        total = seen + incoming.count
+        with m.If(taking):
+            m.d.sync += seen.eq(total)
+            with m.If(total > self._n_max):
                 m.d.sync += self.error.eq(1)
             with m.If(incoming.last):
-                m.d.sync += batch_end.eq(1)
+                m.d.sync += [seen.eq(0), owed.eq(1),
+                             batch_k.eq(Mux(total < k, total, k))]
 
-        # Insertion: the candidate goes before the first entry it beats.
-        beats = [Signal(name=f"beats{i}") for i in range(K)]
+        # The beat, registered: every lane a candidate (its lane number breaks ties in the
+        # sorter), and the batch's last group marked.
+        sortable = data.StructLayout({"lane": unsigned(max(1, (P - 1).bit_length())),
+                                      "index": unsigned(index_bits), "key": unsigned(W + 1)})
+        lanes = [Signal(sortable, name=f"beat{j}") for j in range(P)]
+        last = Signal(name="beat_last")
+        m.d.sync += last.eq(taking & incoming.last)
+        for j, lane in enumerate(lanes):
+            m.d.sync += [lane.lane.eq(j), lane.index.eq(seen + j),
+                         lane.key.eq(key(incoming.score[j], taking & (j < incoming.count)))]
+
+        # ---- Beat sorter: a layer of compare-exchanges in two cycles, compare then exchange.
+        for depth, layer in enumerate(self._layers):
+            compared = [Signal(sortable, name=f"sort{depth}_compared{j}") for j in range(P)]
+            better = Signal(len(layer), name=f"sort{depth}_better")   # lane j beats lane i
+            compared_last = Signal(name=f"sort{depth}_compared_last")
+            m.d.sync += [*(c.eq(lane) for c, lane in zip(compared, lanes)),
+                         better.eq(Cat(Cat(~lanes[j].lane, lanes[j].key)
+                                       > Cat(~lanes[i].lane, lanes[i].key) for i, j in layer)),
+                         compared_last.eq(last)]
+            exchanged = {}
+            for pair, (i, j) in enumerate(layer):
+                exchanged[i] = Mux(better[pair], compared[j], compared[i])
+                exchanged[j] = Mux(better[pair], compared[i], compared[j])
+            after = [Signal(sortable, name=f"sort{depth}_{j}") for j in range(P)]
+            after_last = Signal(name=f"sort{depth}_last")
+            m.d.sync += [*(a.eq(exchanged.get(j, compared[j])) for j, a in enumerate(after)),
+                         after_last.eq(compared_last)]
+            lanes, last = after, after_last
+
+        # ---- Systolic insertion list, and the handover to the index register file. -------
+        # Each slot takes two cycles: it compares the group with its entry and keeps the best
+        # (the entry's loop), then merges its former entry into the rest of the group.
+        group = [Signal(candidate, name=f"group0_{j}") for j in range(P)]
+        for j in range(P):
+            m.d.comb += [group[j].index.eq(lanes[j].index), group[j].key.eq(lanes[j].key)]
+        # Travels with the last group, held between batches: the k-th score so far.
+        threshold = Signal(self.score_shape)
+        selected = [Signal(name=f"selected{i}") for i in range(K)]
+        indices = [Signal(index_bits, name=f"selected_index{i}") for i in range(K)]
         for i in range(K):
-            m.d.comb += beats[i].eq((i >= filled) | (candidate_score > scores[i]))
-        with m.If(inserting):
-            for i in range(K):
-                with m.If(beats[i]):
-                    if i == 0:
-                        m.d.sync += [scores[0].eq(candidate_score), indices[0].eq(candidate_index)]
-                    else:
-                        with m.If(beats[i - 1]):
-                            m.d.sync += [scores[i].eq(scores[i - 1]), indices[i].eq(indices[i - 1])]
-                        with m.Else():
-                            m.d.sync += [scores[i].eq(candidate_score),
-                                         indices[i].eq(candidate_index)]
-            with m.If(~full & beats[K - 1]):
-                m.d.sync += filled.eq(filled + 1)
+            # Compare: a candidate beats the entry when larger, or equal and resident (the
+            # lower index); the group is sorted, so only the first can take the slot.
+            entry = Signal(place, name=f"slot{i}")
+            beats = [Cat(g.resident, g.key) > Cat(Const(0, 1), entry.key) for g in group]
+            held = [Signal(candidate, name=f"held{i}_{j}") for j in range(P)]
+            won = Signal(P, name=f"won{i}")
+            former = Signal(place, name=f"former{i}")
+            held_last = Signal(name=f"held{i}_last")
+            held_threshold = Signal(self.score_shape, name=f"held{i}_threshold")
+            m.d.sync += [*(h.eq(g) for h, g in zip(held, group)), won.eq(Cat(beats)),
+                         former.eq(entry), held_last.eq(last), held_threshold.eq(threshold)]
+            with m.If(last):
+                m.d.sync += entry.eq(0)
+            with m.Elif(beats[0]):
+                m.d.sync += [entry.index.eq(group[0].index), entry.key.eq(group[0].key)]
 
-        with m.If(collecting & batch_end & (pending == 0)):
-            m.d.sync += collecting.eq(0)
+            # Merge: the former entry goes after the candidates that beat it.
+            after = [Signal(candidate, name=f"group{i + 1}_{j}") for j in range(P)]
+            displaced = Cat(former.index, former.key, Const(1, 1))
+            for j in range(P):
+                merged = Mux(won[j], displaced, held[j])
+                if j + 1 < P:
+                    merged = Mux(won[j + 1], held[j + 1], merged)
+                m.d.sync += after[j].eq(merged)
+            after_last = Signal(name=f"group{i + 1}_last")
+            after_threshold = Signal(self.score_shape, name=f"group{i + 1}_threshold")
+            kept = candidate(Mux(won[0], held[0], former))      # the batch's i-th best
+            m.d.sync += after_last.eq(held_last)
+            with m.If(held_last):
+                m.d.sync += [selected[i].eq(i < batch_k), indices[i].eq(kept.index),
+                             after_threshold.eq(Mux(i < batch_k, kept.key[:W] ^ bias,
+                                                    held_threshold))]
+            group, last, threshold = after, after_last, after_threshold
+            handed_over = held_last          # of the last slot: every place of the file loaded
 
-        # Output: the smallest index not yet emitted (a tree of comparators), with the threshold.
-        emitted = Signal(K)
-        unsent = Signal(K)
-        m.d.comb += unsent.eq(Cat(~emitted[i] & (i < filled) for i in range(K)))
-        nodes = [(unsent[i], indices[i], Const(i, range(K))) for i in range(K)]
-        while len(nodes) > 1:
-            paired = []
-            for a, b in zip(nodes[0::2], nodes[1::2]):
-                take_b = b[0] & (~a[0] | (b[1] < a[1]))
-                paired.append((a[0] | b[0], Mux(take_b, b[1], a[1]), Mux(take_b, b[2], a[2])))
-            nodes = paired + ([nodes[-1]] if len(nodes) % 2 else [])
-        _, minimum, pick = nodes[0]
-        # The list is final once the last beat's lanes are all inserted or dropped.
-        emitting = ~collecting | (batch_end & (pending == 0))
-        final = (unsent & ~(Const(1, K) << pick)) == 0
+        # ---- Index register file: sort ascending, then emit from place 0. ----------------
+        rounds = Signal(range(K + 1))                 # transposition rounds still to do
+        odd = Signal()                                # this round pairs (1, 2), (3, 4), ...
+        emitting = Signal()
+        with m.If(handed_over):                      # an empty batch: straight to its end
+            m.d.sync += [rounds.eq(batch_k), odd.eq(0), emitting.eq(batch_k == 0)]
+        with m.Elif(rounds != 0):
+            m.d.sync += [rounds.eq(rounds - 1), odd.eq(~odd)]
+            with m.If(rounds == 1):
+                m.d.sync += emitting.eq(1)
+        for i in range(K - 1):
+            swap = selected[i] & selected[i + 1] & (indices[i + 1] < indices[i])
+            with m.If((rounds != 0) & (odd == i % 2) & swap):
+                m.d.sync += [indices[i].eq(indices[i + 1]), indices[i + 1].eq(indices[i])]
+
+        final = ~selected[1] if K > 1 else Const(1)
         m.d.comb += [
-            self.result.valid.eq(emitting),
-            self.result.payload.index.eq(minimum),
+            self.result.valid.eq(emitting & selected[0]),
+            self.result.payload.index.eq(indices[0]),
             self.result.payload.threshold.eq(threshold),
             self.result.payload.last.eq(final),
         ]
         with m.If(self.result.valid & self.result.ready):
-            m.d.sync += emitted.eq(emitted | (Const(1, K) << pick))
+            for i in range(K):
+                following = (selected[i + 1], indices[i + 1]) if i + 1 < K else (0, indices[i])
+                m.d.sync += [selected[i].eq(following[0]), indices[i].eq(following[1])]
             with m.If(final):
-                m.d.sync += [collecting.eq(1), batch_end.eq(0), seen.eq(0), filled.eq(0),
-                             emitted.eq(0)]
-
-        # Configuration between batches.
-        m.d.comb += self.config.ready.eq(collecting & (seen == 0) & (pending == 0))
-        with m.If(self.config.valid & self.config.ready):
-            with m.If((self.config.payload.k >= 1) & (self.config.payload.k <= K)):
-                m.d.sync += k.eq(self.config.payload.k)
-            with m.Else():
-                m.d.sync += self.error.eq(1)
+                m.d.sync += [emitting.eq(0), owed.eq(0)]
+        with m.If(emitting & ~selected[0]):          # an empty batch ends here, no beat
+            m.d.sync += [emitting.eq(0), owed.eq(0)]
         return m

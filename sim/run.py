@@ -36,7 +36,8 @@ ENGINES = {
         "result_back_pressure_stalls_the_array_without_loss", "reset_mid_gemm_then_a_clean_gemm",
         "configuration_beyond_the_k_bound_is_rejected"]),
     "spmv": ("sim.tb.spmv", ["matrices_and_vectors_bit_exact", "reset_mid_vector_then_clean_run"]),
-    "topk": ("sim.tb.topk", ["batches_bit_exact", "spatten_cascade_token_pruning",
+    "topk": ("sim.tb.topk", ["batches_bit_exact", "overlapped_batches", "cycle_model_exact",
+                             "spatten_cascade_token_pruning",
                              "reset_mid_batch_then_clean_batch", "k_out_of_range_sets_error"]),
     "hostlink": ("sim.tb.hostlink", [
         "identify_and_counters", "the_board_and_the_host_compute_the_same_crc",

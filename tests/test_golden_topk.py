@@ -1,9 +1,10 @@
-"""Top-k golden equals a stable-argsort reference; cascade token pruning (docs/design.md 3.4)."""
+"""Top-k golden equals a stable-argsort reference; cascade token pruning (docs/design.md 3.4);
+the engine's cycle model (docs/topk.md Timing)."""
 
 import numpy as np
 import pytest
 
-from golden.topk import attention_probabilities, cascade_token_pruning, topk
+from golden.topk import attention_probabilities, batch_cycles, cascade_token_pruning, topk
 
 
 def reference(scores, k):
@@ -57,3 +58,36 @@ def test_cascade_pruning_accumulates_and_never_revives():
     second[alive] += probs[1][:, alive][:, :, alive].sum(axis=(0, 1))
     assert np.array_equal(importance[1], second)
     assert np.array_equal(survivors[1], alive[reference(second[alive], keep[1])[0]])
+
+
+def test_cycle_model_overlaps_batches_and_holds_only_a_last_beat():
+    # P = 4, k_max = 8, latency 23 (TopK(256, 8, 4).latency). Batch 0: a configuration (k = 2)
+    # at cycle 0, beats at 1 and 2, indices offered 23 + 2 cycles after the last beat.
+    # Batch 1 (same k, no configuration): its one beat is its last, so it waits for the
+    # cycle after batch 0's last index. Batch 2 (k = 8): a configuration, then 25 beats, the
+    # first taken while batch 1's indices are out.
+    timing = batch_cycles([(5, 2), (3, 2), (100, 8)], par=4, k_max=8, latency=23)
+    assert timing == [
+        {"first_score": 1, "last_score": 2, "first_index": 27, "last_index": 28},
+        {"first_score": 29, "last_score": 29, "first_index": 54, "last_index": 55},
+        {"first_score": 31, "last_score": 56, "first_index": 87, "last_index": 94},
+    ]
+
+
+def test_cycle_model_period_is_the_longer_of_input_and_output():
+    # n = 1024, k = 32, P = 8, latency 77 (TopK(1024, 32, 8)): a batch's 128 beats are
+    # shorter than its latency + 2k = 141 cycles of output, so each last beat waits for the
+    # output before it: a batch every 141 cycles. Twice the scores: every 256 cycles.
+    timing = batch_cycles([(1024, 32)] * 4, par=8, k_max=32, latency=77)
+    assert [t["first_score"] for t in timing] == [0, 128, 269, 410]
+    assert [t["last_score"] for t in timing] == [127, 268, 409, 550]
+    timing = batch_cycles([(2048, 32)] * 3, par=8, k_max=32, latency=77)
+    assert [t["last_score"] for t in timing] == [255, 511, 767]
+    assert timing[-1]["last_index"] == 767 + 77 + 2 * 32 - 1
+
+
+def test_cycle_model_refuses_a_k_beyond_k_max_and_an_empty_batch():
+    with pytest.raises(ValueError, match=r"batches\[1\] k must be between 1 and 8, not 9"):
+        batch_cycles([(4, 2), (4, 9)], par=4, k_max=8, latency=13)
+    with pytest.raises(ValueError, match=r"batches\[0\] n must be an integer of at least 1, not 0"):
+        batch_cycles([(0, 2)], par=4, k_max=8, latency=13)

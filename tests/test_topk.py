@@ -3,9 +3,10 @@
 
 import numpy as np
 import pytest
+from amaranth.sim import Simulator
 
 from golden.topk import attention_probabilities
-from rtl.topk import TopK
+from rtl.topk import ScoreBeat, TopK
 from sim.runner import run, simulator_available
 
 ICARUS = pytest.mark.skipif(not simulator_available("icarus"),
@@ -53,14 +54,16 @@ def test_signed_engine_batches_cascade_reset_and_errors():
                        "stall": 0.2})
     run(engine, "sim.tb.topk", name="topk_256_16_p4_s20",
         testcase=["batches_bit_exact", "reset_mid_batch_then_clean_batch",
-                  "k_out_of_range_sets_error", "spatten_cascade_token_pruning"],
+                  "k_out_of_range_sets_error", "spatten_cascade_token_pruning",
+                  "overlapped_batches", "cycle_model_exact"],
         params=engine_params(engine, tb_batches, cascade=cascade()))
 
 
 def test_unsigned_engine_with_odd_parallelism():
     engine = TopK(n_max=128, k_max=8, par=3, score_bits=8, signed_scores=False)
     run(engine, "sim.tb.topk", name="topk_128_8_p3_u8",
-        testcase=["batches_bit_exact", "k_out_of_range_sets_error"],
+        testcase=["batches_bit_exact", "k_out_of_range_sets_error", "overlapped_batches",
+                  "cycle_model_exact"],
         params=engine_params(engine, batches(engine, seed=6)))
 
 
@@ -68,7 +71,8 @@ def test_unsigned_engine_with_odd_parallelism():
 def test_engine_on_icarus():
     engine = TopK(n_max=64, k_max=4, par=2, score_bits=8, signed_scores=True)
     run(engine, "sim.tb.topk", name="topk_64_4_p2_s8", simulator="icarus",
-        testcase=["batches_bit_exact", "reset_mid_batch_then_clean_batch"],
+        testcase=["batches_bit_exact", "reset_mid_batch_then_clean_batch",
+                  "overlapped_batches"],
         params=engine_params(engine, batches(engine, seed=7)[:5]))
 
 
@@ -77,3 +81,35 @@ def test_bad_parameters_name_the_value():
         TopK(n_max=8, k_max=9)
     with pytest.raises(ValueError, match="par must be between 1 and 32, not 0"):
         TopK(par=0)
+
+
+def test_an_empty_batch_returns_nothing_and_the_next_batch_is_selected():
+    # docs/topk.md leaves what an empty batch returns unspecified; it must not hang the engine.
+    engine = TopK(n_max=8, k_max=2, par=2, score_bits=4, signed_scores=True)
+    beat = ScoreBeat(engine.score_shape, engine.par)
+    sim = Simulator(engine)
+    sim.add_clock(1e-6)
+    taken = []
+
+    async def testbench(ctx):
+        ctx.set(engine.result.ready, 1)
+        for scores, count in (([0, 0], 0), ([3, -2], 2)):
+            ctx.set(engine.scores.payload, beat.const({"score": scores, "count": count,
+                                                       "last": 1}))
+            ctx.set(engine.scores.valid, 1)
+            for _ in range(2 * engine.latency):
+                ready = ctx.get(engine.scores.ready)
+                await ctx.tick()
+                if ready:
+                    break
+            else:
+                raise AssertionError(f"the beat of {count} scores was never taken")
+            ctx.set(engine.scores.valid, 0)
+        for _ in range(2 * engine.latency):
+            if ctx.get(engine.result.valid):
+                taken.append(ctx.get(engine.result.payload))
+            await ctx.tick()
+
+    sim.add_testbench(testbench)
+    sim.run()
+    assert [(r.index, r.threshold, r.last) for r in taken] == [(0, -2, 0), (1, -2, 1)]

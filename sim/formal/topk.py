@@ -11,13 +11,14 @@ __all__ = ["ResultStream"]
 
 class ResultStream(Elaboratable):
     """Every batch gives exactly ``min(k, n)`` distinct indices, in order, on a contract-keeping
-    stream.
+    stream, while the next batch streams in.
 
     Any configurations (``k`` out of range too), batches of 1 to ``n_max`` scores in beats of
     any ``count``, any scores and any back-pressure. Asserted: the stream contract on
     ``result``; a beat only after the batch's last score beat; indices strictly ascending and
-    below ``n``; ``last`` exactly on beat ``min(k, n)``; no score beat taken while a batch's
-    indices are still owed.
+    below the batch's ``n``; ``last`` exactly on beat ``min(k, n)``, with the ``k`` the batch
+    was given even when a configuration for the next one is taken meanwhile; no last score beat
+    of the next batch taken while a batch's indices are still owed (its other beats may be).
 
     Faults: ``"drop_beat"`` and ``"unstable_payload"`` (see
     :func:`sim.formal.streams.drive_sink`).
@@ -37,36 +38,40 @@ class ResultStream(Elaboratable):
         drive_source(m, topk.scores, "scores")
         taken = drive_sink(m, topk.result, "result", self.fault)
 
-        # The harness's account: k, the scores of the open batch, and the indices owed.
+        # The harness's account: k, the scores of the batch streaming in, and the batch whose
+        # indices are owed (its n and min(k, n)).
         k = Signal(range(self.k_max + 1), init=self.k_max)
         seen = Signal(range(self.n_max + 1))
-        closed = Signal()                         # the batch's last beat is in
+        closed = Signal()                         # a batch's last beat is in, indices owed
+        n = Signal(range(self.n_max + 1))
+        owed = Signal(range(self.n_max + 1))
         sent = Signal(range(self.n_max + 1))
         previous = Signal.like(topk.result.payload.index)
 
         beat = topk.scores.payload
         scoring = topk.scores.valid & topk.scores.ready
+        total = seen + beat.count
         m.d.comb += [Assume(beat.count <= self.par),
-                     Assume(~topk.scores.valid | (seen + beat.count <= self.n_max)),
-                     Assume(~topk.scores.valid | ~beat.last | (seen + beat.count >= 1))]
+                     Assume(~topk.scores.valid | (total <= self.n_max)),
+                     Assume(~topk.scores.valid | ~beat.last | (total >= 1))]
         configuring = topk.config.valid & topk.config.ready
         with m.If(configuring & (topk.config.payload.k >= 1)
                   & (topk.config.payload.k <= self.k_max)):
             m.d.sync += k.eq(topk.config.payload.k)
         with m.If(scoring):
-            m.d.sync += seen.eq(seen + beat.count)
+            m.d.sync += seen.eq(total)
             with m.If(beat.last):
-                m.d.sync += closed.eq(1)
-        owed = Mux(seen < k, seen, k)             # min(k, n), once the batch is closed
+                m.d.sync += [seen.eq(0), closed.eq(1), n.eq(total),
+                             owed.eq(Mux(total < k, total, k))]
 
         result = topk.result.payload
-        m.d.comb += [Assert(~topk.result.valid | closed), Assert(~scoring | ~closed),
-                     Assert(~configuring | ~closed)]
+        m.d.comb += [Assert(~topk.result.valid | closed),
+                     Assert(~(scoring & beat.last) | ~closed)]
         with m.If(taken):
-            m.d.comb += [Assert(result.index < seen),
+            m.d.comb += [Assert(result.index < n),
                          Assert((sent == 0) | (result.index > previous)),
                          Assert(result.last == (sent + 1 == owed))]
             m.d.sync += [sent.eq(sent + 1), previous.eq(result.index)]
             with m.If(result.last):
-                m.d.sync += [sent.eq(0), seen.eq(0), closed.eq(0)]
+                m.d.sync += [sent.eq(0), closed.eq(0)]
         return m

@@ -12,7 +12,7 @@ from cocotb.triggers import RisingEdge
 
 from amaranth import signed, unsigned
 
-from golden.topk import attention_probabilities, cascade_token_pruning, topk
+from golden.topk import attention_probabilities, batch_cycles, cascade_token_pruning, topk
 from rtl.topk import Config, ResultBeat, ScoreBeat
 from sim.runner import params
 from sim.streams import EngineDriver, reset, start_clock
@@ -61,18 +61,21 @@ def default_cascade(engine, layers=4, heads=3):
 
 
 #: Parameters (sim.runner.params) and their defaults for the engine under test: its
-#: construction, the seed of the stalls, ``batches`` (each {name, scores, k, stall}),
-#: ``cascade`` ({probs, keep}: the SpAtten example) and the benchmark's output file
-#: (relative to the run's directory).
+#: construction and ``latency`` (``TopK.latency``, for the cycle model), the seed of the
+#: stalls, ``batches`` (each {name, scores, k, stall}), ``cascade`` ({probs, keep}: the
+#: SpAtten example), and the benchmark's ``repeats`` of each batch and output file (relative
+#: to the run's directory).
 PARAMS = {
     "par": lambda engine: engine.par,
     "score_bits": lambda engine: engine.score_bits,
     "signed": lambda engine: engine.signed_scores,
     "index_bits": lambda engine: engine.index_bits,
     "k_max": lambda engine: engine.k_max,
+    "latency": lambda engine: engine.latency,
     "seed": 1,
     "batches": default_batches,
     "cascade": default_cascade,
+    "repeats": 4,
     "out": "benchmark.json",
 }
 
@@ -103,33 +106,70 @@ class TopKDriver(EngineDriver):
     def __init__(self, dut, rng, stall=0.0):
         super().__init__(dut, ("config", "scores"), rng, stall)
         self.p = params()
+        self.score_cycles, self.result_cycles = [], []
 
     def watch(self, dut):
         if dut.scores__valid.value and dut.scores__ready.value:
-            self.marks.setdefault("first_score", self.cycle)
-            self.marks["last_score"] = self.cycle
+            self.score_cycles.append(self.cycle)
         if dut.result__valid.value and dut.result__ready.value:
-            self.marks["last_result"] = self.cycle
+            self.result_cycles.append(self.cycle)
+
+    def results(self, words, count):
+        """``words`` (result payloads) as (indices, threshold) of a batch of ``count``."""
+        layout = ResultBeat(self.p["index_bits"], score_shape(self.p))
+        beats = [layout.from_bits(word) for word in words]
+        lasts = [beat.last for beat in beats]
+        assert lasts == [0] * (count - 1) + [1], f"last flags {lasts}"
+        thresholds = {beat.threshold for beat in beats}
+        assert len(thresholds) == 1, f"the threshold changed during the output: {thresholds}"
+        return np.array([beat.index for beat in beats]), thresholds.pop()
+
+    async def select_all(self, batches, k_now):
+        """Run ``batches`` (each {scores, k}) back to back: a configuration before each batch
+        whose ``k`` differs from the one before (``k_now`` before the first), each batch's
+        first beat offered right after the last beat of the one before, while its indices
+        are still coming out. Returns, per batch, (indices, threshold, timing): the cycles
+        its first and last score beats and its first and last indices were taken."""
+        p = self.p
+        self.score_cycles, self.result_cycles = [], []
+        already = len(self.sink.received)
+
+        async def send():
+            k = k_now
+            for batch in batches:
+                if batch["k"] != k:
+                    k = batch["k"]
+                    await self.config.send(config_word(k, p))
+                await self.scores.send_all(score_beats(batch["scores"], p))
+        sender = cocotb.start_soon(send())
+        self.tasks.append(sender)
+        counts = [min(batch["k"], len(batch["scores"])) for batch in batches]
+        out = await self.sink.wait_for(already + sum(counts), timeout_cycles=1_000_000)
+        await sender
+        while len(self.result_cycles) < sum(counts):    # the watch of the final edge
+            await RisingEdge(self.dut.clk)
+        selected, beat, index = [], 0, already
+        for batch, count in zip(batches, counts):
+            beats = -(-len(batch["scores"]) // p["par"])
+            scores = self.score_cycles[beat:beat + beats]
+            results = self.result_cycles[index - already:index - already + count]
+            timing = {"first_score": scores[0], "last_score": scores[-1],
+                      "first_index": results[0], "last_index": results[-1]}
+            selected.append((*self.results(out[index:index + count], count), timing))
+            beat, index = beat + beats, index + count
+        return selected
 
     async def select(self, scores, k):
-        """Run one batch; return (indices, threshold, timing marks)."""
+        """Run one batch after a configuration word; return (indices, threshold)."""
         p = self.p
         await self.config.send(config_word(k, p))
-        self.marks = {}
         already = len(self.sink.received)
         sender = cocotb.start_soon(self.scores.send_all(score_beats(scores, p)))
         self.tasks.append(sender)
         count = min(k, len(scores))
         out = await self.sink.wait_for(already + count, timeout_cycles=100_000)
         await sender
-        layout = ResultBeat(p["index_bits"], score_shape(p))
-        beats = [layout.from_bits(beat) for beat in out[already:]]
-        lasts = [beat.last for beat in beats]
-        assert lasts == [0] * (count - 1) + [1], f"last flags {lasts}"
-        indices = [beat.index for beat in beats]
-        thresholds = {beat.threshold for beat in beats}
-        assert len(thresholds) == 1, f"the threshold changed during the output: {thresholds}"
-        return np.array(indices), thresholds.pop(), dict(self.marks)
+        return self.results(out[already:], count)
 
 
 def check(indices, threshold, scores, k, what):
@@ -152,7 +192,7 @@ async def batches_bit_exact(dut):
         short.append({"name": "fewer scores than k", "scores": scores, "k": p["k_max"]})
     for batch in p["batches"] + short:
         driver = TopKDriver(dut, random.Random(p["seed"]), stall=batch.get("stall", 0.0))
-        indices, threshold, _ = await driver.select(batch["scores"], batch["k"])
+        indices, threshold = await driver.select(batch["scores"], batch["k"])
         driver.abort()
         check(indices, threshold, batch["scores"], batch["k"], batch["name"])
 
@@ -173,7 +213,7 @@ async def reset_mid_batch_then_clean_batch(dut):
     await reset(dut)
     assert not dut.result__valid.value and not dut.error.value
     driver = TopKDriver(dut, random.Random(2), stall=0.3)
-    indices, threshold, _ = await driver.select(batch["scores"], batch["k"])
+    indices, threshold = await driver.select(batch["scores"], batch["k"])
     check(indices, threshold, batch["scores"], batch["k"], "after reset")
 
 
@@ -193,7 +233,7 @@ async def k_out_of_range_sets_error(dut):
         await reset(dut)
     scores = [(-1) ** i * i for i in range(3 * p["par"] + 1)]
     scores = [s if p["signed"] else abs(s) for s in scores]
-    indices, threshold, _ = await driver.select(scores, 2)
+    indices, threshold = await driver.select(scores, 2)
     check(indices, threshold, scores, 2, "after error")
 
 
@@ -210,23 +250,75 @@ async def spatten_cascade_token_pruning(dut):
     driver = TopKDriver(dut, random.Random(4), stall=0.2)
     for layer, count in enumerate(keep):
         scores = importance[layer][alive]
-        chosen, _, _ = await driver.select(scores.tolist(), count)
+        chosen, _ = await driver.select(scores.tolist(), count)
         alive = alive[chosen]
         assert alive.tolist() == survivors[layer].tolist(), f"layer {layer}"
 
 
+def one_beat_batches(p):
+    """Two batches of one beat each (the first ``par`` scores of the first batch, its k): a
+    first beat that is also the last, held while the indices before it are owed."""
+    first = p["batches"][0]
+    return [{"name": f"one beat {i}", "scores": first["scores"][:p["par"]], "k": first["k"]}
+            for i in range(2)]
+
+
+@cocotb.test()
+async def overlapped_batches(dut):
+    """Every batch of ``params["batches"]`` and two of one beat, back to back under random
+    stalls of every stream (30%): the next batch's scores go in while a batch's indices come
+    out, and every batch is selected exactly. Fails if no batch overlapped its predecessor's
+    output."""
+    p = params()
+    start_clock(dut)
+    await reset(dut)
+    driver = TopKDriver(dut, random.Random(p["seed"]), stall=0.3)
+    batches = p["batches"] + one_beat_batches(p)
+    selected = await driver.select_all(batches, p["k_max"])
+    for batch, (indices, threshold, _) in zip(batches, selected):
+        check(indices, threshold, batch["scores"], batch["k"], batch["name"])
+    timing = [t for _, _, t in selected]
+    overlapped = sum(after["first_score"] <= before["last_index"]
+                     for before, after in zip(timing, timing[1:]))
+    assert overlapped, f"no batch went in while the one before came out: {timing}"
+
+
+@cocotb.test()
+async def cycle_model_exact(dut):
+    """Every batch of ``params["batches"]`` and two of one beat, back to back with an ideal
+    source and sink, takes the cycles ``golden.topk.batch_cycles`` predicts: the first and
+    last score beat and index of each."""
+    p = params()
+    start_clock(dut)
+    await reset(dut)
+    driver = TopKDriver(dut, random.Random(0))
+    batches = p["batches"] + one_beat_batches(p)
+    selected = await driver.select_all(batches, p["k_max"])
+    measured = [t for _, _, t in selected]
+    model = batch_cycles([(len(b["scores"]), b["k"]) for b in batches], p["par"],
+                         p["k_max"], p["latency"])
+    origin = measured[0]["first_score"] - model[0]["first_score"]
+    shifted = [{name: cycle - origin for name, cycle in t.items()} for t in measured]
+    for batch, got, want in zip(batches, shifted, model):
+        assert got == want, f"{batch['name']}: RTL {got}, model {want}"
+
+
 @cocotb.test()
 async def benchmark(dut):
-    """Time every batch with an ideal source and sink; write the marks to ``params["out"]``."""
+    """Time every batch, ``params["repeats"]`` times back to back (the same scores), with an
+    ideal source and sink; write each batch's timing of every repeat to ``params["out"]``."""
     p = params()
     start_clock(dut)
     await reset(dut)
     results = []
+    k_now = p["k_max"]
     for batch in p["batches"]:
         driver = TopKDriver(dut, random.Random(0))
-        indices, threshold, marks = await driver.select(batch["scores"], batch["k"])
+        selected = await driver.select_all([batch] * p["repeats"], k_now)
         driver.abort()
-        check(indices, threshold, batch["scores"], batch["k"], batch["name"])
-        results.append({"name": batch["name"], **marks})
+        k_now = batch["k"]
+        for indices, threshold, _ in selected:
+            check(indices, threshold, batch["scores"], batch["k"], batch["name"])
+        results.append({"name": batch["name"], "repeats": [t for _, _, t in selected]})
     with open(p["out"], "w") as out:
         json.dump(results, out)
