@@ -396,7 +396,8 @@ def format_report(report):
         verdict = "met" if timing["met"] else "FAILED"
         worst = ""
         if "seeds" in report:
-            each = ", ".join(f"seed {seed}: {fmax[clock]}" for seed, fmax in report["seeds"].items())
+            each = ", ".join(f"seed {seed}: {fmax[clock]}"
+                             for seed, fmax in report["seeds"].items())
             worst = f" (worst of {each})"
         lines.append(f"  Fmax  {timing['achieved_mhz']} MHz on {clock}{worst}: {verdict}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ import numpy as np
 from golden.checks import integer, integer_array
 
 __all__ = ["PEColumns", "LoadWord", "encode", "decode", "entries", "load_words", "spmv",
-           "ideal_cycles"]
+           "ideal_cycles", "spmv_cycles"]
 
 
 @dataclass(frozen=True)
@@ -319,3 +319,120 @@ def ideal_cycles(matrix, x, n_pes, z_bits=4):
     n_pes = integer("n_pes", n_pes, 1, 64)
     nnz = (matrix != 0).sum(axis=0)
     return float(nnz[x != 0].sum() / n_pes)
+
+
+#: Cycles from the sparse unit's first read-out cycle to its first result beat, without and
+#: with requantization (docs/spmv.md, Operation and timing).
+RESULT_CYCLES = {False: 1, True: 6}
+
+
+def spmv_cycles(matrix, x, n_pes, *, z_bits=4, lanes=4, queue_depth=8, requantize=False):
+    """The sparse unit's cycle count for ``y = W x``, with a source that always has the next
+    activation beat and a sink that always takes a result beat (docs/spmv.md, Operation and
+    timing).
+
+    Cycle 0 is the one that takes the vector's first beat. The front end hands out one
+    non-zero activation per cycle to every PE while each is ready (a register: in the
+    previous cycle its column queue's level plus the activations reading their pointers,
+    the one then taken among them, was below ``queue_depth``); a beat is
+    taken in the cycle its last non-zero is handed out (a beat of zeros costs a cycle). A PE
+    registers the activation, reads its pointers, registers them and queues the column when
+    it holds entries of the PE (three cycles); the walk takes a queued column from the next
+    cycle on and reads a pair of entries per cycle; the registered pair sends one weight per
+    cycle on (two cycles for a pair of two weights, during which the walk waits). The unit
+    turns to read-out in the cycle after the last beat's activations are handed out and every
+    PE has nothing queued, read, paired or waiting for the multiplier; the first result comes
+    ``RESULT_CYCLES`` later, then one per cycle.
+
+    Parameters
+    ----------
+    matrix : int array (rows, cols)
+        The weights (or codebook indices: only which are zero matters).
+    x : int array (cols,)
+        The activations (only which are zero matters).
+    n_pes, z_bits, lanes, queue_depth : int
+        The unit's PEs (1..64), zero-run width (1..16), activations per beat (1..16) and
+        column queue depth (2..256).
+    requantize : bool
+        The set-up word switches the requantizer on.
+
+    Returns
+    -------
+    (int, int)
+        Compute cycles (from the first beat taken to the first result beat) and total
+        cycles (to the last result beat, inclusive).
+    """
+    matrix = _check_matrix(matrix, "matrix")
+    x = integer_array("x", x, ndim=1)
+    if len(x) != matrix.shape[1]:
+        raise ValueError(f"x needs one value per column ({matrix.shape[1]}), not {len(x)}")
+    n_pes = integer("n_pes", n_pes, 1, 64)
+    lanes = integer("lanes", lanes, 1, 16)
+    queue_depth = integer("queue_depth", queue_depth, 2, 256)
+    images = encode(matrix, n_pes, z_bits)
+    padded = np.concatenate([x != 0, np.zeros(-len(x) % lanes, dtype=bool)])
+    beats = padded.reshape(-1, lanes)
+    pes = [_PECycles(image, queue_depth) for image in images]
+    pending, beat, cycle = [], 0, 0               # the columns of the beat held
+    while True:
+        handed = pending[0] if pending and all(pe.ready() for pe in pes) else None
+        busy = [pe.step(handed) for pe in pes]
+        if beat == len(beats) and not pending and not any(busy):
+            break
+        if handed is not None:
+            pending = pending[1:]
+        if not pending and beat < len(beats):    # the next beat is taken in this cycle
+            pending = [beat * lanes + j for j in np.flatnonzero(beats[beat])]
+            beat += 1
+        cycle += 1
+    first = cycle + 1 + RESULT_CYCLES[bool(requantize)]
+    return first, first + -(-matrix.shape[0] // n_pes)
+
+
+class _PECycles:
+    """One PE of :func:`spmv_cycles`: registers as the RTL's, one :meth:`step` per cycle."""
+
+    def __init__(self, image, depth):
+        self.real = image.values != 0
+        self.pointers = image.pointers
+        self.depth = depth
+        self.taken = self.fetched = self.pointed = None   # columns reading their pointers
+        self.queue = []                           # (start, end) of queued columns
+        self.walk = None                          # [next entry, end] of the walk
+        self.read = self.pair = None              # the pair read, the pair registered
+        self.half = self.weighing = False
+        self.room = True                          # the ready register
+
+    def ready(self):
+        return self.room
+
+    def step(self, handed):
+        """One cycle; ``handed`` is the column handed out to the PE (or None). Returns
+        whether the PE was busy in this cycle."""
+        busy = (self.taken is not None or self.fetched is not None or self.pointed is not None
+                or bool(self.queue) or self.walk is not None or self.read is not None
+                or self.pair is not None or self.weighing)
+        pair = self.pair
+        stall = pair is not None and not self.half and pair[0] and pair[1]
+        self.weighing = pair is not None and (self.half or pair[0] or pair[1])
+        queued = len(self.queue)                 # what the walk can take in this cycle
+        in_flight = (self.taken, self.fetched, self.pointed, handed)
+        self.room = queued + sum(column is not None for column in in_flight) < self.depth
+        if self.pointed is not None:
+            start, end = self.pointers[self.pointed], self.pointers[self.pointed + 1]
+            if end > start:
+                self.queue.append((start, end))
+        self.pointed, self.fetched, self.taken = self.fetched, self.taken, handed
+        if pair is not None:
+            self.half = stall
+        if stall:
+            return busy
+        walk = self.walk
+        self.pair = self.read
+        self.read = None if walk is None else \
+            (bool(self.real[walk[0]]), walk[0] + 1 < walk[1] and bool(self.real[walk[0] + 1]))
+        if walk is None or walk[0] + 2 >= walk[1]:
+            self.walk = list(self.queue.pop(0)) if queued else None
+        else:
+            walk[0] += 2
+        return busy

@@ -8,17 +8,18 @@ packs them through :data:`Load`).
 
 The activation front end takes ``P`` activations per beat, finds the non-zero
 ones with a leading-one detector (a chunk of zeros costs one cycle), and
-broadcasts each non-zero ``(j, x_j)`` into every PE's activation queue. A PE
-pops its queue, fetches the column pointers of ``j`` while it still works on
-the previous column, and walks the column's entries one per cycle:
-``acc[row] += value * x_j``, the local row advancing by ``z + 1`` per entry; a
-zero-weight (padding) entry is taken in the same cycle as the entry after it.
-Zero activations cost the PEs nothing; a PE with a long column holds up the
-others only once its queue is full.
+broadcasts each non-zero ``(j, x_j)`` to every PE, one per cycle. A PE reads the
+column's start and end pointers as it takes the activation and queues the
+column only when it has entries of this PE, so an empty column costs it nothing.
+It walks a queued column two entries per cycle (its weight memory is two banks,
+even and odd entries) and sends one weight per cycle to its multiplier: a pair
+holding two weights takes two cycles, a pair with a zero-weight (padding) entry
+one. Each product is added into the accumulator of its row.
 
 When the vector has been consumed, the accumulators leave on the result
 stream, one local row of every PE per beat (rows ``k*N .. k*N+N-1``), cleared as
-they go, optionally through bias + requantization + ReLU (docs/design.md 3.2).
+they go, optionally through bias + requantization + ReLU (docs/design.md 3.2),
+a pipeline of its own. ``golden.csc.spmv_cycles`` gives the unit's cycle count.
 """
 
 import math
@@ -28,7 +29,7 @@ from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rtl.pipeline import delay, lowest_set
+from rtl.pipeline import lowest_set
 
 __all__ = ["LoadKind", "Setup", "LoadData", "Load", "Entry", "Codebook", "Activations",
            "Results", "QueuedActivation", "Phase", "Readout", "SpMVPE", "SpMV",
@@ -130,8 +131,7 @@ class Phase(enum.Enum, shape=2):
     """What the unit is doing; every PE follows it."""
     LOAD = 0         #: taking loader words
     COMPUTE = 1      #: taking the vector, PEs walking columns
-    DRAIN = 2        #: one cycle: the first row's accumulators are read
-    OUTPUT = 3       #: one local row of every PE per result beat
+    OUTPUT = 2       #: reading the accumulators out, one local row of every PE per cycle
 
 
 class Readout(wiring.Signature):
@@ -139,20 +139,20 @@ class Readout(wiring.Signature):
 
     Members
     -------
-    row : Out(range(local_rows + 1))
-        The local row on the result stream this cycle.
-    advance : Out(1)
-        The beat of ``row`` is taken: clear its accumulator, read ``row + 1``.
+    row : Out(range(local_rows))
+        The local row read this cycle.
+    take : Out(1)
+        ``row`` is read: clear its accumulator at this cycle's end.
     acc, bias : In(signed(acc_width))
-        The accumulator and bias of ``row`` (read a cycle ahead).
+        The accumulator and the bias of ``row``, this cycle.
     multiplier : In(16)
-        The requantization multiplier of ``row``.
+        The requantization multiplier of ``row``, this cycle.
     """
 
     def __init__(self, local_rows, acc_width):
         super().__init__({
-            "row":        Out(range(local_rows + 1)),
-            "advance":    Out(1),
+            "row":        Out(range(local_rows)),
+            "take":       Out(1),
             "acc":        In(signed(acc_width)),
             "bias":       In(signed(acc_width)),
             "multiplier": In(MULTIPLIER_BITS),
@@ -182,16 +182,20 @@ def accumulator_bound_bits(cols, weight_bits, act_bits):
 
 
 class SpMVPE(wiring.Component):
-    """One processing element: activation queue, pointer fetch, column walk, multiply-accumulate.
+    """One processing element: pointer fetch, column queue, pair walk, multiply-accumulate.
 
-    It owns its rows of the matrix: a weight memory of :class:`Entry` words, ``cols + 1``
-    column pointers, and per local row an accumulator, a bias and a multiplier. In
-    :attr:`Phase.COMPUTE` it pops ``(j, x_j)`` from its queue, reads ``p[j]`` and ``p[j+1]``
-    (two cycles, overlapped with the column it walks) and walks the column one entry per
-    cycle, a zero-weight entry riding with the entry after it; each entry reaches the
-    accumulator memory 3 cycles after its read (read-modify-write, write-through).
-    In :attr:`Phase.DRAIN` and :attr:`Phase.OUTPUT` the unit reads the rows out through
-    ``readout``, clearing each as it goes.
+    It owns its rows of the matrix: a weight memory of :class:`Entry` words in two banks
+    (even and odd entries), the column pointers (one memory, ``p[j]`` and ``p[j+1]`` read in
+    the same cycle on its two ports), and per local row an accumulator, a bias and a
+    multiplier (distributed RAM, read in the cycle they are addressed). An activation taken
+    on ``act`` is registered, its column's pointers are read and registered, and the column
+    joins the queue if it holds entries. The walk takes the queued columns in order and reads
+    two consecutive entries per cycle; the pair is registered and gives one weight per cycle
+    (the walk waits a cycle when both entries carry weights; a zero-weight, padding, entry
+    only moves the row on). The weight's row is the previous row plus ``z + 1``. The weight
+    and its row are registered; the next cycle registers the product and the row's
+    accumulator, and the one after writes their sum. In :attr:`Phase.OUTPUT` the unit reads
+    the rows out through ``readout``.
 
     Parameters
     ----------
@@ -210,23 +214,27 @@ class SpMVPE(wiring.Component):
     act_bits : int
         Activation width, 1..16.
     queue_depth : int
-        Activation queue depth, 2..256.
+        Column queue depth, 2..256.
     acc_width : int
         Signed accumulator width, 2..48.
 
     Attributes
     ----------
     act : In(stream.Signature(QueuedActivation(col_bits, act_bits)))
-        Non-zero activations in column order, into the queue (``ready`` while it has room).
+        Non-zero activations in column order; ``ready`` (a register) while the queue's level
+        plus the activations reading their pointers (the one taken now among them) stays
+        below ``queue_depth``, as of the previous cycle.
     load : In(stream.Signature(Load))
         Loader words meant for this PE (its ``pe`` field is not looked at), always ready:
         entries, pointers, biases and multipliers are written; other kinds are ignored.
     table : In(Codebook)
         The shared codebook; only with ``codebook``.
     phase : In(Phase)
-        The unit's phase; the queue is popped only in ``COMPUTE``.
+        The unit's phase: in ``OUTPUT`` the accumulators belong to ``readout``.
     busy : Out(1)
-        Work left: queued or fetched activations, a column being walked, a product in flight.
+        Work left: an activation reading its pointers, a queued or walked column, a pair, or
+        a weight on its way to the multiplier (the cycle that adds the last product is not
+        counted: the accumulator holds the sum at its end).
     readout : In(Readout(local_rows, acc_width))
         The accumulators, biases and multipliers, row by row.
     """
@@ -279,132 +287,211 @@ class SpMVPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        col_bits, ptr_bits = self._col_bits, self.pointer_bits
-        local_bits = max(1, (self._local_rows - 1).bit_length())
-        compute = self.phase == Phase.COMPUTE
-
-        m.submodules.queue = queue = fifo.SyncFIFO(
-            width=QueuedActivation(col_bits, self._act_bits).size, depth=self._queue_depth)
-        m.d.comb += [queue.w_data.eq(self.act.payload), queue.w_en.eq(self.act.valid),
-                     self.act.ready.eq(queue.w_rdy)]
-        head = QueuedActivation(col_bits, self._act_bits)(queue.r_data)
-
-        m.submodules.weights = weights = Memory(shape=self.entry_layout, depth=self._entries,
-                                                init=[])
-        m.submodules.pointers = pointers = Memory(shape=ptr_bits, depth=self._cols + 1, init=[])
-        m.submodules.accs = accs = Memory(shape=signed(self._acc_width),
+        m.submodules.weights_even = even = Memory(
+            shape=self.entry_layout, depth=(self._entries + 1) // 2, init=[])
+        m.submodules.weights_odd = odd = Memory(
+            shape=self.entry_layout, depth=max(1, self._entries // 2), init=[])
+        m.submodules.pointers = pointers = Memory(shape=self.pointer_bits, depth=self._cols + 1,
+                                                  init=[])
+        m.submodules.bias = bias = Memory(shape=signed(self._acc_width),
                                           depth=self._local_rows, init=[])
-        m.submodules.bias = bias = Memory(shape=signed(self._acc_width), depth=self._local_rows,
-                                          init=[])
         m.submodules.multiplier = multiplier = Memory(shape=MULTIPLIER_BITS,
                                                       depth=self._local_rows, init=[])
+        pointer_write = self._loader(m, even, odd, bias, multiplier)
+        queue, column, fetching = self._pointer_fetch(m, pointers, pointer_write)
+        pair, stall, half, walking = self._walk(m, queue, column, even, odd)
+        weighing = self._accumulate(m, pair, stall, half, bias, multiplier)
+        m.d.comb += self.busy.eq(fetching | queue.r_rdy | walking | weighing)
+        return m
 
+    def _loader(self, m, even, odd, bias, multiplier):
+        """Write the loader's words (entry ``e`` to bank ``e mod 2``); returns whether a pointer
+        is written (the pointer memory shares its address with a read, see
+        :meth:`_pointer_fetch`)."""
         load = self.load.payload
         m.d.comb += self.load.ready.eq(1)
-        for memory, kind, value in ((weights, LoadKind.ENTRY, load.data.entry),
-                                    (pointers, LoadKind.POINTER, load.data.pointer),
-                                    (bias, LoadKind.BIAS, load.data.bias),
-                                    (multiplier, LoadKind.MULTIPLIER, load.data.multiplier)):
+        writing = self.load.valid
+        ports = (
+            (even, load.addr[1:], load.data.entry,
+             writing & (load.kind == LoadKind.ENTRY) & ~load.addr[0]),
+            (odd, load.addr[1:], load.data.entry,
+             writing & (load.kind == LoadKind.ENTRY) & load.addr[0]),
+            (bias, load.addr, load.data.bias, writing & (load.kind == LoadKind.BIAS)),
+            (multiplier, load.addr, load.data.multiplier,
+             writing & (load.kind == LoadKind.MULTIPLIER)),
+        )
+        for memory, addr, value, en in ports:
             port = memory.write_port()
-            m.d.comb += [port.addr.eq(load.addr), port.data.eq(value),
-                         port.en.eq(self.load.valid & (load.kind == kind))]
+            m.d.comb += [port.addr.eq(addr), port.data.eq(value), port.en.eq(en)]
+        return writing & (load.kind == LoadKind.POINTER) & (load.addr <= self._cols)
 
-        # Stage A: pop an activation, read its column's start and end pointers.
-        start_port = pointers.read_port()
-        end_port = pointers.read_port()
+    def _pointer_fetch(self, m, pointers, pointer_write):
+        """Register the activation taken, read ``p[j]`` and ``p[j+1]``, queue the column if it is
+        not empty; returns the queue, its payload's layout (start, end, x) and whether an
+        activation is reading its pointers.
+
+        The pointer memory's write port and its ``p[j]`` read port share one address (the
+        loader's, while it writes), so that yosys builds the memory from one dual-port
+        block RAM rather than two copies; both reads are transparent to the write, which
+        does not happen while activations are taken."""
+        ptr_bits = self.pointer_bits
+        column = data.StructLayout({"start": ptr_bits, "end": ptr_bits, "x": self._act_bits})
+        m.submodules.queue = queue = fifo.SyncFIFO(width=column.size, depth=self._queue_depth)
+        taken = Signal()
+        taken_j = Signal(self._col_bits)
+        taken_x = Signal(self._act_bits)
+        m.d.sync += taken.eq(self.act.valid & self.act.ready)
+        with m.If(self.act.valid & self.act.ready):
+            m.d.sync += [taken_j.eq(self.act.payload.j), taken_x.eq(self.act.payload.x)]
+        write = pointers.write_port()
+        start_port = pointers.read_port(transparent_for=(write,))
+        end_port = pointers.read_port(transparent_for=(write,))
+        address = Mux(pointer_write, self.load.payload.addr, taken_j)
+        m.d.comb += [write.addr.eq(address), write.data.eq(self.load.payload.data.pointer),
+                     write.en.eq(pointer_write),
+                     start_port.addr.eq(address), end_port.addr.eq(taken_j + 1)]
+        fetched = Signal()
         fetched_x = Signal(self._act_bits)
-        next_valid = Signal()        # the column waiting behind the current one
-        next_start, next_end = Signal(ptr_bits), Signal(ptr_bits)
-        next_x = Signal(self._act_bits)
-        # Stage B: walk the current column.
+        m.d.sync += [fetched.eq(taken), fetched_x.eq(taken_x)]
+        # The pointers go straight into registers (a block RAM's output is slow), then the
+        # column joins the queue if it holds entries.
+        pointed = Signal()
+        entry = Signal(column)
+        m.d.comb += queue.w_data.eq(entry)
+        m.d.sync += [pointed.eq(fetched), entry.start.eq(start_port.data),
+                     entry.end.eq(end_port.data), entry.x.eq(fetched_x)]
+        m.d.comb += queue.w_en.eq(pointed & (entry.end > entry.start))
+        # Ready while the queue has room for an activation and every one reading its
+        # pointers. A register: from this cycle's level, counting the column being queued
+        # whether or not it is empty and not counting the column being taken by the walk
+        # (so no long path reaches it).
+        in_flight = (self.act.valid & self.act.ready) + taken + fetched + pointed
+        m.d.sync += self.act.ready.eq(queue.level + in_flight < self._queue_depth)
+        return queue, column, taken | fetched | pointed
+
+    def _walk(self, m, queue, column, even, odd):
+        """Walk the queued columns a pair of entries per cycle. Returns the pair (its register,
+        its first and second entries and whether each carries a weight), the stall (two
+        weights in the pair: the first goes now), ``half`` (the second goes now) and whether
+        a column, a read or a pair is under way."""
+        ptr_bits = self.pointer_bits
+        head = column(queue.r_data)
+        entry = self.entry_layout
+
+        # The walk: the bank addresses of the next pair, the entries left in the column.
         walking = Signal()
-        entry, end = Signal(ptr_bits), Signal(ptr_bits)
+        last = Signal()                      # this pair ends the column
+        first = Signal()
+        even_addr = Signal(max(1, (self._entries + 1).bit_length()))
+        odd_addr = Signal.like(even_addr)
+        odd_start = Signal()                 # the pair starts at an odd entry
+        left = Signal(ptr_bits + 1)
         x = Signal(self._act_bits)
-        column_first = Signal()
+        stall = Signal()
+        advance = ~stall
+        next_column = ~walking | last
+        m.d.comb += queue.r_en.eq(advance & next_column)
+        with m.If(advance):
+            with m.If(next_column):
+                m.d.sync += walking.eq(queue.r_rdy)
+                with m.If(queue.r_rdy):
+                    count = head.end - head.start
+                    m.d.sync += [even_addr.eq((head.start + 1) >> 1),
+                                 odd_addr.eq(head.start >> 1), odd_start.eq(head.start[0]),
+                                 left.eq(count), last.eq(count <= 2), first.eq(1),
+                                 x.eq(head.x)]
+            with m.Else():
+                m.d.sync += [even_addr.eq(even_addr + 1), odd_addr.eq(odd_addr + 1),
+                             left.eq(left - 2), last.eq(left <= 4), first.eq(0)]
 
-        # ``merged``: stage C folds the entry after a zero-weight one into the same cycle, so
-        # the walk skips it (a padding entry costs no cycle of its own).
-        merged = Signal()
-        cursor = Signal(ptr_bits)
-        m.d.comb += cursor.eq(entry + merged)
-        last_issue = walking & (cursor + 1 >= end)
-        take_next = next_valid & (~walking | last_issue)
-        pop = Signal()
-        fetched = delay(m, pop, 1, "fetched")   # pointers of a popped activation arrive
-        m.d.comb += [pop.eq(queue.r_rdy & compute & ~fetched & (~next_valid | take_next)),
-                     queue.r_en.eq(pop),
-                     start_port.addr.eq(head.j),
-                     end_port.addr.eq(head.j + 1)]
-        with m.If(pop):
-            m.d.sync += fetched_x.eq(head.x)
-        # (A pop waits until the slot behind the current column will be free for it.)
-        with m.If(take_next):
-            m.d.sync += next_valid.eq(0)
-        with m.If(fetched & (start_port.data != end_port.data)):
-            m.d.sync += [next_valid.eq(1), next_start.eq(start_port.data),
-                         next_end.eq(end_port.data), next_x.eq(fetched_x)]
+        even_port = even.read_port()
+        odd_port = odd.read_port()
+        m.d.comb += [even_port.addr.eq(even_addr), odd_port.addr.eq(odd_addr),
+                     even_port.en.eq(advance), odd_port.en.eq(advance)]
+        # The pair being read: its column's flags, aligned with the memories' data.
+        read = Signal(data.StructLayout({"valid": 1, "first": 1, "x": self._act_bits,
+                                         "second": 1, "swap": 1}))
+        with m.If(advance):
+            m.d.sync += [read.valid.eq(walking), read.first.eq(first), read.x.eq(x),
+                         read.second.eq(left >= 2), read.swap.eq(odd_start)]
+        # The banks' data go straight into the pair register (a block RAM's output is slow).
+        pair = Signal(data.StructLayout({"valid": 1, "first": 1, "x": self._act_bits,
+                                         "second": 1, "swap": 1, "even": entry, "odd": entry}))
+        with m.If(advance):
+            m.d.sync += [pair.valid.eq(read.valid), pair.first.eq(read.first), pair.x.eq(read.x),
+                         pair.second.eq(read.second), pair.swap.eq(read.swap),
+                         pair.even.eq(even_port.data), pair.odd.eq(odd_port.data)]
+        e0 = entry(Mux(pair.swap, pair.odd, pair.even))
+        e1 = entry(Mux(pair.swap, pair.even, pair.odd))
+        real0 = e0.value != 0
+        real1 = pair.second & (e1.value != 0)
+        # Two weights in the pair: the first now, the second in the next cycle (``half``).
+        half = Signal()
+        m.d.comb += stall.eq(pair.valid & ~half & real0 & real1)
+        with m.If(pair.valid):
+            m.d.sync += half.eq(stall)
+        return (pair, e0, e1, real0, real1), stall, half, walking | read.valid | pair.valid
 
-        with m.If(take_next):
-            m.d.sync += [walking.eq(1), entry.eq(next_start), end.eq(next_end), x.eq(next_x),
-                         column_first.eq(1)]
-        with m.Elif(walking):
-            m.d.sync += [entry.eq(cursor + 1), column_first.eq(0)]
-            with m.If(last_issue):
-                m.d.sync += walking.eq(0)
+    def _accumulate(self, m, pair, stall, half, bias, multiplier):
+        """Give the pair's weights their rows, one per cycle; multiply and accumulate; returns
+        whether a weight is on its way to the multiplier."""
+        pair, e0, e1, real0, real1 = pair
+        local_bits = max(1, (self._local_rows - 1).bit_length())
+        position = Signal(local_bits + 1)      # the row of the last entry taken
+        row0 = Signal(local_bits + 1)
+        row1 = Signal(local_bits + 1)
+        m.d.comb += [row0.eq(Mux(pair.first, e0.z, position + e0.z + 1)),
+                     row1.eq(Mux(half, position, row0) + e1.z + 1)]
+        with m.If(pair.valid):
+            m.d.sync += position.eq(Mux(stall | ~pair.second, row0, row1))
+        second = half | ~real0                 # the weight sent is the pair's second
+        weighing = Signal()
+        weigh_row = Signal(local_bits)
+        weigh_value = Signal(self._value_bits)
+        weigh_x = Signal(self._act_bits)
+        m.d.sync += weighing.eq(pair.valid & (half | real0 | real1))
+        m.d.sync += [weigh_row.eq(Mux(second, row1, row0)),
+                     weigh_value.eq(Mux(second, e1.value, e0.value).as_unsigned()),
+                     weigh_x.eq(pair.x)]
+        if self._codebook:
+            weight = self.table[weigh_value]
+        else:
+            weight = weigh_value.as_signed()
 
-        # Stage C: the entry at ``cursor`` and the one after it arrive; find the local row
-        # of the first, or, when its weight is zero and the walk goes on in the same column,
-        # of the second too, and multiply the last one taken.
-        weight_port = weights.read_port()
-        lookahead_port = weights.read_port()
-        m.d.comb += [weight_port.addr.eq(cursor), lookahead_port.addr.eq(cursor + 1)]
-        issued = delay(m, walking & (cursor < end), 1, "issued")
-        issued_first = delay(m, column_first, 1, "issued_first")
-        issued_x = delay(m, x, 1, "issued_x")
-
-        def weight_of(stored):
-            return self.table[stored.value] if self._codebook else stored.value
-
-        weight, z = weight_of(weight_port.data), weight_port.data.z
-        following_weight, following_z = weight_of(lookahead_port.data), lookahead_port.data.z
-        m.d.comb += merged.eq(issued & (weight == 0) & walking & ~column_first)
-        position = Signal(local_bits + 1)
-        first_row = Signal(local_bits + 1)
-        row = Signal(local_bits + 1)
-        m.d.comb += [first_row.eq(Mux(issued_first, z, position + z + 1)),
-                     row.eq(Mux(merged, first_row + following_z + 1, first_row))]
-        with m.If(issued):
-            m.d.sync += position.eq(row)
-        product = delay(m, Mux(merged, following_weight, weight) * issued_x.as_unsigned(), 1,
-                        "product")
-        product_valid = delay(m, issued, 1, "product_valid")
-        product_row = delay(m, row[:local_bits], 1, "product_row")
-        # Stage D: read-modify-write the accumulator (the read port sees this cycle's write).
+        # Accumulate in two cycles: read the row's accumulator (distributed RAM) and register
+        # it with the product, then add and write. A product of the row written in the read's
+        # cycle takes that sum instead (``forward``), so back-to-back products of a row add.
+        m.submodules.accs = accs = Memory(shape=signed(self._acc_width),
+                                          depth=self._local_rows, init=[])
         acc_write = accs.write_port()
-        acc_read = accs.read_port(transparent_for=(acc_write,))
-        bias_read = bias.read_port()
-        mult_read = multiplier.read_port()
-        m.d.comb += acc_read.addr.eq(row)
-        m.d.comb += [acc_write.addr.eq(product_row), acc_write.data.eq(acc_read.data + product),
-                     acc_write.en.eq(product_valid)]
-
-        m.d.comb += self.busy.eq(queue.r_rdy | fetched | next_valid | walking | issued |
-                                 product_valid)
-
-        # Read-out: the accumulator of ``readout.row`` (read one cycle ahead), cleared as it goes.
+        acc_read = accs.read_port(domain="comb")
+        product_bits = CODEBOOK_VALUE_BITS if self._codebook else self._value_bits
+        product = Signal(signed(product_bits + self._act_bits + 1))
+        adding = Signal()
+        adding_row = Signal(local_bits)
+        old = Signal(signed(self._acc_width))
+        forward = Signal()
+        m.d.comb += acc_read.addr.eq(weigh_row)
+        m.d.sync += [product.eq(weight * weigh_x.as_unsigned()), adding.eq(weighing),
+                     adding_row.eq(weigh_row), old.eq(acc_read.data),
+                     forward.eq(adding & (adding_row == weigh_row))]
+        total = Signal(signed(self._acc_width))
+        written = Signal(signed(self._acc_width))
+        m.d.comb += total.eq(Mux(forward, written, old) + product)
+        m.d.sync += written.eq(total)
         readout = self.readout
-        following = Mux(readout.advance, readout.row + 1, readout.row)
-        with m.If(self.phase == Phase.DRAIN):
-            m.d.comb += [acc_read.addr.eq(0), bias_read.addr.eq(0), mult_read.addr.eq(0)]
-        with m.Elif(self.phase == Phase.OUTPUT):
-            m.d.comb += [acc_read.addr.eq(following), bias_read.addr.eq(following),
-                         mult_read.addr.eq(following)]
-            with m.If(readout.advance):
-                m.d.comb += [acc_write.addr.eq(readout.row), acc_write.data.eq(0),
-                             acc_write.en.eq(1)]
-        m.d.comb += [readout.acc.eq(acc_read.data), readout.bias.eq(bias_read.data),
-                     readout.multiplier.eq(mult_read.data)]
-        return m
+        with m.If(self.phase == Phase.OUTPUT):
+            m.d.comb += [acc_write.addr.eq(readout.row), acc_write.data.eq(0),
+                         acc_write.en.eq(readout.take)]
+        with m.Else():
+            m.d.comb += [acc_write.addr.eq(adding_row), acc_write.data.eq(total),
+                         acc_write.en.eq(adding)]
+        out_read = accs.read_port(domain="comb")
+        m.d.comb += [out_read.addr.eq(readout.row), readout.acc.eq(out_read.data)]
+        for memory, value in ((bias, readout.bias), (multiplier, readout.multiplier)):
+            port = memory.read_port(domain="comb")
+            m.d.comb += [port.addr.eq(readout.row), value.eq(port.data)]
+        return weighing
 
 
 class SpMV(wiring.Component):
@@ -416,8 +503,10 @@ class SpMV(wiring.Component):
         Processing elements, 1..64.
     rows, cols : int
         Largest matrix the memories hold, rows 1..4096 and cols 1..65535.
-    entries : int
-        Weight-memory depth of each PE (entries, padding included), 1..65536.
+    entries : int, optional
+        Weight-memory depth of each PE (entries, padding included), 1..65536; by default
+        ``cols * ceil(rows / n_pes)`` (at most 65536), what a dense matrix needs (padding
+        entries never make a column longer than its rows).
     value_bits : int
         Width of a stored value: 2, 4 or 8 bits signed, or 4-bit codebook indices
         when ``codebook`` is set (then ``value_bits`` is not looked at).
@@ -430,7 +519,7 @@ class SpMV(wiring.Component):
     lanes : int
         Activations per beat of the activation stream, 1..16.
     queue_depth : int
-        Depth of each PE's activation queue, 2..256.
+        Depth of each PE's column queue, 2..256.
     acc_width : int, optional
         Signed accumulator width; by default the bound below plus 8 bits of bias headroom:
         ``|acc| <= cols * max|value| * (2^act_bits - 1)``.
@@ -462,9 +551,9 @@ class SpMV(wiring.Component):
         _check_value_bits(value_bits, codebook)
         local_rows = math.ceil(rows / n_pes)
         if entries is None:
-            # Every entry of a full column, and padding for the gaps (one per 2^z rows).
-            entries = cols * (local_rows + math.ceil(local_rows / (1 << z_bits)))
-            entries = min(entries, 1 << 16)
+            # A column holds at most one entry per local row: a padding entry sits on a row
+            # of its own, before the entry it leads to.
+            entries = min(cols * local_rows, 1 << 16)
         _check("entries", entries, 1, 1 << 16)
         bound_bits = accumulator_bound_bits(
             cols, CODEBOOK_VALUE_BITS if codebook else value_bits, act_bits)
@@ -519,30 +608,31 @@ class SpMV(wiring.Component):
 
         phase = Signal(Phase)
         rows = Signal(range(self._rows + 1), init=self._rows)
-        requantize = Signal()
-        shift = Signal(6, init=1)
-        out_bits = Signal(4, init=8)
+        setup = Signal(Setup, init={"rows": self._rows, "shift": 1, "out_bits": 8})
+        m.d.comb += rows.eq(setup.rows)
 
         # Loader: set-up and codebook here, the rest to the PE the word names.
         load = self.load.payload
         m.d.comb += self.load.ready.eq(phase == Phase.LOAD)
         loading = self.load.valid & self.load.ready
         with m.If(loading & (load.kind == LoadKind.SETUP)):
-            setup = load.data.setup
-            m.d.sync += [rows.eq(setup.rows), requantize.eq(setup.requantize),
-                         shift.eq(setup.shift), out_bits.eq(setup.out_bits)]
+            m.d.sync += setup.eq(load.data.setup)
         if self._codebook:
             codebook = Signal(Codebook)
             with m.If(loading & (load.kind == LoadKind.CODEBOOK)):
                 m.d.sync += codebook[load.addr[:CODEBOOK_BITS]].eq(load.data.codebook)
             for pe in pes:
                 m.d.comb += pe.table.eq(codebook)
+        # The PEs' words are registered on their way (a word is written a cycle after it is
+        # taken, before any activation can be).
+        pe_word = Signal(Load)
+        m.d.sync += pe_word.eq(load)
         for i, pe in enumerate(pes):
-            m.d.comb += [pe.load.payload.eq(load), pe.load.valid.eq(loading & (load.pe == i)),
-                         pe.phase.eq(phase)]
+            m.d.sync += pe.load.valid.eq(loading & (load.pe == i))
+            m.d.comb += [pe.load.payload.eq(pe_word), pe.phase.eq(phase)]
 
-        # Activation front end: one non-zero activation per cycle into every queue, when
-        # every queue has room (so a PE's ``act.valid`` is never up while its ``ready`` is down).
+        # Activation front end: one non-zero activation per cycle to every PE, when every PE
+        # has room (so a PE's ``act.valid`` is never up while its ``ready`` is down).
         chunk = Signal(data.ArrayLayout(unsigned(self._act_bits), self._lanes))
         pending = Signal(self._lanes)
         base = Signal(col_bits + 1)
@@ -571,54 +661,106 @@ class SpMV(wiring.Component):
             with m.If(self.act.payload.last):
                 m.d.sync += input_done.eq(1)
 
-        # Phases: LOAD -> (first activation) COMPUTE -> (all consumed) DRAIN -> OUTPUT -> LOAD.
+        # Output: local row k of every PE per beat, through the optional requantizer; a
+        # pipeline that holds while a beat waits for ``result.ready``.
+        stall = self.result.valid & ~self.result.ready
+        issued_row = Signal(range(self._local_rows + 1))
+        issued_first = Signal(range(self._local_rows * n + 1))    # issued_row * n
+        rows_left = Signal()             # issued_first < rows, as a register
+        take = Signal()
+        m.d.comb += take.eq((phase == Phase.OUTPUT) & rows_left & ~stall)
+        with m.If(take):
+            m.d.sync += [issued_row.eq(issued_row + 1), issued_first.eq(issued_first + n),
+                         rows_left.eq(issued_first + n < rows)]
+        for pe in pes:
+            m.d.comb += [pe.readout.row.eq(issued_row), pe.readout.take.eq(take)]
+        in_flight = self._result_pipeline(m, pes, take, issued_first, rows, setup, stall)
+
+        # Phases: LOAD -> (first activation) COMPUTE -> (all consumed) OUTPUT -> LOAD.
         with m.Switch(phase):
             with m.Case(Phase.LOAD):
                 with m.If(self.act.valid & ~self.load.valid):
                     m.d.sync += [phase.eq(Phase.COMPUTE), input_done.eq(0), next_base.eq(0)]
             with m.Case(Phase.COMPUTE):
                 with m.If(input_done & (pending == 0) & ~Cat(pe.busy for pe in pes).any()):
-                    m.d.sync += phase.eq(Phase.DRAIN)
-            with m.Case(Phase.DRAIN):
-                m.d.sync += phase.eq(Phase.OUTPUT)
-
-        # Output: local row k of every PE per beat, through the optional requantizer.
-        out_row = Signal(range(self._local_rows + 1))
-        rows_left = Signal()
-        m.d.comb += [rows_left.eq(out_row * n < rows),
-                     self.result.valid.eq((phase == Phase.OUTPUT) & rows_left)]
-        with m.If(phase == Phase.DRAIN):
-            m.d.sync += out_row.eq(0)
-        with m.If(self.result.valid & self.result.ready):
-            m.d.sync += out_row.eq(out_row + 1)
-        with m.If((phase == Phase.OUTPUT) & ~rows_left):
-            m.d.sync += phase.eq(Phase.LOAD)
-        for i, pe in enumerate(pes):
-            m.d.comb += [pe.readout.row.eq(out_row),
-                         pe.readout.advance.eq(self.result.valid & self.result.ready)]
-            row_index = out_row * n + i
-            value = Signal(signed(self._acc_width), name=f"y{i}")
-            m.d.comb += value.eq(pe.readout.acc)
-            requantized = self._requantize(m, i, value, pe.readout, shift, out_bits)
-            m.d.comb += self.result.payload[i].eq(
-                Mux(row_index < rows, Mux(requantize, requantized, value), 0))
+                    m.d.sync += [phase.eq(Phase.OUTPUT), issued_row.eq(0), issued_first.eq(0),
+                                 rows_left.eq(1)]
+            with m.Case(Phase.OUTPUT):
+                with m.If(~rows_left & ~in_flight & ~stall):
+                    m.d.sync += phase.eq(Phase.LOAD)
         return m
 
-    def _requantize(self, m, i, value, readout, shift, out_bits):
-        """``clamp((value + bias) * M + 2^(shift-1)) >> shift, 0, 2^out_bits - 1)``."""
-        total = Signal(signed(self._acc_width + 1), name=f"biased{i}")
-        m.d.comb += total.eq(value + readout.bias)
-        scaled = Signal(signed(self._acc_width + MULTIPLIER_BITS + 2), name=f"scaled{i}")
-        half = Signal(64, name=f"half{i}")
-        m.d.comb += [half.eq((Const(1) << shift) >> 1),
-                     scaled.eq((total * readout.multiplier.as_unsigned() + half) >> shift)]
-        top = Signal(17, name=f"top{i}")
-        m.d.comb += top.eq((1 << out_bits) - 1)
-        clamped = Signal(signed(self._acc_width), name=f"requantized{i}")
-        with m.If(scaled < 0):
-            m.d.comb += clamped.eq(0)
-        with m.Elif(scaled > top):
-            m.d.comb += clamped.eq(top)
-        with m.Else():
-            m.d.comb += clamped.eq(scaled)
-        return clamped
+    def _result_pipeline(self, m, pes, take, issued_first, rows, setup, stall):
+        """The read-out: the accumulators of the row taken (0 past ``rows``) straight into the
+        result register, or with requantization through five stages,
+        ``clamp(((acc + bias) * M + 2^(shift-1)) >> shift, 0, 2^out_bits - 1)``. Returns
+        whether a beat is in the requantizer's stages."""
+        n, width = self._n_pes, self._acc_width
+        advance = ~stall
+        lanes = range(n)
+
+        def stage(name, shape, value, index=None):
+            register = Signal(shape, name=name if index is None else f"{name}{index}")
+            with m.If(advance):
+                m.d.sync += register.eq(value)
+            return register
+
+        requantize = setup.requantize
+        mask = Cat(issued_first + i < rows for i in lanes)
+        valid1 = stage("read_valid", 1, take & requantize)
+        mask1 = stage("read_mask", n, mask)
+        acc1 = [stage("read_acc", signed(width), pe.readout.acc, i) for i, pe in enumerate(pes)]
+        bias1 = [stage("read_bias", signed(width), pe.readout.bias, i)
+                 for i, pe in enumerate(pes)]
+        multiplier1 = [stage("read_multiplier", MULTIPLIER_BITS, pe.readout.multiplier, i)
+                       for i, pe in enumerate(pes)]
+        valid2 = stage("biased_valid", 1, valid1)
+        mask2 = stage("biased_mask", n, mask1)
+        total = [stage("biased", signed(width + 1), acc1[i] + bias1[i], i) for i in lanes]
+        multiplier = [stage("multiplier", MULTIPLIER_BITS, multiplier1[i], i) for i in lanes]
+        # The product in two halves of the (signed) total, each one multiplier block wide.
+        split = 17 if width + 1 > 18 else width + 1
+        valid3 = stage("product_valid", 1, valid2)
+        mask3 = stage("product_mask", n, mask2)
+        if split == width + 1:
+            low = [stage("product", signed(width + 1 + MULTIPLIER_BITS + 1),
+                         total[i] * multiplier[i], i) for i in lanes]
+            high = [Const(0, signed(1)) for _ in lanes]
+        else:
+            low = [stage("product_low", unsigned(split + MULTIPLIER_BITS),
+                         total[i][:split] * multiplier[i], i) for i in lanes]
+            high = [stage("product_high", signed(width + 1 - split + MULTIPLIER_BITS + 1),
+                          total[i][split:].as_signed() * multiplier[i], i) for i in lanes]
+        scaled_bits = width + 1 + MULTIPLIER_BITS + 1
+        valid4 = stage("scaled_valid", 1, valid3)
+        mask4 = stage("scaled_mask", n, mask3)
+        scaled = [stage("scaled", signed(scaled_bits), (high[i] << split) + low[i], i)
+                  for i in lanes]
+        # Rounding: (v + 2^(s-1)) >> s = ((2v >> s) + 1) >> 1. Each lane shifts by a copy of
+        # ``shift`` of its own (distinct initial values keep yosys from merging the copies):
+        # one register driving every lane's shifter is too slow a net.
+        valid5 = stage("shifted_valid", 1, valid4)
+        mask5 = stage("shifted_mask", n, mask4)
+        shifts = [Signal(6, name=f"shift{i}", init=i % 64) for i in lanes]
+        m.d.sync += [shift.eq(setup.shift) for shift in shifts]
+        shifted = [stage("shifted", signed(scaled_bits + 1), (scaled[i] << 1) >> shifts[i], i)
+                   for i in lanes]
+        # Clamp to 0..2^out_bits - 1: below 0 when shifted < -1 (negative, not all ones),
+        # above when shifted + 1 reaches 2^(out_bits+1) (bits 17 and up set, or the low 17
+        # bits at least 2^(out_bits+1) - 1).
+        ceiling, top = Signal(17), Signal(16)
+        m.d.sync += [ceiling.eq((1 << (setup.out_bits + 1)) - 1),
+                     top.eq((1 << setup.out_bits) - 1)]
+        with m.If(advance):
+            m.d.sync += self.result.valid.eq(Mux(requantize, valid5, take))
+            for i in lanes:
+                value = shifted[i]
+                negative = value[-1]
+                below = negative & ~value.all()
+                above = ~negative & (value[17:].any() | (value[:17] >= ceiling))
+                rounded = (value[:17] + 1)[1:17]
+                clamped = Mux(below, 0, Mux(above, top, rounded))
+                out = Mux(requantize, Mux(mask5[i], clamped, 0),
+                          Mux(mask[i], pes[i].readout.acc, 0))
+                m.d.sync += self.result.payload[i].eq(out)
+        return valid1 | valid2 | valid3 | valid4 | valid5

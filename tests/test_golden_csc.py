@@ -110,3 +110,31 @@ def test_load_words_without_requantization_switch_it_off():
 def test_load_words_reject_requantizer_settings_that_do_not_fit(options, message):
     with pytest.raises(ValueError, match=message):
         csc.load_words(np.eye(4, dtype=np.int64), 2, **options)
+
+
+def test_cycle_model_latency_and_one_column_a_cycle():
+    single = np.zeros((4, 4), dtype=np.int64)
+    single[0, 0] = 1
+    # docs/spmv.md: one weight's vector gives its first result in cycle 12 (17 requantized).
+    assert csc.spmv_cycles(single, [1, 0, 0, 0], 4) == (12, 13)
+    assert csc.spmv_cycles(single, [1, 0, 0, 0], 4, requantize=True) == (17, 18)
+    # One weight of every PE per column: each further column costs one cycle; a zero
+    # activation costs nothing, an all-zero beat one cycle of the front end.
+    ones = np.ones((4, 64), dtype=np.int64)
+    assert csc.spmv_cycles(ones, np.ones(64), 4, lanes=4)[0] == 12 + 63
+    assert csc.spmv_cycles(ones, np.r_[np.zeros(32), np.ones(32)], 4, lanes=4)[0] == 8 + 12 + 31
+    # Two weights of every PE per column: two cycles per column.
+    assert csc.spmv_cycles(np.ones((8, 64), dtype=np.int64), np.ones(64), 4)[0] == 12 + 127
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((np.eye(3), [1, 2], 1), r"x needs one value per column \(3\), not 2"),
+    ((np.eye(3), [1, 2, 3], 65), "n_pes must be between 1 and 64, not 65"),
+    ((np.eye(3), [1, 2, 3], 1, {"queue_depth": 1}),
+     "queue_depth must be between 2 and 256, not 1"),
+    ((np.eye(3), [1, 2, 3], 1, {"lanes": 0}), "lanes must be between 1 and 16, not 0"),
+])
+def test_cycle_model_rejects_bad_arguments(arguments, message):
+    options = arguments[3] if len(arguments) == 4 else {}
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        csc.spmv_cycles(*arguments[:3], **options)

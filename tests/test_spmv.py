@@ -1,6 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """The CSC sparse matrix-vector unit, as generated Verilog under cocotb, against golden.csc."""
 
+import json
+
 import numpy as np
 import pytest
 from amaranth.back import verilog
@@ -97,6 +99,39 @@ def test_direct_values_on_icarus():
         testcase="matrices_and_vectors_bit_exact", params=unit_params(unit, jobs))
 
 
+def back_to_back_job(rows, cols):
+    """Every column holds one weight of every PE (``rows`` = PEs) and every activation is
+    non-zero: a PE that takes an activation a cycle takes one column a cycle."""
+    matrix = np.arange(rows * cols).reshape(rows, cols) % 13 - 6
+    matrix[matrix == 0] = 7
+    return {"name": f"back to back {cols}", "matrix": matrix.tolist(),
+            "x": (np.arange(cols) % 200 + 1).tolist(), "stall": 0.0}
+
+
+def test_cycle_model_is_exact_and_takes_an_activation_a_cycle(tmp_path):
+    unit = SpMV(n_pes=3, rows=64, cols=96, value_bits=8, z_bits=3, lanes=4, queue_depth=6)
+    rng = np.random.default_rng(11)
+    jobs = [back_to_back_job(3, 48), back_to_back_job(3, 96)]
+    jobs += [random_job(rng, f"w{w} x{a}", 61, 96, w, a) for w, a in
+             ((0.0, 0.0), (0.5, 0.3), (0.8, 0.5), (0.9, 0.0), (0.97, 0.2))]
+    jobs += digits_jobs(codebook=False)[::5]           # requantization on hidden layers
+    out = tmp_path / "marks.json"
+    run(unit, "sim.tb.spmv", name="spmv_3pe_cycles", testcase="benchmark",
+        params={**unit_params(unit, jobs), "out": str(out)})
+    marks = {mark["name"]: mark for mark in json.loads(out.read_text())}
+    measured = {}
+    for job in jobs:
+        mark = marks[job["name"]]
+        measured[job["name"]] = (mark["first_result"] - mark["first_act"],
+                                 mark["last_result"] - mark["first_act"] + 1)
+        model = csc.spmv_cycles(job["matrix"], job["x"], unit.n_pes, z_bits=unit.z_bits,
+                                lanes=unit.lanes, queue_depth=unit.queue_depth,
+                                requantize="bias" in job)
+        assert measured[job["name"]] == model, job["name"]
+    # Twice the columns, one column a cycle more: 48 more cycles (two cycles each before).
+    assert measured["back to back 96"][0] - measured["back to back 48"][0] == 48
+
+
 def test_packer_rejects_malformed_images():
     matrix = np.eye(8, dtype=np.int64) * 3
     with pytest.raises(ValueError, match="PE 0 needs 4 entries but its weight memory holds 3"):
@@ -112,7 +147,8 @@ def test_packer_rejects_malformed_images():
 
 def pe_run(pe, words, vectors, codebook=None):
     """Load ``words`` into ``pe`` alone, then for each vector push its non-zero activations,
-    wait until the PE is idle and read every local row out; returns the rows read per vector."""
+    wait until the PE is idle (the unit's phase follows ``busy`` a cycle later) and read
+    every local row out; returns the rows read per vector."""
     got = []
 
     async def testbench(ctx):
@@ -136,16 +172,15 @@ def pe_run(pe, words, vectors, codebook=None):
             await ctx.tick()
             while ctx.get(pe.busy):
                 await ctx.tick()
-            ctx.set(pe.phase, Phase.DRAIN)
-            await ctx.tick()
+            await ctx.tick()                  # the last product, not busy, is added
             ctx.set(pe.phase, Phase.OUTPUT)
             rows = []
             for row in range(pe.local_rows):
                 ctx.set(pe.readout.row, row)
-                ctx.set(pe.readout.advance, 1)
+                ctx.set(pe.readout.take, 1)
                 rows.append(ctx.get(pe.readout.acc))
                 await ctx.tick()
-            ctx.set(pe.readout.advance, 0)
+            ctx.set(pe.readout.take, 0)
             ctx.set(pe.phase, Phase.LOAD)
             await ctx.tick()
             got.append(rows)
