@@ -21,6 +21,7 @@ BY_NAME = {p.name: p for p in PROPERTIES}
 #: other modes' dot-product faults are as quick, but behind -m slow to keep the run short).
 QUICK_FAULTS = {("fusion_dot_2x2", "lane_swap"), ("fusion_dot_2x2", "result_bit"),
                 ("fusion_dot_8x8", "lane_swap"), ("fusion_dot_8x8", "result_bit"),
+                ("fusion_dot_2x8_ss", "lane_swap"), ("fusion_dot_2x8_ss", "result_bit"),
                 ("spmv_result_stream", "drop_beat"), ("spmv_result_stream", "unstable_payload")}
 
 

@@ -12,7 +12,7 @@ from golden import csc
 from golden.network import digits_network, digits_split
 from rtl.spmv import Phase, QueuedActivation, SpMV, SpMVPE
 from sim.runner import run, simulator_available
-from sim.tb.spmv import load_payload
+from sim.tb.spmv import layer_job, load_payload
 
 ICARUS = pytest.mark.skipif(not simulator_available("icarus"),
                             reason="Icarus Verilog (iverilog) is not installed")
@@ -62,17 +62,8 @@ def digits_jobs(codebook):
         inputs = net.layer_inputs(net.quantize_input(x_test))
         for i, layer in enumerate(net.layers):
             for sample in range(len(x_test)):
-                job = {"name": f"digits {sparsity} layer {i} sample {sample}",
-                       "x": inputs[i][sample].tolist(), "stall": 0.1 * sample}
-                if codebook:
-                    job["matrix"] = layer.weight_index.tolist()
-                    job["codebook"] = layer.codebook.tolist()
-                else:
-                    job["matrix"] = layer.weight.tolist()
-                if layer.out_bits is not None:
-                    job.update(bias=layer.bias.tolist(), multiplier=layer.multiplier.tolist(),
-                               shift=layer.shift, out_bits=layer.out_bits)
-                jobs.append(job)
+                jobs.append(layer_job(f"digits {sparsity} layer {i} sample {sample}", layer,
+                                      inputs[i][sample], 0.1 * sample, codebook))
     return jobs
 
 

@@ -46,17 +46,23 @@ def default_jobs(unit, seed=3):
     inputs = net.layer_inputs(net.quantize_input(digits_split()[1][:2]))
     for i, layer in enumerate(net.layers):
         for sample, x in enumerate(inputs[i]):
-            job = {"name": f"digits 80% layer {i} image {sample}", "x": x.tolist(),
-                   "stall": 0.2 * sample}
-            if unit.codebook:
-                job.update(matrix=layer.weight_index.tolist(), codebook=layer.codebook.tolist())
-            else:
-                job["matrix"] = layer.weight.tolist()
-            if layer.out_bits is not None:
-                job.update(bias=layer.bias.tolist(), multiplier=layer.multiplier.tolist(),
-                           shift=layer.shift, out_bits=layer.out_bits)
-            jobs.append(job)
+            jobs.append(layer_job(f"digits 80% layer {i} image {sample}", layer, x,
+                                  0.2 * sample, unit.codebook))
     return jobs
+
+
+def layer_job(name, layer, x, stall, codebook):
+    """The job of a network layer (``golden.network``) on activations ``x``: its weights (or
+    codebook indices and codebook) and, when it requantizes, its bias, multipliers and shift."""
+    job = {"name": name, "x": x.tolist(), "stall": stall}
+    if codebook:
+        job.update(matrix=layer.weight_index.tolist(), codebook=layer.codebook.tolist())
+    else:
+        job["matrix"] = layer.weight.tolist()
+    if layer.out_bits is not None:
+        job.update(bias=layer.bias.tolist(), multiplier=layer.multiplier.tolist(),
+                   shift=layer.shift, out_bits=layer.out_bits)
+    return job
 
 
 #: Parameters (sim.runner.params) and their defaults for the unit under test: its
