@@ -99,10 +99,9 @@ PROPERTIES = [
 
 #: Seconds each property's check took on the development machine (2 cores shared with other
 #: jobs; docs/verification.md, "Measured times"), for the line printed before each check.
-#: None: not known to finish (``fusion_dot_2x8_uu``: not finished yet in the time measured).
 EXPECTED_SECONDS = {
-    "fusion_dot_2x2": 279, "fusion_dot_2x4": 289, "fusion_dot_2x8_uu": None,
-    "fusion_dot_2x8_us": 335, "fusion_dot_2x8_su": 152, "fusion_dot_2x8_ss": 179,
+    "fusion_dot_2x2": 279, "fusion_dot_2x4": 289, "fusion_dot_2x8_uu": 2294,
+    "fusion_dot_2x8_us": 171, "fusion_dot_2x8_su": 36, "fusion_dot_2x8_ss": 41,
     "fusion_dot_4x2": 54, "fusion_dot_4x4": 89, "fusion_dot_4x8": 1404,
     "fusion_dot_8x2": 100, "fusion_dot_8x4": 93, "fusion_dot_8x8": 262,
     "fusion_no_overflow": 17, "systolic_config_bound": 12, "systolic_result_stream": 408,
@@ -115,7 +114,7 @@ EXPECTED_FAULT_SECONDS = {("systolic_result_stream", "unstable_payload"): 10,
 
 
 def expected_seconds(prop, fault=None):
-    """Seconds the check of ``prop`` (with ``fault``, if not None) is expected to take, or None."""
+    """Seconds the check of ``prop`` (with ``fault``, if not None) is expected to take."""
     if fault is not None:
         return EXPECTED_FAULT_SECONDS.get((prop.name, fault), 4)
     return EXPECTED_SECONDS[prop.name]
@@ -128,22 +127,17 @@ def _duration(seconds):
 def announce(chosen, expected, seconds):
     """The line printed before the next of the ``chosen`` checks.
 
-    ``expected`` lists each check's expected seconds (None: unknown); ``seconds`` the seconds
-    the checks done so far took. The time left is the expected time of the checks still to
-    run, at the pace of those done against their expectation (before any is done, as
-    expected).
+    ``expected`` lists each check's expected seconds; ``seconds`` the seconds the checks done
+    so far took. The time left is the expected time of the checks still to run, at the pace
+    of those done against their expectation (before any is done, as expected).
     """
     number = len(seconds)
-    this = expected[number]
     line = (f"[{number + 1}/{len(chosen)}] checking {chosen[number].name} "
-            + (f"(expected about {_duration(this)})" if this is not None
-               else "(not known to finish: stopped after 25 min so far)"))
-    measured = [(took, e) for took, e in zip(seconds, expected) if e is not None]
-    expected_left = sum(e for e in expected[number:] if e is not None)
-    left = time_left(sum(took for took, _ in measured), sum(e for _, e in measured),
-                     expected_left)
-    return (line + f", {'over' if None in expected[number:] else 'about'} "
-            f"{clock_time(expected_left if left is None else left)} left in all ...")
+            f"(expected about {_duration(expected[number])})")
+    expected_left = sum(expected[number:])
+    left = time_left(sum(seconds), sum(expected[:number]), expected_left)
+    return (line + f", about {clock_time(expected_left if left is None else left)} "
+            f"left in all ...")
 
 
 def _parser():

@@ -92,17 +92,6 @@ def test_line_before_a_check_gives_its_expected_time_and_the_time_left_at_the_pa
         "[2/2] checking systolic_config_bound (expected about 12 s), about 0:24 left in all ...")
 
 
-def test_line_before_a_check_of_unknown_length_says_so_and_the_time_left_is_a_minimum():
-    chosen = [BY_NAME["fusion_dot_2x8_uu"], BY_NAME["fusion_dot_4x8"],
-              BY_NAME["topk_result_stream"]]
-    expected = [expected_seconds(prop) for prop in chosen]
-    assert announce(chosen, expected, []) == (
-        "[1/3] checking fusion_dot_2x8_uu (not known to finish: stopped after 25 min so far), "
-        "over 23:40 left in all ...")
-    assert announce(chosen, expected, [1500.0, 1420.0]) == (
-        "[3/3] checking topk_result_stream (expected about 16 s), about 0:16 left in all ...")
-
-
 @pytest.mark.parametrize("argv, message", [
     (["--only", "no_such_property"], "--only must name a property"),
     (["--fault", "drop_beat"], "--fault needs exactly one --only NAME"),
