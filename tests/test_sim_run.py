@@ -30,7 +30,8 @@ def test_entry_point_runs_the_default_tests_and_passes(capsys):
     out = capsys.readouterr().out
     for test in ENGINES["topk"][1]:
         assert re.search(rf"^PASS  {test}  \(\d+\.\d s\)$", out, re.M), out
-    assert "4 of 4 tests passed" in out
+    count = len(ENGINES["topk"][1])
+    assert f"{count} of {count} tests passed" in out
 
 
 @ICARUS
