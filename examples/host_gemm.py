@@ -23,18 +23,14 @@ from serial import SerialException
 
 from boards.host import Host, HostLinkError, SerialTransport
 from boards.sim import SimulatedBoard
+from gen.cli import OneLineParser
 from golden.bitfusion import value_range
 from golden.network import PRECISIONS, digits_network, digits_split
 from golden.systolic import Mode
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):               # one line, exit status 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv):
-    parser = Parser(prog="host_gemm.py", description=__doc__,
+    parser = OneLineParser(prog="host_gemm.py", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="the board's serial port (/dev/ttyUSB1, COM3)")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from gen.emit import write_design
 
-__all__ = ["UsageError", "Unfinished", "options_named", "parse_array", "option_name", "given",
-           "settings", "main"]
+__all__ = ["UsageError", "Unfinished", "OneLineParser", "options_named", "parse_array",
+           "option_name", "given", "settings", "main"]
 
 #: The generated units and the ``gen`` module that builds each: a module with
 #: ``add_arguments(parser)``, ``DEFAULTS``, ``design(args)`` and ``OPTIONS``, the table from the
@@ -108,15 +108,16 @@ def settings(args, defaults):
             for dest, default in defaults.items()}
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is reported in one line."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is reported in one line (exit status 2); the project's
+    commands (``gen``, ``sim.run``, ``sim.bench``, the examples) share it."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser():
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m gen",
         description="Generate accelerator RTL (Verilog + RTLIL + JSON manifest) with Amaranth HDL.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)

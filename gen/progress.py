@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["HEARTBEAT", "phase_of", "detail_of", "elapsed", "relay"]
+__all__ = ["HEARTBEAT", "LogFollower", "phase_of", "detail_of", "elapsed", "relay"]
 
 #: The longest time without a printed line while a flow runs, in seconds.
 HEARTBEAT = 30.0
@@ -62,8 +62,8 @@ def elapsed(seconds):
     return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
-class _Follower:
-    """Reads the lines added to a log file since the last call."""
+class LogFollower:
+    """Reads the lines added to a log file, as a tool writes it, since the last call."""
 
     def __init__(self, path):
         self.path, self.offset, self.partial = Path(path), 0, ""
@@ -106,7 +106,7 @@ def relay(label, logs, stream=sys.stderr, heartbeat=HEARTBEAT, gap=5.0, poll=1.0
         return
     for log in logs:
         Path(log).unlink(missing_ok=True)
-    followers = [_Follower(log) for log in logs]
+    followers = [LogFollower(log) for log in logs]
     started = time.monotonic()
     done = threading.Event()
 

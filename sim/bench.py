@@ -12,14 +12,13 @@ built); ``--quiet`` leaves them out. The table, or with ``--json`` the JSON
 document, is the only thing on standard output.
 """
 
-import argparse
 import importlib
 import json
 import logging
 import sys
 from contextlib import contextmanager, nullcontext
 
-from gen.cli import UsageError
+from gen.cli import OneLineParser, UsageError
 
 BENCHMARKS = {
     "systolic": "sim.bench_systolic",
@@ -27,11 +26,6 @@ BENCHMARKS = {
     "topk": "sim.bench_topk",
     "synth": "sim.bench_synth",
 }
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def print_table(rows, columns):
@@ -61,8 +55,9 @@ def _runner_log_relayed():
 
 
 def main(argv=None):
-    parser = _Parser(prog="python -m sim.bench", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="engine", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m sim.bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="engine", required=True,
+                                     parser_class=OneLineParser)
     modules = {}
     for engine, module_name in BENCHMARKS.items():
         try:

@@ -19,7 +19,8 @@ from pathlib import Path
 from amaranth.hdl import Value
 
 from gen import spmv as gen_spmv, systolic as gen_systolic, topk as gen_topk
-from gen.cli import UsageError, options_named, parse_array
+from gen.cli import OneLineParser, UsageError, options_named, parse_array
+from gen.progress import LogFollower
 from rtl.hostlink import HostLink
 from rtl.systolic import SystolicArray
 from sim.runner import (SIMULATORS, SimulationFailed, SimulatorMissing, build_root, clean,
@@ -107,11 +108,11 @@ def _hostlink(args):
         link = HostLink(array, args.divisor)
     except ValueError as error:
         raise UsageError(f"--{error}") from None
-    return link, [("hostlink", link), ("hostlink.array", array)], {}
+    return link, [("hostlink", link), ("hostlink.array", array)]
 
 
 def _design(args):
-    """``(component, its scopes for save_file, params)`` of the engine ``args`` describe.
+    """``(component, its scopes for save_file)`` of the engine ``args`` describe.
 
     The Verilog module is named after the engine.
     """
@@ -120,24 +121,18 @@ def _design(args):
     module = {"array": gen_systolic, "spmv": gen_spmv, "topk": gen_topk}[args.engine]
     with options_named(module.OPTIONS):
         design = module.design(args).component
-    return design, [(args.engine, design)], {}
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is reported in one line."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    return design, [(args.engine, design)]
 
 
 def build_parser():
-    parser = _Parser(prog="python -m sim.run", epilog=EXAMPLES,
+    parser = OneLineParser(prog="python -m sim.run", epilog=EXAMPLES,
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      description="Simulate an engine's generated Verilog with its default "
                                  "cocotb tests (docs/simulation.md).")
     parser.add_argument("--clean", action="store_true",
                         help="remove every build in the cache (sim_build/) not in use, and exit")
-    engines = parser.add_subparsers(dest="engine", metavar="ENGINE", parser_class=_Parser)
+    engines = parser.add_subparsers(dest="engine", metavar="ENGINE",
+                                    parser_class=OneLineParser)
     adders = {"array": gen_systolic.add_arguments, "spmv": gen_spmv.add_arguments,
               "topk": gen_topk.add_arguments, "hostlink": _hostlink_arguments}
     helps = {"array": "Bit Fusion systolic array (gen --unit array)",
@@ -176,21 +171,15 @@ class _Follower(threading.Thread):
         self.done = threading.Event()
 
     def follow(self, test_dir):
-        self.log = test_dir / "sim.log"
+        self.log = LogFollower(test_dir / "sim.log")
         self.start()
 
     def run(self):
-        seen = 0
         while not self.done.wait(0.5):
-            try:
-                lines = self.log.read_text(errors="replace").splitlines()
-            except FileNotFoundError:
-                continue
-            for line in lines[seen:]:
+            for line in self.log.new_lines():
                 match = self.STARTED.search(line)
                 if match:
                     print(f"[{match[2]}/{match[3]}] {match[1]} ...", flush=True)
-            seen = len(lines)
 
     def stop(self):
         self.done.set()
@@ -231,12 +220,11 @@ def main(argv=None):
         if args.seed is not None and args.seed < 0:
             raise UsageError(f"--seed must be a whole number of at least 0, not {args.seed}")
         simulator = args.sim or default_simulator()
-        design, scopes, params = _design(args)
+        design, scopes = _design(args)
     except (UsageError, ValueError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    if args.seed is not None:
-        params["seed"] = args.seed
+    params = {} if args.seed is None else {"seed": args.seed}
     test_module, tests = ENGINES[args.engine]
     print(f"{args.engine}: {len(tests)} tests of {test_module} on {simulator}", flush=True)
     start = time.monotonic()
@@ -267,6 +255,7 @@ def main(argv=None):
     if args.waves:
         print(_viewing(test_dir, simulator, scopes, args.engine))
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

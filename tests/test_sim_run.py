@@ -156,7 +156,7 @@ def test_save_file_names_signals_as_the_waveform_does():
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_each_engine_has_the_save_file_of_its_default_design(engine):
-    _, scopes, _ = sim.run._design(build_parser().parse_args([engine]))
+    _, scopes = sim.run._design(build_parser().parse_args([engine]))
     assert (WAVES_DIR / f"{engine}.gtkw").read_text() == save_file(scopes)
 
 
