@@ -5,9 +5,10 @@ first, by a pipelined *beat sorter* (Batcher's odd-even merge sort, a register a
 layer of compare-exchanges), then flows as a group down a *systolic insertion list* of
 ``k_max`` slots, two register stages per slot, a group entering every cycle. A slot holds one
 (score, index) entry; it compares the group's ``P`` candidates only with its own entry, keeps
-the best of them and passes the other ``P``, still sorted, to the next slot. After a batch's last group has passed, slot ``i`` holds
-the ``i``-th best score of the batch: the first ``min(k, n)`` slots are the selection and the
-last of them holds the threshold, the k-th largest score.
+the best of them and passes the other ``P``, still sorted, to the next slot. After a batch's
+last group has passed, slot ``i`` holds the ``i``-th best score of the batch: the first
+``min(k, n)`` slots are the selection and the last of them holds the threshold, the k-th
+largest score.
 
 As the last group passes each slot, the slot hands its index to an *index register file*
 and starts empty for the next batch, whose scores follow right behind. The file sorts the
