@@ -31,7 +31,8 @@ from rtl.fusion import (FusionMode, FusionPE, SliceSteer, StepControl, check_acc
                         lanes, mode_const, modes, step_peak, word_bits)
 from rtl.pipeline import delay
 
-__all__ = ["ArrayConfig", "DrainColumn", "EdgeSkew", "SystolicArray", "k_step_bound",
+__all__ = ["ArrayConfig", "DrainColumn", "EdgeSkew", "SystolicArray", "default_drain_rows",
+           "k_step_bound",
            "operand_layout", "peak_macs", "result_layout"]
 
 #: Width of the K-step and tile counts of a configuration.
@@ -55,6 +56,12 @@ def k_step_bound(acc_width, w_bits, a_bits, w_signed, a_signed):
     """
     per_step = step_peak(w_bits, a_bits, w_signed, a_signed)
     return min(((1 << (acc_width - 1)) - 1) // per_step, (1 << COUNT_BITS) - 1)
+
+
+def default_drain_rows(rows):
+    """Rows per result beat by default: the fewest that divide ``rows`` and drain a tile in at
+    most four beats."""
+    return min(d for d in range(1, rows + 1) if rows % d == 0 and 4 * d >= rows)
 
 
 def peak_macs(rows, cols, w_bits, a_bits):
@@ -254,7 +261,7 @@ class SystolicArray(wiring.Component):
             raise ValueError(f"precision must be {allowed} for {pe.__name__}, not {precision!r}")
         check_acc_width(precision, acc_width)
         if drain_rows is None:
-            drain_rows = min(d for d in range(1, rows + 1) if rows % d == 0 and 4 * d >= rows)
+            drain_rows = default_drain_rows(rows)
         if not isinstance(drain_rows, int) or drain_rows < 1 or rows % drain_rows:
             raise ValueError(f"drain_rows must divide rows={rows}, not {drain_rows!r}")
         if edge_registers not in (1, 2):

@@ -11,7 +11,7 @@ from rtl.accel.isa import (ADDRESS_BITS, CHUNK_BITS, INSTRUCTION_BITS, LANE_BITS
                            Space, act_word, param_word, result_word, weight_word)
 from rtl.fusion import FusionPE, check_acc_width, lanes, modes, word_bits
 from rtl.spmv import Load
-from rtl.systolic import SystolicArray, k_step_bound
+from rtl.systolic import SystolicArray, default_drain_rows, k_step_bound
 
 __all__ = ["SpmvConfig", "TopkConfig", "AccelConfig"]
 
@@ -123,7 +123,7 @@ class AccelConfig:
     @property
     def drain_rows(self):
         """``d``: rows of the array per result beat (the array's default)."""
-        return self.array().drain_rows
+        return default_drain_rows(self.rows)
 
     @property
     def word_bits(self):
