@@ -18,7 +18,7 @@ __all__ = ["UsageError", "Unfinished", "OneLineParser", "options_named", "parse_
 #: ``add_arguments(parser)``, ``DEFAULTS``, ``design(args)`` and ``OPTIONS``, the table from the
 #: component's constructor parameters to the command-line options that set them (see
 #: :func:`options_named`).
-UNITS = {"array": "gen.systolic", "spmv": "gen.spmv", "topk": "gen.topk"}
+UNITS = {"array": "gen.systolic", "spmv": "gen.spmv", "topk": "gen.topk", "accel": "gen.accel"}
 
 #: Steps that may follow generation (synthesis, board bitstreams), each a module with
 #: ``add_arguments(parser)``, ``DEFAULTS``, ``check(args)``, ``run(args, design, paths)`` and
@@ -31,6 +31,7 @@ examples:
   python -m gen --array 4x16 --bits 8 --out out/  array 4x16 of fixed 8-bit PEs, files in out/
   python -m gen --unit spmv --spmv-pes 4          EIE-style CSC sparse matrix-vector unit
   python -m gen --unit topk --topk-n 256 --topk-k 8 --topk-par 4
+  python -m gen --unit accel --array 8x8 --bits mixed   the accelerator: array, sparse unit, top-k
   python -m gen --board icebreaker --program      bitstream of array 2x2, flashed if possible
 
 files: OUT/<top>.v, .il and .json, <top> naming every parameter that is not the default
@@ -134,11 +135,14 @@ def build_parser():
 
 
 def _check_unit_options(args):
-    """Raise :class:`UsageError` if an option of another unit than ``--unit`` is given."""
+    """Raise :class:`UsageError` if an option of another unit than ``--unit`` is given (one
+    that ``--unit`` takes as well, such as the accelerator's ``--array``, is its own)."""
+    own = importlib.import_module(UNITS[args.unit]).DEFAULTS
     for unit, module in UNITS.items():
         if unit == args.unit:
             continue
-        foreign = given(args, importlib.import_module(module).DEFAULTS)
+        theirs = importlib.import_module(module).DEFAULTS
+        foreign = given(args, {dest: None for dest in theirs if dest not in own})
         if foreign:
             raise UsageError(f"{foreign[0]} is an option of --unit {unit}, not of "
                              f"--unit {args.unit}")

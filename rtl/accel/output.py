@@ -82,13 +82,15 @@ class OutputStage(wiring.Component):
             for c in range(C):
                 param = self.params[c]
                 biased = Signal(signed(W + 1), name=f"biased_{r}_{c}")
+                multiplier = Signal.like(param.multiplier, name=f"multiplier_{r}_{c}")
                 product = Signal(signed(product_bits), name=f"product_{r}_{c}")
                 rounded = Signal(signed(product_bits + 1), name=f"rounded_{r}_{c}")
                 shifted = Signal(signed(product_bits + 1), name=f"shifted_{r}_{c}")
                 clamped = Signal(unsigned(LANE_BITS), name=f"clamped_{r}_{c}")
                 m.d.sync += [
                     biased.eq(self.sums[r][c] + param.bias),
-                    product.eq(biased * param.multiplier),
+                    multiplier.eq(param.multiplier),
+                    product.eq(biased * multiplier),
                     rounded.eq(product + half),
                     shifted.eq(rounded >> setting.shift),
                 ]

@@ -1,0 +1,109 @@
+"""Generator of the accelerator (``--unit accel``): the array, the sparse unit and the top-k
+engine around shared memories, run by a program (docs/accel.md, docs/isa.md)."""
+
+from dataclasses import fields
+
+from gen.cli import parse_array, settings
+from gen.emit import Design
+from rtl.accel.config import DEPTHS, AccelConfig, SpmvConfig, TopkConfig
+from rtl.accel.core import Accelerator
+from rtl.accel.isa import Space
+
+__all__ = ["add_arguments", "config", "design"]
+
+#: Memory depth options: AccelConfig field -> short tag in the design's name.
+DEPTH_TAGS = {"program_words": "prog", "act_words": "act", "input_words": "in",
+              "weight_words": "wgt", "param_words": "par", "csc_words": "csc",
+              "result_words": "res", "output_words": "out"}
+
+#: Each option of the unit (argparse destination) and its value when it is not given. The
+#: array's, the sparse unit's and the top-k engine's options are theirs (``--array``,
+#: ``--bits``, ``--acc-bits``, ``--spmv-pes``, ``--rows``, ``--cols``, ``--act-lanes``,
+#: ``--topk-n``, ``--topk-k``), with the same meaning.
+DEFAULTS = {"array": "8x8", "bits": "mixed", "acc_bits": 32, "spmv_pes": 4, "rows": 256,
+            "cols": 256, "act_lanes": 4, "topk_n": 256, "topk_k": 8, "no_spmv": False,
+            "no_topk": False, **{name: default for name, default, _ in DEPTHS}}
+
+#: Parameter -> command-line option, for error messages.
+OPTIONS = {"rows": "--array rows", "cols": "--array columns", "precision": "--bits",
+           "acc_width": "--acc-bits", "spmv n_pes": "--spmv-pes", "spmv rows": "--rows",
+           "spmv cols": "--cols", "spmv lanes": "--act-lanes", "topk n_max": "--topk-n",
+           "topk k_max": "--topk-k",
+           **{name: "--" + name.replace("_", "-") for name, _, _ in DEPTHS}}
+
+
+def add_arguments(parser):
+    group = parser.add_argument_group(
+        "accelerator (--unit accel; also takes --array, --bits, --acc-bits, --spmv-pes, --rows, "
+        "--cols, --act-lanes, --topk-n, --topk-k)")
+    group.add_argument("--no-spmv", action="store_true", default=None,
+                       help="no sparse unit")
+    group.add_argument("--no-topk", action="store_true", default=None,
+                       help="no top-k engine")
+    for name, default, low in DEPTHS:
+        group.add_argument("--" + name.replace("_", "-"), type=int, metavar="W",
+                           help=f"{name.split('_')[0]} memory depth in words, {low}.. "
+                                f"(default: {default})")
+
+
+def config(args):
+    """The :class:`AccelConfig` the options describe."""
+    options = settings(args, DEFAULTS)
+    rows, cols = parse_array(options["array"])
+    bits = options["bits"]
+    spmv = None if options["no_spmv"] else SpmvConfig(
+        n_pes=options["spmv_pes"], rows=options["rows"], cols=options["cols"],
+        lanes=options["act_lanes"])
+    topk = None if options["no_topk"] else TopkConfig(n_max=options["topk_n"],
+                                                      k_max=options["topk_k"])
+    return AccelConfig(rows=rows, cols=cols, precision=int(bits) if bits.isdigit() else bits,
+                       acc_width=options["acc_bits"], spmv=spmv, topk=topk,
+                       **{name: options[name] for name, _, _ in DEPTHS})
+
+
+def name_of(c):
+    """The design's name: its array, then every parameter that is not the default."""
+    default = AccelConfig()
+    name = f"accel_{c.rows}x{c.cols}_{c.precision}"
+    if c.acc_width != default.acc_width:
+        name += f"_acc{c.acc_width}"
+    for engine, tag in (("spmv", "spmv"), ("topk", "topk")):
+        mine, theirs = getattr(c, engine), getattr(default, engine)
+        if mine is None:
+            name += f"_no{tag}"
+        elif mine != theirs:
+            name += f"_{tag}" + "_".join(str(getattr(mine, f.name)) for f in fields(mine))
+    for field_name, tag in DEPTH_TAGS.items():
+        if getattr(c, field_name) != getattr(default, field_name):
+            name += f"_{tag}{getattr(c, field_name)}"
+    return name
+
+
+def design(args):
+    c = config(args)
+    accel = Accelerator(c)
+    memories = {space.name: {"words": c.depth(space), "bits": c.word_bits_of(space),
+                             "chunks": c.chunks(space)}
+                for space in Space if space is not Space.SPMV
+                and not (space is Space.CSC and c.spmv is None)}
+    manifest = {
+        "unit": "accel",
+        "parameters": c.parameters(),
+        "derived": {"drain_rows": c.drain_rows, "scratchpad_lanes": c.lanes,
+                    "padded_cols": c.padded_cols, "word_bits": c.word_bits},
+        "memories": memories,
+        "isa": "docs/isa.md",
+    }
+    engines = ["systolic array"] + (["sparse unit"] if c.spmv else []) + \
+        (["top-k engine"] if c.topk else [])
+    figures = {
+        "array": f"{c.rows}x{c.cols} {c.precision}, {c.acc_width}-bit accumulators",
+        "sparse unit": f"{c.spmv.n_pes} PEs, matrices up to {c.spmv.rows}x{c.spmv.cols}"
+                       if c.spmv else "none",
+        "top-k": f"n <= {c.topk.n_max}, k <= {c.topk.k_max}" if c.topk else "none",
+        "memories": ", ".join(f"{space.lower()} {m['words']} x {m['bits']}"
+                              for space, m in memories.items()),
+    }
+    return Design(accel, name_of(c), manifest,
+                  "accelerator: " + ", ".join(engines) + ", run by a program (docs/isa.md)",
+                  figures)

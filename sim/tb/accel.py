@@ -1,0 +1,214 @@
+"""cocotb tests of the accelerator (rtl.accel.core.Accelerator) against golden.accel.
+
+A *job* is what the compiler makes of a network plus the batches to run through it, as plain
+JSON: ``memories`` (``{space name: [[word, value], ...]}`` to load once), ``entries`` (the
+sparse unit's entry words, written through ``Space.SPMV`` in order), and ``batches``, each
+``{"input": [[word, value], ...]}`` (words of an input page, page-relative) and ``expect``
+(``{space name: [[word, value], ...]}``, page-relative words of the published page) and,
+when the model gives it, ``cycles`` (the model's cycles from the batch's SYNC to its DONE).
+
+Parameters: :data:`PARAMS`.
+"""
+
+import json
+import random
+
+import cocotb
+from cocotb.triggers import RisingEdge
+
+from rtl.accel.config import AccelConfig, SpmvConfig, TopkConfig
+from rtl.accel.isa import HostRead, HostWrite, Space, Status
+from sim.runner import params
+from sim.streams import reset, start_clock
+
+
+def config_of(p):
+    """The :class:`AccelConfig` of the parameters' ``config`` (``AccelConfig.parameters()``)."""
+    given = dict(p["config"])
+    given["spmv"] = SpmvConfig(**given["spmv"]) if given["spmv"] else None
+    given["topk"] = TopkConfig(**given["topk"]) if given["topk"] else None
+    return AccelConfig(**given)
+
+
+def default_jobs(accel):
+    """The digits network's jobs for this accelerator (golden.accel)."""
+    from golden.accel import test_jobs
+    return test_jobs(accel.config)
+
+
+#: Parameters (sim.runner.params) and their defaults for the accelerator under test.
+PARAMS = {
+    "config": lambda accel: accel.config.parameters(),
+    "jobs": default_jobs,
+    "seed": 1,
+    "out": "benchmark.json",
+}
+
+
+class Host:
+    """Drives the accelerator's host port: chunk writes and reads, start, the page handshakes.
+
+    ``stall`` is the probability per cycle of holding a write or of not taking a read chunk
+    (back-pressure from the host's side).
+    """
+
+    def __init__(self, dut, config, *, stall=0.0, rng=None):
+        self.dut, self.config = dut, config
+        self.stall, self.rng = stall, rng or random.Random(0)
+        for name in ("host__write__valid", "host__read__valid", "host__read_data__ready",
+                     "host__start", "host__input_filled", "host__results_taken"):
+            getattr(dut, name).value = 0
+
+    async def _pause(self):
+        while self.stall and self.rng.random() < self.stall:
+            await RisingEdge(self.dut.clk)
+
+    def _chunk_address(self, space, word, chunk):
+        bits = max(0, (self.config.chunks(space) - 1).bit_length())
+        return (word << bits) | chunk
+
+    async def write(self, space, word, value):
+        """Write ``value`` into word ``word`` of memory ``space``, chunk by chunk."""
+        dut = self.dut
+        for chunk in range(self.config.chunks(space)):
+            await self._pause()
+            dut.host__write__payload.value = HostWrite.const({
+                "space": space, "address": self._chunk_address(space, word, chunk),
+                "data": (value >> (32 * chunk)) & 0xFFFFFFFF}).as_bits()
+            dut.host__write__valid.value = 1
+            while True:
+                await RisingEdge(dut.clk)
+                if dut.host__write__ready.value:
+                    break
+            dut.host__write__valid.value = 0
+
+    async def read(self, space, word):
+        """The value of word ``word`` of memory ``space`` (RESULT or OUTPUT)."""
+        dut = self.dut
+        value = 0
+        for chunk in range(self.config.chunks(space)):
+            dut.host__read__payload.value = HostRead.const({
+                "space": space, "address": self._chunk_address(space, word, chunk)}).as_bits()
+            dut.host__read__valid.value = 1
+            while True:
+                await RisingEdge(dut.clk)
+                if dut.host__read__ready.value:
+                    break
+            dut.host__read__valid.value = 0
+            while True:
+                await self._pause()
+                dut.host__read_data__ready.value = 1
+                await RisingEdge(dut.clk)
+                dut.host__read_data__ready.value = 0
+                if dut.host__read_data__valid.value:
+                    break
+            value |= int(dut.host__read_data__payload.value) << (32 * chunk)
+        return value
+
+    def status(self):
+        return Status.from_bits(int(self.dut.host__status.value))
+
+    async def pulse(self, name):
+        signal = getattr(self.dut, f"host__{name}")
+        signal.value = 1
+        await RisingEdge(self.dut.clk)
+        signal.value = 0
+
+    async def load(self, job):
+        """Every memory image of ``job``, then the sparse unit's entries."""
+        for space, words in job["memories"].items():
+            for word, value in words:
+                await self.write(Space[space], word, value)
+        for value in job.get("entries", []):
+            await self.write(Space.SPMV, 0, value)
+
+    async def fill(self, words):
+        """Fill the input page the accelerator offers, then hand it over."""
+        while not self.status().input_free:
+            await RisingEdge(self.dut.clk)
+        base = self.status().input_page * self.config.input_words
+        for word, value in words:
+            await self.write(Space.ACT, base + word, value)
+        await self.pulse("input_filled")
+
+    async def collect(self, expect, timeout=200_000):
+        """Wait for a published page; return ``{space: [[word, value], ...]}`` of the words
+        ``expect`` names, read from it, and hand the page back."""
+        for _ in range(timeout):
+            status = self.status()
+            if status.results_ready or status.error:
+                break
+            await RisingEdge(self.dut.clk)
+        assert not status.error, f"the program stopped with an error at {status.error_pc}"
+        assert status.results_ready, "no results were published"
+        page = status.results_page
+        got = {}
+        for space, words in expect.items():
+            depth = {"RESULT": self.config.result_words, "OUTPUT": self.config.output_words}[space]
+            got[space] = [[word, await self.read(Space[space], page * depth + word)]
+                          for word, _ in words]
+        await self.pulse("results_taken")
+        return got
+
+
+def check(got, expect, what):
+    for space, words in expect.items():
+        for (word, want), (_, value) in zip(words, got[space]):
+            assert value == want, (f"{what}: {space} word {word} is {value:#x}, the golden "
+                                   f"model has {want:#x}")
+
+
+async def run_job(dut, host, job, what):
+    """Load ``job``, start it, run its batches (the next input filled while a batch runs);
+    returns the cycle of each batch's publication."""
+    await host.load(job)
+    await host.pulse("start")
+    published = []
+    batches = job["batches"]
+    filler = cocotb.start_soon(_fill_all(host, batches))
+    cycle = _Cycles(dut)
+    for i, batch in enumerate(batches):
+        got = await host.collect(batch["expect"])
+        published.append(cycle.at_publication)
+        check(got, batch["expect"], f"{what}, batch {i}")
+    await filler
+    cycle.stop()
+    return published
+
+
+async def _fill_all(host, batches):
+    for batch in batches:
+        await host.fill(batch["input"])
+
+
+class _Cycles:
+    """Counts clock cycles and remembers the last cycle at which results were published."""
+
+    def __init__(self, dut):
+        self.dut, self.now, self.at_publication = dut, 0, None
+        self._task = cocotb.start_soon(self._count())
+
+    async def _count(self):
+        ready = 0
+        while True:
+            await RisingEdge(self.dut.clk)
+            self.now += 1
+            status = Status.from_bits(int(self.dut.host__status.value))
+            if status.results_ready and not ready:
+                self.at_publication = self.now
+            ready = status.results_ready
+
+    def stop(self):
+        self._task.cancel()
+
+
+@cocotb.test()
+async def networks_bit_exact(dut):
+    """Every job's batches give the golden model's outputs, bit for bit."""
+    p = params()
+    config = config_of(p)
+    start_clock(dut)
+    for job in p["jobs"]:
+        await reset(dut)
+        host = Host(dut, config, stall=job.get("stall", 0.0), rng=random.Random(p["seed"]))
+        await run_job(dut, host, job, job["name"])
