@@ -32,7 +32,7 @@ from rtl.fusion import (FusionMode, FusionPE, SliceSteer, StepControl, check_acc
 from rtl.pipeline import delay
 
 __all__ = ["ArrayConfig", "DrainColumn", "EdgeSkew", "SystolicArray", "default_drain_rows",
-           "k_step_bound",
+           "default_fifo_depth", "k_step_bound",
            "operand_layout", "peak_macs", "result_layout"]
 
 #: Width of the K-step and tile counts of a configuration.
@@ -62,6 +62,14 @@ def default_drain_rows(rows):
     """Rows per result beat by default: the fewest that divide ``rows`` and drain a tile in at
     most four beats."""
     return min(d for d in range(1, rows + 1) if rows % d == 0 and 4 * d >= rows)
+
+
+def default_fifo_depth(rows, cols, drain_rows, pe_latency, edge_registers):
+    """Tiles a row FIFO holds by default: the shortest tiles the drain keeps up with have one
+    step per beat, and a tile's credit comes back ``round_trip`` cycles after its first step."""
+    tile_steps = rows // drain_rows
+    round_trip = tile_steps + rows + cols + pe_latency + edge_registers
+    return max(2, math.ceil(round_trip / tile_steps))
 
 
 def peak_macs(rows, cols, w_bits, a_bits):
@@ -267,11 +275,7 @@ class SystolicArray(wiring.Component):
         if edge_registers not in (1, 2):
             raise ValueError(f"edge_registers must be 1 or 2, not {edge_registers!r}")
         if fifo_depth is None:
-            # The shortest tiles the drain keeps up with have one step per beat; a tile's
-            # credit comes back ``round_trip`` cycles after its first step.
-            tile_steps = rows // drain_rows
-            round_trip = tile_steps + rows + cols + pe.latency + edge_registers
-            fifo_depth = max(2, math.ceil(round_trip / tile_steps))
+            fifo_depth = default_fifo_depth(rows, cols, drain_rows, pe.latency, edge_registers)
         if not isinstance(fifo_depth, int) or not 1 <= fifo_depth <= 128:
             raise ValueError(f"fifo_depth must be between 1 and 128, not {fifo_depth!r}")
         self._rows, self._cols = rows, cols

@@ -11,7 +11,8 @@ from rtl.accel.isa import (ADDRESS_BITS, CHUNK_BITS, INSTRUCTION_BITS, LANE_BITS
                            Space, act_word, param_word, result_word, weight_word)
 from rtl.fusion import FusionPE, check_acc_width, lanes, modes, word_bits
 from rtl.spmv import Load
-from rtl.systolic import SystolicArray, default_drain_rows, k_step_bound
+from rtl.systolic import (SystolicArray, default_drain_rows, default_fifo_depth,
+                           k_step_bound)
 
 __all__ = ["SpmvConfig", "TopkConfig", "AccelConfig"]
 
@@ -125,6 +126,20 @@ class AccelConfig:
         """``d``: rows of the array per result beat (the array's default)."""
         return default_drain_rows(self.rows)
 
+    #: Registers between the array's edges and its first PEs (the array's default).
+    edge_registers = 2
+
+    @property
+    def pe_latency(self):
+        """Cycles of the array's processing element (``FusionPE.latency``)."""
+        return FusionPE.latency
+
+    @property
+    def fifo_depth(self):
+        """Tiles each row FIFO of the array holds (the array's default)."""
+        return default_fifo_depth(self.rows, self.cols, self.drain_rows, FusionPE.latency,
+                                  self.edge_registers)
+
     @property
     def word_bits(self):
         """Width of the array's packed operand words."""
@@ -148,7 +163,8 @@ class AccelConfig:
 
     def array(self):
         """A new systolic array of this configuration."""
-        return SystolicArray(self.rows, self.cols, self.precision, self.acc_width, pe=FusionPE)
+        return SystolicArray(self.rows, self.cols, self.precision, self.acc_width,
+                             edge_registers=self.edge_registers, pe=FusionPE)
 
     def word_layout(self, space):
         """The layout of a word of memory ``space`` (a :class:`rtl.accel.isa.Space`)."""

@@ -284,7 +284,7 @@ class Accelerator(wiring.Component):
         # Reads: RESULT (when the top-k engine does not hold it) and OUTPUT; 0 elsewhere.
         read = host.read.payload
         read_space = Signal(Space)
-        read_chunk = Signal(6)
+        read_chunk = Signal(max(1, _chunk_bits(c.chunks(Space.RESULT))))
         read_pending = Signal()
         result_held = select.busy if select is not None else Const(0)
         result_chunks = _chunk_bits(c.chunks(Space.RESULT))

@@ -160,7 +160,7 @@ def result_word(drain_rows, cols, acc_width):
 OutputWord = data.StructLayout({"index": unsigned(INDEX_BITS), "zero": unsigned(16)})
 
 #: Width of a host chunk address: word address and chunk within the word.
-CHUNK_ADDRESS_BITS = 20
+CHUNK_ADDRESS_BITS = 24
 
 #: A host write: chunk ``address`` of memory ``space`` (docs/isa.md, Memories).
 HostWrite = data.StructLayout({
