@@ -59,3 +59,22 @@ def test_output_stage_is_golden_requantize(shift, out_bits):
         assert (np.array(biased) == v).all()
         want = requantize(v, np.array([p["multiplier"] for p in params]), shift, out_bits)
         assert (np.array(requantized) == want).all(), (want, requantized)
+
+
+def small_config():
+    """An accelerator small enough to build in seconds that still runs the digits MLP: array
+    4x4 mixed, a 2-PE sparse unit, a top-k engine."""
+    from rtl.accel.config import AccelConfig, SpmvConfig, TopkConfig
+    return AccelConfig(rows=4, cols=4, spmv=SpmvConfig(n_pes=2, rows=64, cols=64),
+                       topk=TopkConfig(n_max=16, k_max=2), program_words=32, act_words=256,
+                       input_words=32, weight_words=2048, param_words=64, csc_words=1024,
+                       result_words=32, output_words=32)
+
+
+def test_digits_network_every_precision_bit_exact_and_cycle_exact():
+    from rtl.accel.core import Accelerator
+    from sim.runner import run
+    from sim.tb.accel import digits_jobs
+    config = small_config()
+    run(Accelerator(config), "sim.tb.accel", name="accel_test_4x4", testcase="networks_bit_exact",
+        params={"jobs": digits_jobs(config, images=8, batches=3, sparsities=(0.5, 0.9))})
