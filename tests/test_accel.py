@@ -78,3 +78,19 @@ def test_digits_network_every_precision_bit_exact_and_cycle_exact():
     config = small_config()
     run(Accelerator(config), "sim.tb.accel", name="accel_test_4x4", testcase="networks_bit_exact",
         params={"jobs": digits_jobs(config, images=8, batches=3, sparsities=(0.5, 0.9))})
+
+
+def test_reset_mid_program_bad_address_and_slow_host():
+    """Reset in the middle of a program, a program stopped by an address past the scratchpad
+    and by an unknown opcode (error, error_pc, no hang, the next program runs), and a host that
+    stalls its writes and reads: all bit-exact against the model."""
+    from rtl.accel.core import Accelerator
+    from sim.runner import run
+    from sim.tb.accel import digits_jobs
+    config = small_config()
+    run(Accelerator(config), "sim.tb.accel", name="accel_test_4x4",
+        testcase=["reset_mid_program_then_clean_run",
+                  "bad_address_stops_with_error_then_next_program_runs",
+                  "slow_host_back_pressure"],
+        params={"jobs": digits_jobs(config, images=8, batches=2, precisions=["mixed"],
+                                    sparsities=(0.9,))})

@@ -210,10 +210,22 @@ class Accelerator(wiring.Component):
             with m.If(pc >= c.program_words):
                 m.d.comb += bad.eq(1)
 
+        # Each engine remembers the instruction it runs: a fault it meets is that one's.
+        faulty = pc
+        for component in reversed([gemm, sparse, select]):
+            if component is None:
+                continue
+            running = Signal(ADDRESS_BITS, name=f"{type(component).__name__.lower()}_pc")
+            with m.If(component.command.valid & component.command.ready):
+                m.d.sync += running.eq(pc)
+            if component is sparse:
+                with m.If(sparse.load_command.valid & sparse.load_command.ready):
+                    m.d.sync += running.eq(pc)
+            faulty = Mux(component.fault, running, faulty)
         fault = (bad & (state != _State.IDLE)) | Cat(*faults).any()
         m.d.comb += abort.eq(fault & (state != _State.IDLE))
         with m.If(abort):
-            m.d.sync += [state.eq(_State.IDLE), error.eq(1), error_pc.eq(pc)]
+            m.d.sync += [state.eq(_State.IDLE), error.eq(1), error_pc.eq(faulty)]
 
         # ---- Host port -----------------------------------------------------------------------
         host = self.host

@@ -279,3 +279,80 @@ async def networks_bit_exact(dut):
         assert [b - a for a, b in zip(published, published[1:])] == \
             [b - a for a, b in zip(model, model[1:])], \
             f"{job['name']}: publications at cycles {published}, the model's {model}"
+
+
+def _with_program(job, instructions):
+    """``job`` with its PROGRAM replaced by ``instructions`` (words)."""
+    memories = dict(job["memories"])
+    memories["PROGRAM"] = list(enumerate(instructions))
+    return {**job, "memories": memories}
+
+
+@cocotb.test()
+async def reset_mid_program_then_clean_run(dut):
+    """A reset in the middle of a batch leaves the accelerator idle, and the next start runs
+    the job bit-exact."""
+    p = params()
+    config = config_of(p)
+    job = p["jobs"][0]
+    start_clock(dut)
+    await reset(dut)
+    host = Host(dut, config)
+    await host.load(job)
+    await host.pulse("start")
+    await host.fill(job["batches"][0]["input"])
+    for _ in range(40):                       # into the first layer
+        await RisingEdge(dut.clk)
+    assert host.status().running and not host.status().results_ready
+    await reset(dut)
+    assert not host.status().running and not host.status().error
+    await run_job(dut, host, job, "after a reset mid-program")
+
+
+@cocotb.test()
+async def bad_address_stops_with_error_then_next_program_runs(dut):
+    """A GEMM whose source runs past the scratchpad stops the program with ``error`` and its
+    address in ``error_pc`` (no hang); an unknown opcode likewise; the next program, started
+    after it, runs bit-exact."""
+    from golden.accel import fields
+    from rtl.accel.isa import GemmArgs, Instruction, Opcode
+    p = params()
+    config = config_of(p)
+    job = p["jobs"][0]
+    gemm_pc = next(word for word, value in job["memories"]["PROGRAM"]
+                   if Instruction.from_bits(value).opcode == Opcode.GEMM)
+    start_clock(dut)
+    await reset(dut)
+    host = Host(dut, config)
+    await host.load(job)
+    words = dict(job["memories"]["PROGRAM"])
+    gemm = fields(GemmArgs, Instruction.from_bits(words[gemm_pc]).args.gemm.as_value().value)
+    bad_gemm = Instruction.const({"opcode": Opcode.GEMM, "args": {"gemm": {
+        **gemm, "src_input": 0, "src": config.act_words - 1}}}).as_bits()
+    unknown = 15                              # opcode bits [3:0] = 15, no such opcode
+    for broken, what in ((bad_gemm, "GEMM past ACT"), (unknown, "opcode 15")):
+        await host.write(Space.PROGRAM, gemm_pc, broken)
+        await host.pulse("start")
+        await host.fill(job["batches"][0]["input"])
+        for _ in range(20_000):
+            if not host.status().running:
+                break
+            await RisingEdge(dut.clk)
+        status = host.status()
+        assert status.error and not status.running, f"{what}: the program did not stop"
+        assert status.error_pc == gemm_pc, f"{what}: error_pc {status.error_pc}, not {gemm_pc}"
+    await host.write(Space.PROGRAM, gemm_pc, words[gemm_pc])
+    await run_job(dut, host, {**job, "memories": {}, "entries": []}, "the next program")
+    assert not host.status().error
+
+
+@cocotb.test()
+async def slow_host_back_pressure(dut):
+    """A host that holds its writes and takes its reads slowly (stalls 60% of the cycles)
+    still gets every output bit-exact: DONE waits for the page to be taken."""
+    p = params()
+    config = config_of(p)
+    start_clock(dut)
+    await reset(dut)
+    host = Host(dut, config, stall=0.6, rng=random.Random(p["seed"]))
+    await run_job(dut, host, p["jobs"][0], "slow host")
