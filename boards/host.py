@@ -15,6 +15,14 @@ or reads is built or parsed through its definition in ``rtl/hostlink.py`` (and
     result = asyncio.run(host.gemm(a, w, Mode(8, 8, True, False)))
 
 What :meth:`Host.gemm` promises for bad input and failures is in docs/reliability.md.
+
+:class:`AccelHost` speaks the accelerator's link (``rtl/accel/link.py``, the same frames) over
+the same transports: it loads a program compiled by ``golden.accel`` and runs inferences in
+batches::
+
+    host = AccelHost(SerialTransport("/dev/ttyUSB1", baud=3_000_000))
+    asyncio.run(host.load(program))
+    classes = asyncio.run(host.infer(images))
 """
 
 import asyncio
@@ -23,15 +31,20 @@ import numbers
 import numpy as np
 
 from golden.bitfusion import value_range
-from golden.checks import integer_array
+from golden.checks import integer, integer_array
 from golden.systolic import Mode, pack_steps, tile_gemm, unpack_results
 from rtl.fusion import mode_const, modes
+from rtl.accel import link as accel_link
+from rtl.accel.config import AccelConfig, SpmvConfig, TopkConfig
+from rtl.accel.isa import CHUNK_BITS, Space
+from rtl.accel.isa import Status as AccelStatus
+from rtl.framing import request_header
 from rtl.hostlink import (CONFIG_BYTES, FRAME_CRC, REQUEST_SYNC, RESPONSE_SYNC, Command, Counters,
                           Identity, RequestHeader, ResponseHeader, Status, step_layout)
 from rtl.systolic import ArrayConfig, k_step_bound, result_layout
 
 __all__ = ["HostLinkError", "seal", "frame", "config_payload", "check_gemm", "Host",
-           "SerialTransport"]
+           "AccelHost", "SerialTransport"]
 
 _HEADER_BYTES = RequestHeader.size // 8
 #: Tries of RESET before :meth:`Host.reset` gives up.
@@ -57,9 +70,10 @@ def seal(body):
 
 
 def frame(command, payload=b""):
-    """A request frame: header (sync, ``command``, length), ``payload``, CRC."""
-    header = RequestHeader.const({"sync": REQUEST_SYNC, "command": command,
-                                  "length": len(payload)}).as_bits()
+    """A request frame: header (sync, ``command``, length), ``payload``, CRC; ``command`` is a
+    member of a link's command enum (``rtl.hostlink.Command``, ``rtl.accel.link.Command``)."""
+    header = request_header(type(command)).const({"sync": REQUEST_SYNC, "command": command,
+                                                  "length": len(payload)}).as_bits()
     header = header.to_bytes(_HEADER_BYTES, "little")
     return header[:1] + seal(header[1:] + bytes(payload))
 
@@ -142,26 +156,12 @@ def check_gemm(a, w, mode, identity):
     return a, w, tiling
 
 
-class Host:
-    """The protocol over a transport, and GEMMs on the board's systolic array.
+class _Link:
+    """Requests and their answers over a transport (docs/host-protocol.md, Framing): what
+    :class:`Host` and :class:`AccelHost` share."""
 
-    Parameters
-    ----------
-    transport
-        ``write(data)``, ``read(count)`` and optionally ``discard()`` coroutines.
-    retries : int
-        How many times in a row :meth:`gemm` re-asks a board that makes no progress (a STEP
-        answered ``BUSY`` and a READ ``EMPTY``; a READ ``EMPTY`` while beats are due) before
-        it raises :class:`HostLinkError`.
-    """
-
-    def __init__(self, transport, retries=64):
-        if not isinstance(retries, int) or retries < 1:
-            raise ValueError(f"retries must be a positive number of tries, not {retries!r}")
+    def __init__(self, transport):
         self.transport = transport
-        self.retries = retries
-        self.identity = None
-        self._idle = False          # the array is known to be idle, without results
 
     async def answer(self):
         """Read one response: ``(Status, payload)``; a malformed one raises HostLinkError."""
@@ -185,6 +185,44 @@ class Host:
             raise HostLinkError(status, command)
         return status, data
 
+    async def _reset(self, command):
+        """Wait for the line to be quiet and drop stale bytes (when the transport can), then
+        send ``command`` (the link's RESET); up to three times."""
+        error = None
+        for _ in range(_RESET_TRIES):
+            discard = getattr(self.transport, "discard", None)
+            if discard is not None:
+                await discard()
+            try:
+                await self.call(command)
+            except HostLinkError as failure:
+                error = failure
+            else:
+                return
+        raise HostLinkError(f"no OK to RESET in {_RESET_TRIES} tries (last: {error})")
+
+
+class Host(_Link):
+    """The protocol over a transport, and GEMMs on the board's systolic array.
+
+    Parameters
+    ----------
+    transport
+        ``write(data)``, ``read(count)`` and optionally ``discard()`` coroutines.
+    retries : int
+        How many times in a row :meth:`gemm` re-asks a board that makes no progress (a STEP
+        answered ``BUSY`` and a READ ``EMPTY``; a READ ``EMPTY`` while beats are due) before
+        it raises :class:`HostLinkError`.
+    """
+
+    def __init__(self, transport, retries=64):
+        if not isinstance(retries, int) or retries < 1:
+            raise ValueError(f"retries must be a positive number of tries, not {retries!r}")
+        super().__init__(transport)
+        self.retries = retries
+        self.identity = None
+        self._idle = False          # the array is known to be idle, without results
+
     async def identify(self):
         """Rows, columns, word bits, accumulator bits, drain rows and precision of the array."""
         _, data = await self.call(Command.IDENTIFY)
@@ -206,19 +244,8 @@ class Host:
         Waits for the line to be quiet and drops stale bytes (when the transport can), then
         sends RESET; tries up to three times.
         """
-        error = None
-        for _ in range(_RESET_TRIES):
-            discard = getattr(self.transport, "discard", None)
-            if discard is not None:
-                await discard()
-            try:
-                await self.call(Command.RESET)
-            except HostLinkError as failure:
-                error = failure
-            else:
-                self._idle = True
-                return
-        raise HostLinkError(f"no OK to RESET in {_RESET_TRIES} tries (last: {error})")
+        await self._reset(Command.RESET)
+        self._idle = True
 
     async def read_beat(self):
         """One result beat as ``drain_rows`` lists of ``cols`` signed values, or None."""
@@ -310,6 +337,243 @@ class Host:
         while len(beats) < expected:
             await collect()
         return beats
+
+
+_CHUNK_MASK = (1 << CHUNK_BITS) - 1
+#: Bytes per chunk of each READ and COLLECT width.
+_WIDTH_BYTES = {accel_link.Width.ONE: 1, accel_link.Width.TWO: 2, accel_link.Width.FOUR: 4}
+
+
+def _transfer(space, word, count, width=accel_link.Width.FOUR):
+    """The payload header of WRITE, READ and COLLECT."""
+    return accel_link.Transfer.const({"space": space, "width": width, "word": word,
+                                      "count": count}).as_bits().to_bytes(
+        accel_link.TRANSFER_BYTES, "little")
+
+
+def _chunks(value, count):
+    """``value`` as ``count`` little-endian chunks of 4 bytes."""
+    return b"".join(((value >> (CHUNK_BITS * i)) & _CHUNK_MASK).to_bytes(4, "little")
+                    for i in range(count))
+
+
+def _values(data, width, chunks=1):
+    """Values of ``chunks`` chunks each from ``data`` (chunks of ``width`` bytes, low first)."""
+    step = _WIDTH_BYTES[width]
+    parts = [int.from_bytes(data[i:i + step], "little") for i in range(0, len(data), step)]
+    return [sum(part << (CHUNK_BITS * j) for j, part in enumerate(parts[i:i + chunks]))
+            for i in range(0, len(parts), chunks)]
+
+
+class AccelHost(_Link):
+    """The accelerator's link over a transport: its memories, its programs and inferences.
+
+    :meth:`load` writes a compiled program (``golden.accel.compile_network``); :meth:`infer`
+    runs images through it, a batch per input page, filling the next page while a batch runs
+    (docs/host-protocol.md, The accelerator's link). Every word is built and read through
+    ``rtl/accel/link.py``, ``rtl/accel/isa.py`` and ``rtl/framing.py``.
+
+    Parameters
+    ----------
+    transport
+        ``write(data)``, ``read(count)`` and optionally ``discard()`` coroutines.
+    """
+
+    def __init__(self, transport):
+        super().__init__(transport)
+        self.config = None          # the accelerator's AccelConfig (IDENTIFY)
+        self.write_chunks = None    # most chunks a WRITE carries
+        self.program = None         # the program loaded
+        self._streaming = False     # the program runs, its published pages all collected
+
+    async def identify(self):
+        """The accelerator's :class:`~rtl.accel.config.AccelConfig` (also kept as ``config``)."""
+        _, data = await self.call(accel_link.Command.IDENTIFY)
+        if len(data) != accel_link.Identity.size // 8:
+            raise HostLinkError(f"an IDENTIFY answer of {len(data)} bytes, not "
+                                f"{accel_link.Identity.size // 8}: not an accelerator's link")
+        ident = accel_link.Identity.from_bits(int.from_bytes(data, "little"))
+        spmv = (SpmvConfig(ident.spmv_pes, ident.spmv_rows, ident.spmv_cols, ident.spmv_lanes)
+                if ident.spmv_pes else None)
+        topk = TopkConfig(ident.topk_n_max, ident.topk_k_max) if ident.topk_n_max else None
+        depths = ("program_words", "act_words", "input_words", "weight_words", "param_words",
+                  "csc_words", "result_words", "output_words")
+        self.config = AccelConfig(ident.rows, ident.cols, ident.precision or "mixed",
+                                  ident.acc_width, spmv, topk,
+                                  **{name: getattr(ident, name) for name in depths})
+        self.write_chunks = ident.write_chunks
+        return self.config
+
+    async def status(self):
+        """The accelerator's ``rtl.accel.isa.Status``, field by field."""
+        _, data = await self.call(accel_link.Command.STATUS)
+        view = AccelStatus.from_bits(int.from_bytes(data, "little") & ((1 << AccelStatus.size)
+                                                                       - 1))
+        return {name: getattr(view, name) for name, _ in AccelStatus}
+
+    async def reset(self):
+        """Stop the accelerator: no program running, the pages as after power-up; the
+        memories keep their words. Drops stale bytes first; up to three tries."""
+        self._streaming = False
+        await self._reset(accel_link.Command.RESET)
+
+    async def start(self):
+        """Start the program at instruction 0 (``BUSY``: one is running)."""
+        self._streaming = False
+        await self.call(accel_link.Command.START)
+
+    async def write(self, space, word, values):
+        """Write the whole words ``values`` into memory ``space`` from word ``word`` on
+        (``Space.SPMV``: loader words into the sparse unit), in WRITE frames of at most
+        ``write_chunks`` chunks."""
+        config = self.config or await self.identify()
+        space = Space(space)
+        chunks = config.chunks(space)
+        per_frame = max(1, self.write_chunks // chunks)
+        bits = config.word_bits_of(space)
+        values = [integer(f"a {space.name} word", value, 0, (1 << bits) - 1)
+                  for value in values]
+        for first in range(0, len(values), per_frame):
+            part = values[first:first + per_frame]
+            payload = _transfer(space, 0 if space == Space.SPMV else word + first,
+                                len(part) * chunks)
+            payload += b"".join(_chunks(value, chunks) for value in part)
+            await self.request(accel_link.Command.WRITE, payload)
+
+    async def read(self, space, word, count):
+        """Words ``word .. word + count - 1`` of memory ``space`` (RESULT or OUTPUT, both pages)."""
+        config = self.config or await self.identify()
+        chunks = config.chunks(space)
+        _, data = await self.request(accel_link.Command.READ,
+                                      _transfer(space, word, count * chunks))
+        return _values(data, accel_link.Width.FOUR, chunks)
+
+    async def request(self, command, payload=b"", accept=(Status.OK,)):
+        """:meth:`call`, with what an error status means."""
+        status, data = await self.call(command, payload, accept=accept + tuple(_MEANINGS))
+        if status in accept:
+            return status, data
+        detail = _MEANINGS[status]
+        if status == Status.FAULT:
+            detail = detail.format(pc=(await self.status())["error_pc"])
+        raise HostLinkError(status, command, detail)
+
+    async def load(self, program):
+        """Stop the accelerator, write ``program``'s memories and instructions (a
+        ``golden.accel.Program`` compiled for this accelerator)."""
+        config = self.config or await self.identify()
+        if getattr(program, "config", None) != config:
+            raise ValueError(f"program must be compiled for the board's accelerator "
+                             f"({config}), not {getattr(program, 'config', program)!r}")
+        await self.reset()
+        self.program = None
+        for space, words in program.memories.items():
+            if space == Space.SPMV:
+                await self.write(space, 0, words)
+                continue
+            for first, run in _runs(words):
+                await self.write(space, first, run)
+        await self.write(Space.PROGRAM, 0, program.instructions)
+        self.program = program
+
+    async def infer(self, images):
+        """The classes (int64, n) or logits (int64, n x outputs) of ``images`` ((n, inputs)
+        unsigned 8-bit) through the program loaded, a batch of ``program.batch`` images per
+        FILL and COLLECT; the next batch is filled while one runs.
+
+        Every page is packed (and the images checked) before the first frame is sent.
+        """
+        program = self._loaded()
+        images = np.asarray(images)
+        pages = [(self._page(images[first:first + program.batch]),
+                  len(images[first:first + program.batch]))
+                 for first in range(0, max(len(images), 1), program.batch)]
+        if not self._streaming:
+            await self.reset()
+            await self.start()
+        self._streaming = False
+        results, waiting = [], []
+        for payload, count in pages:
+            while not await self._fill(payload):
+                if not waiting:
+                    raise HostLinkError(Status.BUSY, accel_link.Command.FILL,
+                                        "no input page is free and no batch is running")
+                results.append(await self.collect(waiting.pop(0)))
+            waiting.append(count)
+            if len(waiting) == 2:
+                results.append(await self.collect(waiting.pop(0)))
+        for count in waiting:
+            results.append(await self.collect(count))
+        self._streaming = True
+        return np.concatenate(results)
+
+    def _page(self, images):
+        """The FILL payload of a batch of ``images`` (checked and packed by the program)."""
+        program = self._loaded()
+        words = program.input_page(images)
+        # The image groups of the batch, not the zero images that pad it.
+        groups = -(-len(images) // self.config.rows)
+        words = words[:program.input_src + (groups - 1) * program.input_stride
+                      + program.input_words]
+        payload = b"".join(_chunks(value, self.config.chunks(Space.ACT)) for value in words)
+        limit = accel_link.fill_limit(self.config)
+        if len(payload) > limit:
+            raise ValueError(f"a batch of {self.program.batch} images needs {len(payload)} "
+                             f"bytes of input page but FILL carries at most {limit}")
+        return payload
+
+    async def _fill(self, payload):
+        status, _ = await self.request(accel_link.Command.FILL, payload,
+                                       accept=(Status.OK, Status.BUSY))
+        return status == Status.OK
+
+    async def fill(self, images):
+        """Fill the input page offered with a batch of at most ``program.batch`` images and
+        hand it over; False when no page is free (``BUSY``: collect a batch first)."""
+        return await self._fill(self._page(images))
+
+    def _loaded(self):
+        if self.program is None:
+            raise ValueError("no program is loaded: call load(program) first")
+        return self.program
+
+    async def collect(self, count):
+        """The outputs of the first ``count`` images of the batch published next (waits for
+        it); the page goes back to the program."""
+        program, config = self._loaded(), self.config
+        count = integer("count", count, 1, program.batch)
+        if program.output == "class":
+            width = accel_link.Width.ONE if program.outputs <= 256 else accel_link.Width.TWO
+            _, data = await self.request(accel_link.Command.COLLECT, _transfer(
+                Space.OUTPUT, program.output_dst, count, width))
+            return np.array(_values(data, width), dtype=np.int64)
+        chunks = config.chunks(Space.RESULT)
+        words = -(-count // config.drain_rows) * program.output_tile_cols
+        _, data = await self.request(accel_link.Command.COLLECT, _transfer(
+            Space.RESULT, program.output_dst, words * chunks))
+        values = _values(data, accel_link.Width.FOUR, chunks)
+        return program.read_outputs(lambda space, word: values[word - program.output_dst], 0,
+                                    count)
+
+
+#: What the accelerator's link means by each error status it answers to a well-formed request.
+_MEANINGS = {
+    Status.BUSY: "a program runs (START) or no input page is free (FILL)",
+    Status.EMPTY: "no program runs and no results are published",
+    Status.FAULT: "the program stopped on an error at instruction {pc}",
+    Status.BAD_ARGUMENT: "the memory, width or words are not the accelerator's",
+}
+
+
+def _runs(words):
+    """``{word: value}`` as runs of consecutive words: ``(first, [values])``."""
+    runs = []
+    for word in sorted(words):
+        if runs and runs[-1][0] + len(runs[-1][1]) == word:
+            runs[-1][1].append(words[word])
+        else:
+            runs.append((word, [words[word]]))
+    return runs
 
 
 class SerialTransport:

@@ -16,19 +16,20 @@ DEPTH_TAGS = {"program_words": "prog", "act_words": "act", "input_words": "in",
               "weight_words": "wgt", "param_words": "par", "csc_words": "csc",
               "result_words": "res", "output_words": "out"}
 
-#: Each option of the unit (argparse destination) and its value when it is not given. The
-#: array's, the sparse unit's and the top-k engine's options are theirs (``--array``,
-#: ``--bits``, ``--acc-bits``, ``--spmv-pes``, ``--rows``, ``--cols``, ``--act-lanes``,
-#: ``--topk-n``, ``--topk-k``), with the same meaning.
-DEFAULTS = {"array": "8x8", "bits": "mixed", "acc_bits": 32, "spmv_pes": 4, "rows": 256,
-            "cols": 256, "act_lanes": 4, "topk_n": 256, "topk_k": 8, "no_spmv": False,
-            "no_topk": False, **{name: default for name, default, _ in DEPTHS}}
+#: The options of the array, the sparse unit and the top-k engine that the accelerator takes
+#: too, with the same meaning (their defaults below).
+SHARED = {"array": "8x8", "bits": "mixed", "acc_bits": 32, "spmv_pes": 4, "rows": 256,
+          "cols": 256, "act_lanes": 4, "topk_n": 256, "topk_k": 8}
+
+#: Each option of the unit (argparse destination) and its value when it is not given.
+DEFAULTS = {**SHARED, "no_spmv": False, "no_topk": False,
+            **{name: default for name, default, _ in DEPTHS}}
 
 #: Parameter -> command-line option, for error messages.
 OPTIONS = {"rows": "--array rows", "cols": "--array columns", "precision": "--bits",
-           "acc_width": "--acc-bits", "spmv n_pes": "--spmv-pes", "spmv rows": "--rows",
-           "spmv cols": "--cols", "spmv lanes": "--act-lanes", "topk n_max": "--topk-n",
-           "topk k_max": "--topk-k",
+           "acc_width": "--acc-bits", "spmv_n_pes": "--spmv-pes", "spmv_rows": "--rows",
+           "spmv_cols": "--cols", "spmv_lanes": "--act-lanes", "topk_n_max": "--topk-n",
+           "topk_k_max": "--topk-k",
            **{name: "--" + name.replace("_", "-") for name, _, _ in DEPTHS}}
 
 

@@ -116,8 +116,7 @@ class _Geometry:
         self.chunks = {space: math.ceil(bits / CHUNK_BITS)
                        for space, bits in self.word_bits.items()}
         #: Chunk addresses per word: ``chunks`` rounded up to a power of two.
-        self.chunk_stride = {space: 1 << (chunks - 1).bit_length()
-                             for space, chunks in self.chunks.items()}
+        self.chunk_stride = {space: 1 << config.chunk_bits(space) for space in self.chunks}
         spmv_config = config.spmv
         if spmv_config is not None:
             self.local_rows = math.ceil(spmv_config.rows / spmv_config.n_pes)

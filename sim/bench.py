@@ -25,6 +25,7 @@ BENCHMARKS = {
     "spmv": "sim.bench_spmv",
     "topk": "sim.bench_topk",
     "synth": "sim.bench_synth",
+    "accel": "sim.bench_accel",
 }
 
 

@@ -118,12 +118,22 @@ def test_a_bad_step_option_is_refused_before_any_file_is_written(args, expected,
     assert_one_line_and_nothing_written(result, tmp_path, expected)
 
 
+def shared(module):
+    """The options a unit takes from other units (the accelerator's ``--array``, ...)."""
+    return set(getattr(importlib.import_module(module), "SHARED", ()))
+
+
 def test_every_option_belongs_to_the_common_options_or_one_unit_or_step():
-    # The table of each unit and step lists its options: what the checks above go by.
-    tables = [importlib.import_module(module).DEFAULTS for module in (*UNITS.values(), *STEPS)]
+    # The table of each unit and step lists its options: what the checks above go by. An
+    # option is one unit's own, unless another unit declares it SHARED (same meaning).
+    tables = [set(importlib.import_module(module).DEFAULTS) - shared(module)
+              for module in (*UNITS.values(), *STEPS)]
     owned = [dest for table in tables for dest in table]
     assert len(owned) == len(set(owned))
     assert set(vars(build_parser().parse_args([]))) == {"unit", "out", "json", *owned}
+    for module in UNITS.values():
+        assert shared(module) <= set(owned) - set(importlib.import_module(module).DEFAULTS) \
+            | shared(module)
 
 
 #: A valid value for each option whose default is worked out rather than fixed.
@@ -132,10 +142,13 @@ SAMPLE = {"array": "4x4", "drain_rows": "1", "edge_registers": "1"}
 
 @pytest.mark.parametrize("unit", sorted(UNITS))
 def test_every_option_of_every_other_unit_is_refused(unit, capsys, tmp_path):
+    mine = importlib.import_module(UNITS[unit]).DEFAULTS
     for other, module in sorted(UNITS.items()):
         if other == unit:
             continue
         for dest, default in importlib.import_module(module).DEFAULTS.items():
+            if dest in mine or dest in shared(module):
+                continue                # the unit's own (shared), or refused as its owner's
             option = "--" + dest.replace("_", "-")
             value = [] if default is False else [SAMPLE.get(dest, str(default))]
             assert main(["--unit", unit, option, *value, "--out", str(tmp_path)]) == 2
@@ -199,6 +212,8 @@ def test_the_array_generator_leaves_the_arguments_as_given():
 
 SPMV = ["--unit", "spmv", "--spmv-pes", "2", "--rows", "16", "--cols", "16"]
 TOPK = ["--unit", "topk", "--topk-n", "16"]
+ACCEL = ["--unit", "accel", "--array", "2x2", "--spmv-pes", "2", "--rows", "16", "--cols", "16",
+         "--topk-n", "16", "--topk-k", "2"]
 
 #: For each option of every unit and step, a command line without it and the option that
 #: changes it from there: ``[(arguments, variant), ...]``. Every option must be here (see
@@ -233,7 +248,20 @@ VARIANTS = {
               ([], ["--board", "icebreaker"])],         # and its largest array
     "baud": [(["--array", "2x2", "--board", "icebreaker"], ["--baud", "9600"])],
     "program": [(["--array", "2x2", "--board", "icebreaker"], ["--program"])],
+    "no_spmv": [(ACCEL, ["--no-spmv"])],
+    "no_topk": [(ACCEL, ["--no-topk"])],
+    **{dest: [(ACCEL, ["--" + dest.replace("_", "-"), str(value)])]
+       for dest, value in (("program_words", 64), ("act_words", 256), ("input_words", 32),
+                           ("weight_words", 512), ("param_words", 32), ("csc_words", 512),
+                           ("result_words", 32), ("output_words", 128))},
 }
+# The options the accelerator shares change its name too.
+for _dest, _variant in (("array", ["--array", "3x2"]), ("bits", ["--bits", "8"]),
+                        ("acc_bits", ["--acc-bits", "24"]), ("spmv_pes", ["--spmv-pes", "4"]),
+                        ("rows", ["--rows", "20"]), ("cols", ["--cols", "24"]),
+                        ("act_lanes", ["--act-lanes", "2"]), ("topk_n", ["--topk-n", "32"]),
+                        ("topk_k", ["--topk-k", "4"])):
+    VARIANTS[_dest].append((ACCEL, _variant))
 
 #: Options that write no file: --program flashes the bitstream that --board wrote.
 WRITES_NOTHING = {"program"}
@@ -291,6 +319,10 @@ def test_an_option_that_changes_the_files_changes_their_names(dest):
     (["--unit", "spmv"], "spmv_4pe_256x256_8b"),
     (["--unit", "spmv", "--z-bits", "3", "--act-lanes", "2", "--queue-depth", "4"],
      "spmv_4pe_256x256_8b_z3_lanes2_q4"),
+    (["--unit", "accel"], "accel_8x8_mixed"),
+    (["--unit", "accel", "--array", "8x8", "--spmv-pes", "4", "--topk-k", "8"], "accel_8x8_mixed"),
+    (["--unit", "accel", "--array", "4x4", "--bits", "8", "--no-topk", "--act-words", "256"],
+     "accel_4x4_8_notopk_act256"),
 ])
 def test_default_parameters_keep_the_short_name(argv, name):
     design, _ = outputs(argv)

@@ -36,14 +36,14 @@ class SpmvConfig:
     lanes: int = 4
 
     def __post_init__(self):
-        _check("spmv n_pes", self.n_pes, 1, 32)
-        _check("spmv rows", self.rows, 1, 4095)
-        _check("spmv cols", self.cols, 1, 4095)
-        _check("spmv lanes", self.lanes, 1, 16)
+        _check("spmv_n_pes", self.n_pes, 1, 32)
+        _check("spmv_rows", self.rows, 1, 4095)
+        _check("spmv_cols", self.cols, 1, 4095)
+        _check("spmv_lanes", self.lanes, 1, 16)
         for name in ("n_pes", "lanes"):
             value = getattr(self, name)
             if value & (value - 1):
-                raise ValueError(f"spmv {name} must be a power of two, not {value!r}")
+                raise ValueError(f"spmv_{name} must be a power of two, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class TopkConfig:
     k_max: int = 8
 
     def __post_init__(self):
-        _check("topk n_max", self.n_max, 2, 4095)
-        _check("topk k_max", self.k_max, 1, min(self.n_max, 256))
+        _check("topk_n_max", self.n_max, 2, 4095)
+        _check("topk_k_max", self.k_max, 1, min(self.n_max, 256))
 
 
 #: Memory depths: (field, default, lowest).
@@ -117,8 +117,8 @@ class AccelConfig:
             paged = name in ("result_words", "output_words")
             _check(name, getattr(self, name), lo, 1 << (ADDRESS_BITS - paged))
         if 2 * self.input_words > self.act_words:
-            raise ValueError(f"act_words must hold two input pages of input_words="
-                             f"{self.input_words}, not {self.act_words}")
+            raise ValueError(f"act_words must be at least twice input_words "
+                             f"({2 * self.input_words}: two input pages), not {self.act_words}")
 
     # ---- Derived numbers -----------------------------------------------------------------
     @property
@@ -188,6 +188,10 @@ class AccelConfig:
     def chunks(self, space):
         """32-bit host chunks per word of memory ``space``."""
         return math.ceil(self.word_bits_of(space) / CHUNK_BITS)
+
+    def chunk_bits(self, space):
+        """``b``: a host chunk address is ``word * 2^b + chunk`` (docs/isa.md, Memories)."""
+        return (self.chunks(space) - 1).bit_length()
 
     def depth(self, space):
         """Words of memory ``space`` the host can address (both pages of RESULT and OUTPUT;

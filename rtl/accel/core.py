@@ -31,10 +31,6 @@ class _State(enum.Enum):
     EXECUTE = 2
 
 
-def _chunk_bits(chunks):
-    return max(0, (chunks - 1).bit_length())
-
-
 class Accelerator(wiring.Component):
     """The systolic array, the optional sparse unit and top-k engine, their memories and the
     controller that runs a program (docs/isa.md).
@@ -296,10 +292,10 @@ class Accelerator(wiring.Component):
         # Reads: RESULT (when the top-k engine does not hold it) and OUTPUT; 0 elsewhere.
         read = host.read.payload
         read_space = Signal(Space)
-        read_chunk = Signal(max(1, _chunk_bits(c.chunks(Space.RESULT))))
+        read_chunk = Signal(max(1, c.chunk_bits(Space.RESULT)))
         read_pending = Signal()
         result_held = select.busy if select is not None else Const(0)
-        result_chunks = _chunk_bits(c.chunks(Space.RESULT))
+        result_chunks = c.chunk_bits(Space.RESULT)
         can_read = ~read_pending | host.read_data.ready
         take_read = host.read.valid & can_read & ~((read.space == Space.RESULT) & result_held)
         m.d.comb += host.read.ready.eq(take_read)
@@ -365,7 +361,7 @@ class Accelerator(wiring.Component):
 
 def _host_chunk(request, config, space, bits, depth, valid):
     """A host chunk write into memory ``space``: (word address, byte enables, hit)."""
-    chunk_bits = _chunk_bits(config.chunks(space))
+    chunk_bits = config.chunk_bits(space)
     word = request.address[chunk_bits:]
     chunk = request.address[:chunk_bits] if chunk_bits else Const(0, 1)
     enables = Cat(*((chunk == i // 4) for i in range(bits // 8)))

@@ -73,12 +73,6 @@ WRITABLE = (Space.PROGRAM, Space.ACT, Space.WEIGHT, Space.PARAM, Space.CSC, Spac
 READABLE = (Space.RESULT, Space.OUTPUT)
 
 
-def _chunk_bits(chunks):
-    return max(0, (chunks - 1).bit_length())
-
-
-
-
 def fill_limit(config):
     """Bytes a FILL carries at most: the input page of ``config``, within a frame's length."""
     return min(config.input_words * config.chunks(Space.ACT) * 4,
@@ -256,7 +250,7 @@ class AccelLink(wiring.Component):
         with m.Switch(transfer.space):
             for space in Space:
                 with m.Case(space):
-                    bits = _chunk_bits(c.chunks(space))
+                    bits = c.chunk_bits(space)
                     m.d.comb += [address.eq(Cat(chunk[:bits], word)),
                                  last_chunk.eq(chunk == c.chunks(space) - 1)]
 
@@ -277,7 +271,7 @@ class AccelLink(wiring.Component):
         with m.Else():
             m.d.comb += [host.write.payload.space.eq(Space.ACT),
                          host.write.payload.address.eq(
-                             Cat(fill_chunk[:_chunk_bits(act_chunks)], fill_word)),
+                             Cat(fill_chunk[:c.chunk_bits(Space.ACT)], fill_word)),
                          host.write.payload.data.eq(pending_data),
                          host.write.valid.eq(pending)]
             with m.If(pending & host.write.ready):

@@ -1,0 +1,105 @@
+"""The digits MLP through the accelerator's RTL: bit-exactness, cycles per inference, overhead.
+
+Every precision of golden.network.PRECISIONS at two sparsities, compiled by golden.accel for
+the accelerator ``python -m gen --unit accel`` makes (array 8x8 mixed by default), a batch
+of test images per run, three runs back to back, on Verilator. ``cycles_per_inference`` is
+measured on the RTL between consecutive publications (steady state) over the batch;
+``model_cycles_per_inference`` is golden.accel's cycle model of the same;
+``engine_cycles_per_inference`` the sum over the program's engine instructions of what the
+engine alone takes with an ideal source and sink (``gemm_cycles``, ``spmv_cycles``, the
+top-k engine's cycles), over the batch; ``overhead`` their ratio.
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from gen.cli import parse_array
+from golden.network import PRECISIONS, digits_network, digits_split
+from rtl.accel.config import AccelConfig
+from rtl.accel.core import Accelerator
+from sim import runner
+from sim.progress import FIRST_BUILD, Progress
+
+SPARSITIES = (0.5, 0.9)
+RUNS = 3
+
+
+def add_arguments(parser):
+    parser.add_argument("--array", default="8x8", metavar="RxC",
+                        help="the accelerator's array (default: 8x8)")
+    parser.add_argument("--bits", default="mixed", help="its precision (default: mixed)")
+    parser.add_argument("--images", type=int, default=16, metavar="B",
+                        help="images per run (default: 16)")
+    parser.add_argument("--sparse", action="store_true",
+                        help="also run the hidden layers on the sparse unit")
+
+
+def engine_cycles(model_trace):
+    """Cycles of the engine instructions of one run (the first SYNC to the DONE)."""
+    total, inside = 0, False
+    for step in model_trace:
+        if step["opcode"] == "SYNC":
+            inside = True
+        elif step["opcode"] == "DONE" and inside:
+            return total
+        elif inside and "engine_cycles" in step and step["opcode"] != "LOAD_SPMV":
+            total += step["engine_cycles"]
+    raise ValueError("the program has no SYNC ... DONE")
+
+
+def run(args):
+    from golden.accel import AccelModel, compile_network
+    from sim.tb.accel import network_job
+    rows, cols = parse_array(args.array)
+    bits = int(args.bits) if args.bits.isdigit() else args.bits
+    config = AccelConfig(rows=rows, cols=cols, precision=bits)
+    x_test = digits_split()[1][:args.images * RUNS]
+    jobs, rows_out = [], []
+    choices = [("array", None)] + ([("spmv", ("spmv", "spmv", "array"))] if args.sparse else [])
+    for precision in PRECISIONS:
+        for sparsity in SPARSITIES:
+            network = digits_network(PRECISIONS[precision], sparsity)
+            a0 = network.quantize_input(x_test)
+            for label, engines in choices:
+                job = network_job(config, network, a0, batch=args.images, engines=engines,
+                                  name=f"{precision} {sparsity}")
+                program = compile_network(network, config, args.images, engines=engines)
+                model = AccelModel(config)
+                model.load(program)
+                model.infer(program, a0[:args.images])
+                job["engine_cycles"] = engine_cycles(model.timing.trace)
+                jobs.append(job)
+                rows_out.append({"precision": precision, "sparsity": sparsity,
+                                 "engines": "/".join(job["engines"]), "images": args.images})
+    progress = Progress(2, None if args.quiet else sys.stderr, kinds=["Verilog", "simulation"])
+    name = f"accel_{rows}x{cols}_{bits}"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.json"
+        with progress.job(f"accelerator {args.array} {bits}: Verilog"):
+            accel = Accelerator(config)
+            source = runner.verilog_of(accel, name)
+            params = runner.resolve_params(accel, "sim.tb.accel",
+                                           {"jobs": jobs, "out": str(out)})
+        with progress.job(f"accelerator {args.array} {bits}: {len(jobs)} networks, {RUNS} runs "
+                          f"of {args.images} images simulated", FIRST_BUILD):
+            runner.run(source, "sim.tb.accel", name=name, testcase="benchmark", params=params)
+        measured = {m["name"]: m for m in json.loads(out.read_text())}
+    table = []
+    for row, job in zip(rows_out, jobs):
+        got = measured[job["name"]]
+        steady = got["published"][-1] - got["published"][-2] if got["published"] else None
+        model = job["published"][-1] - job["published"][-2]
+        table.append({**row, "bit_exact": got["bit_exact"],
+                      "cycles_per_inference": steady and round(steady / args.images, 2),
+                      "model_cycles_per_inference": round(model / args.images, 2),
+                      "engine_cycles_per_inference": round(job["engine_cycles"] / args.images, 2),
+                      "overhead": steady and round(steady / job["engine_cycles"], 3)})
+    document = {"accelerator": config.parameters(), "results": table}
+    if not args.json:
+        from sim.bench import print_table
+        print(f"digits MLP on the accelerator {args.array} {bits} (RTL on Verilator), "
+              f"{args.images} images per run, steady state of {RUNS} runs")
+        print_table(table, list(table[0]))
+    return document
