@@ -64,7 +64,7 @@ def run(args):
             a0 = network.quantize_input(x_test)
             for label, engines in choices:
                 job = network_job(config, network, a0, batch=args.images, engines=engines,
-                                  name=f"{precision} {sparsity}")
+                                  name=f"{precision} {sparsity} {label}")
                 program = compile_network(network, config, args.images, engines=engines)
                 model = AccelModel(config)
                 model.load(program)

@@ -52,6 +52,17 @@ def test_output_stage_is_golden_requantize(shift, out_bits):
         multiplier[i % C] = [0, (1 << 16) - 1, 1][i % 3]
         beats.append((sums.tolist(), [{"bias": int(b), "multiplier": int(m)}
                                       for b, m in zip(bias, multiplier)]))
+    # Products at the edges of the rounding and the clamp: the top and just above (with
+    # the largest out_bits), half a step below and above, 0 and -1/2.
+    half, step = 1 << (shift - 1), 1 << shift
+    edges = [(256 * step) - half - 1, (256 * step) - half, (255 * step) + half - 1,
+             (255 * step) + half, half - 1, half, -half, -half - 1, 0,
+             ((1 << out_bits) - 1) * step - half, ((1 << out_bits) - 1) * step + half]
+    edges = [v for v in edges if -(1 << 31) <= v < (1 << 31)]
+    for first in range(0, len(edges), d * C):
+        chunk = (edges[first:first + d * C] + [0] * (d * C))[:d * C]
+        beats.append((np.array(chunk).reshape(d, C).tolist(),
+                      [{"bias": 0, "multiplier": 1} for _ in range(C)]))
     outputs = run_output_stage(OutputStage(d, C, 32), beats, shift, out_bits)
     assert len(outputs) == len(beats)
     for (sums, params), (biased, requantized) in zip(beats, outputs):

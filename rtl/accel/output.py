@@ -2,7 +2,10 @@
 
 ``v = acc + bias``; with requantization ``clamp((v * M + 2^(shift-1)) >> shift, 0,
 2^out_bits - 1)`` (golden.requant.requantize; ReLU is the clamp at 0). One value per lane of
-a beat, every lane in parallel, a register after every step.
+a beat, every lane in parallel, a register after every step. The output has at most 8 bits,
+so no lane shifts its whole product: ``(p + 2^(shift-1)) >> shift`` is ``p >> shift`` plus
+bit ``shift - 1`` of ``p``, and only bits ``shift - 1 .. shift + 7`` of a non-negative product
+below ``2^(shift + 8)`` reach the output; a negative product gives 0, a larger one the top.
 """
 
 from amaranth import Const, Module, Signal, signed, unsigned
@@ -71,35 +74,43 @@ class OutputStage(wiring.Component):
         m = Module()
         d, C, W = self._drain_rows, self._cols, self._acc_width
         setting = self.setting
-        # Per GEMM: the rounding term 2^(shift-1) and the largest output 2^out_bits - 1.
-        half = Signal(unsigned(48))
-        top = Signal(unsigned(LANE_BITS + 1))
-        m.d.sync += [half.eq(Const(1, 48) << (setting.shift - 1).as_unsigned()),
-                     top.eq((Const(1, LANE_BITS + 1) << setting.out_bits) - 1)]
-
         product_bits = W + 1 + 17
+        # Per GEMM: the largest output, 2^out_bits - 1, and the product bits at and above
+        # shift + 8, where any set bit of a non-negative product means the clamp's top.
+        top = Signal(unsigned(LANE_BITS + 1))
+        high = Signal(product_bits)
+        m.d.sync += [top.eq((Const(1, LANE_BITS + 1) << setting.out_bits) - 1),
+                     high.eq(Const(-1, product_bits) << (setting.shift + LANE_BITS))]
+
         for r in range(d):
             for c in range(C):
                 param = self.params[c]
                 biased = Signal(signed(W + 1), name=f"biased_{r}_{c}")
                 multiplier = Signal.like(param.multiplier, name=f"multiplier_{r}_{c}")
                 product = Signal(signed(product_bits), name=f"product_{r}_{c}")
-                rounded = Signal(signed(product_bits + 1), name=f"rounded_{r}_{c}")
-                shifted = Signal(signed(product_bits + 1), name=f"shifted_{r}_{c}")
+                registered = Signal(signed(product_bits), name=f"registered_{r}_{c}")
+                # (p + 2^(shift-1)) >> shift = (p >> shift) + bit shift-1 of p: the bits
+                # shift-1 .. shift+7 of the product, and whether it is negative or too large.
+                window = Signal(LANE_BITS + 1, name=f"window_{r}_{c}")
+                negative = Signal(name=f"negative_{r}_{c}")
+                large = Signal(name=f"large_{r}_{c}")
                 clamped = Signal(unsigned(LANE_BITS), name=f"clamped_{r}_{c}")
                 m.d.sync += [
                     biased.eq(self.sums[r][c] + param.bias),
                     multiplier.eq(param.multiplier),
                     product.eq(biased * multiplier),
-                    rounded.eq(product + half),
-                    shifted.eq(rounded >> setting.shift),
+                    registered.eq(product),
+                    window.eq(registered.as_unsigned() >> (setting.shift - 1).as_unsigned()),
+                    negative.eq(registered[-1]),
+                    large.eq((registered.as_unsigned() & high).any()),
                 ]
-                with m.If(shifted < 0):
+                rounded = window[1:] + window[0]
+                with m.If(negative):
                     m.d.sync += clamped.eq(0)
-                with m.Elif(shifted > top):
+                with m.Elif(large | (rounded > top)):
                     m.d.sync += clamped.eq(top)
                 with m.Else():
-                    m.d.sync += clamped.eq(shifted)
+                    m.d.sync += clamped.eq(rounded)
                 m.d.comb += [self.biased[r][c].eq(delay(m, biased, self.latency - 1,
                                                         f"biased_{r}_{c}_late")),
                              self.requantized[r][c].eq(clamped)]
