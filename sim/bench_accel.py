@@ -7,7 +7,12 @@ measured on the RTL between consecutive publications (steady state) over the bat
 ``model_cycles_per_inference`` is golden.accel's cycle model of the same;
 ``engine_cycles_per_inference`` the sum over the program's engine instructions of what the
 engine alone takes with an ideal source and sink (``gemm_cycles``, ``spmv_cycles``, the
-top-k engine's cycles), over the batch; ``overhead`` their ratio.
+top-k engine's cycles), over the batch; ``overhead`` their ratio. ``link_bytes_per_inference``
+is what the accelerator's UART link carries per image in the default mode (the class: a FILL
+and a COLLECT per batch, docs/host-protocol.md), ``gemm_link_bytes_per_inference`` what the
+array's GEMM-per-frame link of the board tops would carry for the same layers (a CONFIG per
+layer and tile row, a STEP frame per step, a READ per result beat); the rates are inferences
+per second at ``--clock-mhz`` (compute-bound) and at ``--baud`` (link-bound, 10 bits a byte).
 """
 
 import json
@@ -16,9 +21,14 @@ import tempfile
 from pathlib import Path
 
 from gen.cli import parse_array
+from golden.bitfusion import lanes
 from golden.network import PRECISIONS, digits_network, digits_split
 from rtl.accel.config import AccelConfig
 from rtl.accel.core import Accelerator
+from rtl.accel.isa import Space
+from rtl.accel.link import TRANSFER_BYTES
+from rtl.framing import ResponseHeader
+from rtl.hostlink import CONFIG_BYTES, step_layout
 from sim import runner
 from sim.progress import FIRST_BUILD, Progress
 
@@ -34,6 +44,43 @@ def add_arguments(parser):
                         help="images per run (default: 16)")
     parser.add_argument("--sparse", action="store_true",
                         help="also run the hidden layers on the sparse unit")
+    parser.add_argument("--clock-mhz", type=float, default=25.0,
+                        help="clock of the inference rate (default: 25, the ULX3S's)")
+    parser.add_argument("--baud", type=int, default=1_000_000,
+                        help="baud rate of the link-bound rate (default: 1000000, the ULX3S's "
+                             "fastest exact rate at 25 MHz)")
+
+
+#: Bytes of a frame besides its payload: the 4-byte header and the CRC.
+FRAME_BYTES = ResponseHeader.size // 8 + 2
+
+
+def link_bytes(program, config):
+    """Bytes of one batch on the accelerator's link, class output: the FILL request (the input
+    page's image groups) and its answer, the COLLECT request and its answer (a byte a class)."""
+    groups = program.batch // config.rows
+    words = program.input_src + (groups - 1) * program.input_stride + program.input_words
+    fill = words * config.chunks(Space.ACT) * 4
+    return 4 * FRAME_BYTES + fill + TRANSFER_BYTES + program.batch
+
+
+def gemm_link_bytes(program, config):
+    """Bytes of one batch on the array's link (docs/host-protocol.md, the array's commands):
+    per layer (``program`` all on the array) a CONFIG and its answer per batch, a STEP and its
+    answer per step, a READ
+    and its answer (a result beat) per beat; the layers' activations would come back through
+    the host, which requantizes them."""
+    step = step_layout(config.rows, config.cols, config.word_bits).size // 8
+    beat = config.drain_rows * config.cols * config.acc_width // 8
+    per_tile = config.rows // config.drain_rows
+    total = 0
+    for layer in program.layers:
+        tiles = program.batch // config.rows * -(-layer.outputs // config.cols)
+        k_steps = -(-layer.inputs // lanes(*layer.mode))
+        total += 2 * FRAME_BYTES + CONFIG_BYTES
+        total += tiles * k_steps * (2 * FRAME_BYTES + step)
+        total += tiles * per_tile * (2 * FRAME_BYTES + beat)
+    return total
 
 
 def engine_cycles(model_trace):
@@ -70,6 +117,10 @@ def run(args):
                 model.load(program)
                 model.infer(program, a0[:args.images])
                 job["engine_cycles"] = engine_cycles(model.timing.trace)
+                job["link_bytes"] = link_bytes(program, config)
+                job["gemm_link_bytes"] = gemm_link_bytes(
+                    compile_network(network, config, args.images, engines=("array",) * 3),
+                    config)
                 jobs.append(job)
                 rows_out.append({"precision": precision, "sparsity": sparsity,
                                  "engines": "/".join(job["engines"]), "images": args.images})
@@ -95,7 +146,16 @@ def run(args):
                       "cycles_per_inference": steady and round(steady / args.images, 2),
                       "model_cycles_per_inference": round(model / args.images, 2),
                       "engine_cycles_per_inference": round(job["engine_cycles"] / args.images, 2),
-                      "overhead": steady and round(steady / job["engine_cycles"], 3)})
+                      "overhead": steady and round(steady / job["engine_cycles"], 3),
+                      "link_bytes_per_inference": round(job["link_bytes"] / args.images, 2),
+                      "gemm_link_bytes_per_inference":
+                          round(job["gemm_link_bytes"] / args.images, 1),
+                      "inferences_per_s_compute":
+                          steady and round(args.clock_mhz * 1e6 * args.images / steady),
+                      "inferences_per_s_link":
+                          round(args.baud / 10 * args.images / job["link_bytes"]),
+                      "inferences_per_s_gemm_link":
+                          round(args.baud / 10 * args.images / job["gemm_link_bytes"], 1)})
     document = {"accelerator": config.parameters(), "results": table}
     if not args.json:
         from sim.bench import print_table
