@@ -1,6 +1,6 @@
 """The datasheets' Verilog instantiation templates match the modules that ``python -m gen`` writes.
 
-Each datasheet (docs/systolic.md, spmv.md, topk.md) has one ```verilog block: a comment naming
+Each datasheet (docs/systolic.md, spmv.md, topk.md, accel.md) has one ```verilog block: a comment naming
 the file and the generator command that writes it, then an instance of the top module with one
 port per line, ``.port (signal), // input [msb:0] what``. The tests run that command and compare
 the template with the module's port declarations in the written Verilog.
@@ -18,7 +18,7 @@ from gen.cli import main
 from sim.runner import simulator_available
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-DATASHEETS = ["systolic.md", "spmv.md", "topk.md"]
+DATASHEETS = ["systolic.md", "spmv.md", "topk.md", "accel.md"]
 
 _HEADER = re.compile(r"//\s*build/(?P<file>\S+\.v), written by: python -m gen(?P<args>( \S+)*)")
 _INSTANCE = re.compile(r"(?P<module>[A-Za-z_]\w*)\s+(?P<instance>[A-Za-z_]\w*)\s*\(")
