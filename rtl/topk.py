@@ -22,11 +22,15 @@ displaces an entry only when strictly larger (the entry came earlier), and an en
 from a slot, which is ahead of every entry below it, also when equal.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["Config", "ScoreBeat", "ResultBeat", "TopK", "sorting_layers"]
+
+#: Comparators served by one copy of a slot's entry key (the entry's loop has its own copy
+#: when ``par`` is larger).
+_COPY_LANES = 4
 
 
 class Config(data.StructLayout):
@@ -180,12 +184,8 @@ class TopK(wiring.Component):
         P, K, W = self._par, self._k_max, self._score_bits
         index_bits = self._index_bits
         bias = 1 << (W - 1) if self._signed else 0
-        # A candidate: its key (valid above the score, offset to compare unsigned: the larger
-        # key is the better score; 0 is an empty place) and its index.
-        # ``resident``: displaced from a slot, so earlier than any entry of equal score below.
-        place = data.StructLayout({"index": unsigned(index_bits), "key": unsigned(W + 1)})
-        candidate = data.StructLayout({**place.members, "resident": 1})
-
+        # A score's key: valid above the score, offset to compare unsigned (the larger key is
+        # the better score; 0 is an empty place).
         def key(score, valid):
             return Mux(valid, Cat(Value.cast(score).as_unsigned() ^ bias, Const(1, 1)), 0)
 
@@ -216,88 +216,158 @@ class TopK(wiring.Component):
                 m.d.sync += [seen.eq(0), owed.eq(1),
                              batch_k.eq(Mux(total < k, total, k))]
 
-        # The beat, registered: every lane a candidate (its lane number breaks ties in the
-        # sorter), and the batch's last group marked.
-        sortable = data.StructLayout({"lane": unsigned(max(1, (P - 1).bit_length())),
-                                      "index": unsigned(index_bits), "key": unsigned(W + 1)})
-        lanes = [Signal(sortable, name=f"beat{j}") for j in range(P)]
+        # The beat, registered: every lane a candidate, its key apart from its tag (its lane
+        # number, which breaks ties in the sorter, and its index), and the batch's last group
+        # marked. Only keys and flags are reset: a tag matters only beside a nonzero key.
+        tag = data.StructLayout({"lane": unsigned(max(1, (P - 1).bit_length())),
+                                 "index": unsigned(index_bits)})
+
+        def lane_signals(name):
+            return ([Signal(W + 1, name=f"{name}{j}_key") for j in range(P)],
+                    [Signal(tag, name=f"{name}{j}_tag", reset_less=True) for j in range(P)])
+
+        keys, tags = lane_signals("beat")
         last = Signal(name="beat_last")
         m.d.sync += last.eq(taking & incoming.last)
-        for j, lane in enumerate(lanes):
-            m.d.sync += [lane.lane.eq(j), lane.index.eq(seen + j),
-                         lane.key.eq(key(incoming.score[j], taking & (j < incoming.count)))]
+        for j in range(P):
+            m.d.sync += [tags[j].lane.eq(j), tags[j].index.eq(seen + j),
+                         keys[j].eq(key(incoming.score[j], taking & (j < incoming.count)))]
 
         # ---- Beat sorter: a layer of compare-exchanges in two cycles, compare then exchange.
         for depth, layer in enumerate(self._layers):
-            compared = [Signal(sortable, name=f"sort{depth}_compared{j}") for j in range(P)]
+            compared_keys, compared_tags = lane_signals(f"sort{depth}_compared")
             better = Signal(len(layer), name=f"sort{depth}_better")   # lane j beats lane i
             compared_last = Signal(name=f"sort{depth}_compared_last")
-            m.d.sync += [*(c.eq(lane) for c, lane in zip(compared, lanes)),
-                         better.eq(Cat(Cat(~lanes[j].lane, lanes[j].key)
-                                       > Cat(~lanes[i].lane, lanes[i].key) for i, j in layer)),
+            m.d.sync += [*(c.eq(k) for c, k in zip(compared_keys, keys)),
+                         *(c.eq(t) for c, t in zip(compared_tags, tags)),
+                         better.eq(Cat(Cat(~tags[j].lane, keys[j]) > Cat(~tags[i].lane, keys[i])
+                                       for i, j in layer)),
                          compared_last.eq(last)]
-            exchanged = {}
+            after_keys, after_tags = lane_signals(f"sort{depth}_")
+            for j in range(P):
+                m.d.sync += [after_keys[j].eq(compared_keys[j]),
+                             after_tags[j].eq(compared_tags[j])]
             for pair, (i, j) in enumerate(layer):
-                exchanged[i] = Mux(better[pair], compared[j], compared[i])
-                exchanged[j] = Mux(better[pair], compared[i], compared[j])
-            after = [Signal(sortable, name=f"sort{depth}_{j}") for j in range(P)]
+                with m.If(better[pair]):
+                    m.d.sync += [after_keys[i].eq(compared_keys[j]),
+                                 after_tags[i].eq(compared_tags[j]),
+                                 after_keys[j].eq(compared_keys[i]),
+                                 after_tags[j].eq(compared_tags[i])]
             after_last = Signal(name=f"sort{depth}_last")
-            m.d.sync += [*(a.eq(exchanged.get(j, compared[j])) for j, a in enumerate(after)),
-                         after_last.eq(compared_last)]
-            lanes, last = after, after_last
+            m.d.sync += after_last.eq(compared_last)
+            keys, tags, last = after_keys, after_tags, after_last
 
         # ---- Systolic insertion list, and the handover to the index register file. -------
         # Each slot takes two cycles: it compares the group with its entry and keeps the best
-        # (the entry's loop), then merges its former entry into the rest of the group.
-        group = [Signal(candidate, name=f"group0_{j}") for j in range(P)]
+        # (the entry's loop), then merges its former entry into the rest of the group. A
+        # candidate is its rank (key, and ``resident``: displaced from a slot, so earlier than
+        # any entry of equal score below) and, reset-less, its index.
+        rank = data.StructLayout({"key": unsigned(W + 1), "resident": 1})
+        group = [Signal(rank, name=f"group0_{j}") for j in range(P)]
+        group_index = [t.index for t in tags]
         for j in range(P):
-            m.d.comb += [group[j].index.eq(lanes[j].index), group[j].key.eq(lanes[j].key)]
-        # Travels with the last group, held between batches: the k-th score so far.
-        threshold = Signal(self.score_shape)
-        selected = [Signal(name=f"selected{i}") for i in range(K)]
-        indices = [Signal(index_bits, name=f"selected_index{i}") for i in range(K)]
-        for i in range(K):
-            # Compare: a candidate beats the entry when larger, or equal and resident (the
-            # lower index); the group is sorted, so only the first can take the slot.
-            entry = Signal(place, name=f"slot{i}")
-            beats = [Cat(g.resident, g.key) > Cat(Const(0, 1), entry.key) for g in group]
-            held = [Signal(candidate, name=f"held{i}_{j}") for j in range(P)]
-            won = Signal(P, name=f"won{i}")
-            former = Signal(place, name=f"former{i}")
-            held_last = Signal(name=f"held{i}_last")
-            held_threshold = Signal(self.score_shape, name=f"held{i}_threshold")
-            m.d.sync += [*(h.eq(g) for h, g in zip(held, group)), won.eq(Cat(beats)),
-                         former.eq(entry), held_last.eq(last), held_threshold.eq(threshold)]
+            m.d.comb += group[j].key.eq(keys[j])
+
+        def entry_copy(name, group, last):
+            # A copy of a slot's entry key and the entry's loop: emptied by a batch's last
+            # group, else taking the group's first candidate when it beats the entry (when
+            # larger, or equal and resident).
+            entry = Signal(W + 1, name=name)
+            takes = Cat(group[0].resident, group[0].key) > Cat(Const(0, 1), entry)
             with m.If(last):
                 m.d.sync += entry.eq(0)
-            with m.Elif(beats[0]):
-                m.d.sync += [entry.index.eq(group[0].index), entry.key.eq(group[0].key)]
+            with m.Elif(takes):
+                m.d.sync += entry.eq(group[0].key)
+            return entry, takes
+
+        # Travel with the last group, held between batches: the k-th score so far, and the
+        # places of the selection left (min(k, n) at slot 0), so no slot reads batch_k.
+        threshold = Signal(self.score_shape)
+        left = batch_k
+        selected = [Signal(name=f"selected{i}") for i in range(K)]
+        indices = [Signal(index_bits, name=f"selected_index{i}", reset_less=True)
+                   for i in range(K)]
+        for i in range(K):
+            # Compare: a candidate beats the entry when larger, or equal and resident (the
+            # lower index); the group is sorted, so only the first can take the slot. Up to
+            # _COPY_LANES lanes, one copy of the entry's key serves every comparator; beyond,
+            # the loop has a copy of its own, and each _COPY_LANES of the other lanes one.
+            entry, takes = entry_copy(f"slot{i}", group, last)
+            beats = [takes]
+            for first in range(1, P, _COPY_LANES):
+                if P > _COPY_LANES:
+                    entry = entry_copy(f"slot{i}_lanes{first}", group, last)[0]
+                beats += [Cat(g.resident, g.key) > Cat(Const(0, 1), entry)
+                          for g in group[first:first + _COPY_LANES]]
+            held = [Signal(rank, name=f"held{i}_{j}") for j in range(P)]
+            held_index = [Signal(index_bits, name=f"held{i}_{j}_index", reset_less=True)
+                          for j in range(P)]
+            # Registered per lane j: the candidate at j beat the entry (it moves up a lane,
+            # or takes the slot), and the entry goes in at j (j is the last lane that beat it).
+            won = Signal(P, name=f"won{i}")
+            inserts = Signal(P, name=f"inserts{i}")
+            held_last = Signal(name=f"held{i}_last")
+            held_threshold = Signal(self.score_shape, name=f"held{i}_threshold",
+                                    reset_less=True)
+            held_left = Signal(range(K + 1), name=f"held{i}_left", reset_less=True)
+            m.d.sync += [*(h.eq(g) for h, g in zip(held, group)),
+                         *(h.eq(g) for h, g in zip(held_index, group_index)),
+                         won.eq(Cat(beats)),
+                         inserts.eq(Cat(beats[j] & ~beats[j + 1] if j + 1 < P else beats[j]
+                                        for j in range(P))),
+                         held_last.eq(last), held_threshold.eq(threshold),
+                         held_left.eq(left)]
+            # The entry the held group was compared with, rebuilt from the registers of the
+            # compare: empty after a last group, else the first held candidate if it won, else
+            # unchanged. Its index lives only here.
+            former = Signal(W + 1, name=f"former{i}")
+            former_index = Signal(index_bits, name=f"former{i}_index", reset_less=True)
+            with m.If(held_last):
+                m.d.sync += former.eq(0)
+            with m.Elif(won[0]):
+                m.d.sync += [former.eq(held[0].key), former_index.eq(held_index[0])]
 
             # Merge: the former entry goes after the candidates that beat it.
-            after = [Signal(candidate, name=f"group{i + 1}_{j}") for j in range(P)]
-            displaced = Cat(former.index, former.key, Const(1, 1))
+            after = [Signal(rank, name=f"group{i + 1}_{j}") for j in range(P)]
+            after_index = [Signal(index_bits, name=f"group{i + 1}_{j}_index", reset_less=True)
+                           for j in range(P)]
+            displaced = Cat(former, Const(1, 1))
             for j in range(P):
-                merged = Mux(won[j], displaced, held[j])
+                merged = Mux(inserts[j], displaced, held[j])
+                merged_index = Mux(inserts[j], former_index, held_index[j])
                 if j + 1 < P:
                     merged = Mux(won[j + 1], held[j + 1], merged)
-                m.d.sync += after[j].eq(merged)
+                    merged_index = Mux(won[j + 1], held_index[j + 1], merged_index)
+                m.d.sync += [after[j].eq(merged), after_index[j].eq(merged_index)]
             after_last = Signal(name=f"group{i + 1}_last")
-            after_threshold = Signal(self.score_shape, name=f"group{i + 1}_threshold")
-            kept = candidate(Mux(won[0], held[0], former))      # the batch's i-th best
+            after_threshold = Signal(self.score_shape, name=f"group{i + 1}_threshold",
+                                     reset_less=True)
+            after_left = Signal(range(K + 1), name=f"group{i + 1}_left", reset_less=True)
+            kept = Mux(won[0], held[0].key, former)      # the batch's i-th best
+            chosen = held_left != 0                      # i < min(k, n)
             m.d.sync += after_last.eq(held_last)
             with m.If(held_last):
-                m.d.sync += [selected[i].eq(i < batch_k), indices[i].eq(kept.index),
-                             after_threshold.eq(Mux(i < batch_k, kept.key[:W] ^ bias,
-                                                    held_threshold))]
-            group, last, threshold = after, after_last, after_threshold
+                m.d.sync += [selected[i].eq(chosen),
+                             indices[i].eq(Mux(won[0], held_index[0], former_index)),
+                             after_threshold.eq(Mux(chosen, kept[:W] ^ bias, held_threshold)),
+                             after_left.eq(held_left - chosen)]
+            group, group_index, last = after, after_index, after_last
+            threshold, left = after_threshold, after_left
             handed_over = held_last          # of the last slot: every place of the file loaded
 
-        # ---- Index register file: sort ascending, then emit from place 0. ----------------
+        # ---- Index register file: sort ascending, then emit place by place. --------------
+        # The places stay put while they are emitted: a pointer selects the one offered, so
+        # taking a beat touches the pointer only, not every place.
         rounds = Signal(range(K + 1))                 # transposition rounds still to do
         odd = Signal()                                # this round pairs (1, 2), (3, 4), ...
         emitting = Signal()
-        with m.If(handed_over):                      # an empty batch: straight to its end
-            m.d.sync += [rounds.eq(batch_k), odd.eq(0), emitting.eq(batch_k == 0)]
+        place = Signal(range(K))                      # the place offered
+        final_place = Signal(range(K))                # min(k, n) - 1
+        with m.If(handed_over):
+            m.d.sync += [rounds.eq(batch_k), odd.eq(0), place.eq(0),
+                         final_place.eq(batch_k - 1)]
+            with m.If(batch_k == 0):                  # an empty batch ends here, no beat
+                m.d.sync += owed.eq(0)
         with m.Elif(rounds != 0):
             m.d.sync += [rounds.eq(rounds - 1), odd.eq(~odd)]
             with m.If(rounds == 1):
@@ -307,19 +377,15 @@ class TopK(wiring.Component):
             with m.If((rounds != 0) & (odd == i % 2) & swap):
                 m.d.sync += [indices[i].eq(indices[i + 1]), indices[i + 1].eq(indices[i])]
 
-        final = ~selected[1] if K > 1 else Const(1)
+        final = place == final_place
         m.d.comb += [
-            self.result.valid.eq(emitting & selected[0]),
-            self.result.payload.index.eq(indices[0]),
+            self.result.valid.eq(emitting),
+            self.result.payload.index.eq(Array(indices)[place]),
             self.result.payload.threshold.eq(threshold),
             self.result.payload.last.eq(final),
         ]
         with m.If(self.result.valid & self.result.ready):
-            for i in range(K):
-                following = (selected[i + 1], indices[i + 1]) if i + 1 < K else (0, indices[i])
-                m.d.sync += [selected[i].eq(following[0]), indices[i].eq(following[1])]
+            m.d.sync += place.eq(place + 1)
             with m.If(final):
                 m.d.sync += [emitting.eq(0), owed.eq(0)]
-        with m.If(emitting & ~selected[0]):          # an empty batch ends here, no beat
-            m.d.sync += [emitting.eq(0), owed.eq(0)]
         return m

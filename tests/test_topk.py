@@ -60,8 +60,10 @@ def test_signed_engine_batches_cascade_reset_and_errors():
 
 
 def test_unsigned_engine_with_odd_parallelism():
-    engine = TopK(n_max=128, k_max=8, par=3, score_bits=8, signed_scores=False)
-    run(engine, "sim.tb.topk", name="topk_128_8_p3_u8",
+    # P = 7: a sorter for a count that is not a power of two, and a slot whose entry key has
+    # three copies (the loop's, lanes 1-4's, lanes 5-6's).
+    engine = TopK(n_max=128, k_max=8, par=7, score_bits=8, signed_scores=False)
+    run(engine, "sim.tb.topk", name="topk_128_8_p7_u8",
         testcase=["batches_bit_exact", "k_out_of_range_sets_error", "overlapped_batches",
                   "cycle_model_exact"],
         params=engine_params(engine, batches(engine, seed=6)))
