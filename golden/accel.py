@@ -392,6 +392,10 @@ def compile_network(network, config, batch, *, engines=None, output="class", cal
             engine = Engine.ARRAY
         else:
             _compile_spmv(allocation, what, layer, plan, operands, images)
+            if finished and finished[-1].engine == "array":
+                # The sparse unit takes this layer's words while the array runs the layer
+                # before: LOAD_SPMV goes ahead of that layer's WAIT.
+                program[-3], program[-2] = program[-2], program[-3]
             engine = Engine.SPMV
         program.append(_instruction(Opcode.WAIT, engines=engine))
         finished.append(LayerPlan(plan["engine"], plan["estimates"], plan["mode"],

@@ -73,7 +73,8 @@ def network_job(config, network, images, *, batch=None, engines=None, output="cl
 def digits_jobs(config, images=16, batches=2, precisions=None, sparsities=(0.5, 0.9)):
     """Jobs of the digits MLP at every precision (golden.network.PRECISIONS) and sparsity,
     ``batches`` batches of ``images`` test images: all layers on the array, and (with a
-    sparse unit) the hidden layers on it."""
+    sparse unit) the hidden layers on it, and layer 1 alone on it (its loader words go in
+    while the array runs layer 0: two engines at once)."""
     from golden.network import PRECISIONS, digits_network, digits_split
     x_test = digits_split()[1]
     jobs = []
@@ -83,7 +84,10 @@ def digits_jobs(config, images=16, batches=2, precisions=None, sparsities=(0.5, 
             a0 = network.quantize_input(x_test[:images * batches])
             choices = [("array", None)]
             if config.spmv is not None:
-                choices.append(("spmv", ("spmv",) * (len(network.layers) - 1) + ("array",)))
+                hidden = len(network.layers) - 1
+                choices.append(("spmv", ("spmv",) * hidden + ("array",)))
+                # The sparse unit loads layer 1 while the array runs layer 0.
+                choices.append(("array+spmv", ("array", "spmv") + ("array",) * (hidden - 1)))
             for label, engines in choices:
                 jobs.append(network_job(config, network, a0, batch=images, engines=engines,
                                         name=f"digits {precision} {sparsity:.0%} {label}"))
