@@ -316,8 +316,8 @@ async def reset_mid_program_then_clean_run(dut):
 @cocotb.test()
 async def bad_address_stops_with_error_then_next_program_runs(dut):
     """A GEMM whose source runs past the scratchpad stops the program with ``error`` and its
-    address in ``error_pc`` (no hang); an unknown opcode likewise; the next program, started
-    after it, runs bit-exact."""
+    address in ``error_pc`` (no hang); an unknown opcode likewise; HALT stops it without an
+    error; the next program, started after them, runs bit-exact."""
     from golden.accel import fields
     from rtl.accel.isa import GemmArgs, Instruction, Opcode
     p = params()
@@ -346,6 +346,14 @@ async def bad_address_stops_with_error_then_next_program_runs(dut):
         assert status.error and not status.running, f"{what}: the program did not stop"
         assert status.error_pc == gemm_pc, f"{what}: error_pc {status.error_pc}, not {gemm_pc}"
     await host.write(Space.PROGRAM, gemm_pc, words[gemm_pc])
+    # HALT stops the program without an error.
+    await host.write(Space.PROGRAM, 0, Instruction.const({"opcode": Opcode.HALT,
+                                                         "args": {"pad": 0}}).as_bits())
+    await host.pulse("start")
+    for _ in range(10):
+        await RisingEdge(dut.clk)
+    assert not host.status().running and not host.status().error, "HALT did not stop it"
+    await host.write(Space.PROGRAM, 0, words[0])
     await run_job(dut, host, {**job, "memories": {}, "entries": []}, "the next program")
     assert not host.status().error
 
