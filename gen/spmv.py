@@ -30,7 +30,7 @@ def add_arguments(parser):
     group.add_argument("--z-bits", type=int, metavar="Z",
                        help=f"zero-run field width, 1..8 (default: {DEFAULTS['z_bits']})")
     group.add_argument("--queue-depth", type=int, metavar="D",
-                       help=f"column queue depth per PE, 2..256 (6 or more sustains one "
+                       help=f"column queue depth per PE, 2..256 (4 or more sustains one "
                             f"activation per cycle; default: {DEFAULTS['queue_depth']})")
     group.add_argument("--act-lanes", type=int, metavar="P",
                        help=f"activations per input beat (zero-skip candidates), 1..16 "
@@ -70,14 +70,13 @@ def design(args):
                        "codebook": unit.codebook, "z_bits": unit.z_bits,
                        "act_bits": unit.act_bits, "act_lanes": unit.lanes,
                        "queue_depth": unit.queue_depth, "acc_width": unit.acc_width},
-        "memories_per_pe": {"weights_even": [(unit.entries + 1) // 2, entry_bits],
-                            "weights_odd": [max(1, unit.entries // 2), entry_bits],
+        "memories_per_pe": {"weights": [unit.entries, entry_bits],
                             "pointers": [unit.cols + 1, unit.entries.bit_length()],
                             "accumulators": [unit.local_rows, unit.acc_width],
                             "biases": [unit.local_rows, unit.acc_width],
                             "multipliers": [unit.local_rows, MULTIPLIER_BITS]},
         "accumulator_bound_bits": unit.accumulator_bound_bits,
-        "latency": {"handout_to_queue_cycles": 3, "first_result_cycles": 12,
+        "latency": {"handout_to_queue_cycles": 2, "first_result_cycles": 12,
                     "first_result_cycles_requantized": 17,
                     "result_beats": f"ceil(rows / {unit.n_pes})"},
     }

@@ -17,10 +17,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from golden.checks import integer, integer_array
+from golden.checks import integer, integer_array, real_array
 
 __all__ = ["PEColumns", "LoadWord", "encode", "decode", "entries", "load_words", "spmv",
-           "ideal_cycles", "spmv_cycles"]
+           "ideal_cycles", "spmv_cycles", "pe_loads", "balanced_order"]
 
 
 @dataclass(frozen=True)
@@ -321,9 +321,78 @@ def ideal_cycles(matrix, x, n_pes, z_bits=4):
     return float(nnz[x != 0].sum() / n_pes)
 
 
+def _row_loads(matrix, activity, name="matrix"):
+    """Each row's load: its non-zero weights, each counted with its column's ``activity``."""
+    matrix = _check_matrix(matrix, name)
+    if activity is None:
+        return (matrix != 0).sum(axis=1).astype(np.float64)
+    activity = real_array("activity", activity, ndim=1)
+    if len(activity) != matrix.shape[1]:
+        raise ValueError(f"activity needs one value per column ({matrix.shape[1]}), "
+                         f"not {len(activity)}")
+    if (activity < 0).any():
+        raise ValueError(f"activity must not be negative, not {float(activity.min())!r}")
+    return (matrix != 0) @ activity
+
+
+def pe_loads(matrix, n_pes, activity=None):
+    """The load of each PE when row ``r`` goes to PE ``r mod n_pes``: its non-zero weights, each
+    counted with its column's ``activity`` (1 when None; ``(x != 0).astype(float)`` counts
+    the weights a vector ``x`` meets). Returns float64 (n_pes,)."""
+    loads = _row_loads(matrix, activity)
+    n_pes = integer("n_pes", n_pes, 1, 64)
+    return np.bincount(np.arange(len(loads)) % n_pes, weights=loads, minlength=n_pes)
+
+
+def balanced_order(matrix, n_pes, activity=None):
+    """A row order of ``matrix`` that evens out the PEs' loads under the unit's ``r mod N`` rule.
+
+    The unit gives row ``r`` to PE ``r mod N``; fed ``matrix[order]``, PE ``p`` holds the rows
+    ``order[p], order[p + N], ...``. The rows are dealt heaviest first, each to the PE with the
+    lightest load that still has a local row free (so no PE gets more than ``ceil(rows /
+    N)`` rows, as under ``r mod N``); a row's load is its non-zero weights, each counted
+    with its column's ``activity``, the fraction of inputs in which that activation is
+    non-zero (measured on calibration data, say; every column counts 1 when None).
+
+    The unit's outputs come out in this order, ``y[order]``: reorder the layer's biases and
+    multipliers with its rows, and feed the outputs to the next layer with that layer's
+    columns in the same order, ``next_matrix[:, order]``; the network's outputs are then
+    unchanged (a last layer's outputs go back with ``y[np.argsort(order)]``).
+
+    Parameters
+    ----------
+    matrix : int array (rows, cols)
+        The layer's weights (only which are zero matters).
+    n_pes : int
+        Processing elements, 1..64.
+    activity : real array (cols,), optional
+        Non-negative weight of each column.
+
+    Returns
+    -------
+    int64 array (rows,)
+        A permutation of ``0 .. rows-1``: row ``k`` of the reordered matrix is ``order[k]``.
+    """
+    loads = _row_loads(matrix, activity)
+    n_pes = integer("n_pes", n_pes, 1, 64)
+    rows = len(loads)
+    free = [len(range(pe, rows, n_pes)) for pe in range(n_pes)]
+    dealt = [[] for _ in range(n_pes)]
+    total = np.zeros(n_pes)
+    for row in sorted(range(rows), key=lambda r: (-loads[r], r)):
+        pe = min((pe for pe in range(n_pes) if len(dealt[pe]) < free[pe]),
+                 key=lambda pe: (total[pe], pe))
+        dealt[pe].append(row)
+        total[pe] += loads[row]
+    order = np.empty(rows, dtype=np.int64)
+    for pe, members in enumerate(dealt):
+        order[pe::n_pes] = members
+    return order
+
+
 #: Cycles from the sparse unit's first read-out cycle to its first result beat, without and
 #: with requantization (docs/spmv.md, Operation and timing).
-RESULT_CYCLES = {False: 1, True: 6}
+RESULT_CYCLES = {False: 2, True: 7}
 
 
 def spmv_cycles(matrix, x, n_pes, *, z_bits=4, lanes=4, queue_depth=8, requantize=False):
@@ -396,43 +465,60 @@ class _PECycles:
         self.real = image.values != 0
         self.pointers = image.pointers
         self.depth = depth
-        self.taken = self.fetched = self.pointed = None   # columns reading their pointers
+        self.fetched = self.pointed = None        # columns reading their pointers
         self.queue = []                           # (start, end) of queued columns
+        self.skip = False                         # the queue also holds a column walked
         self.walk = None                          # [next entry, end] of the walk
-        self.read = self.pair = None              # the pair read, the pair registered
+        self.read = self.fetched_pair = self.pair = None   # the pair read, then registered twice
         self.half = self.weighing = False
         self.room = True                          # the ready register
 
     def ready(self):
         return self.room
 
+    def _pair(self, entry, end):
+        """Whether the pair read at ``entry`` (of a column ending at ``end``) carries a weight
+        in its first and its second entry."""
+        return bool(self.real[entry]), entry + 1 < end and bool(self.real[entry + 1])
+
+    def _take(self, queued, offered):
+        """The column the walk takes (or None), the queue's oldest or else the one offered
+        (which the queue then drops in the next cycle), and what is left of the offer."""
+        if queued:
+            return list(self.queue.pop(0)), offered
+        self.skip = offered is not None
+        return (None if offered is None else list(offered)), None
+
     def step(self, handed):
         """One cycle; ``handed`` is the column handed out to the PE (or None). Returns
         whether the PE was busy in this cycle."""
-        busy = (self.taken is not None or self.fetched is not None or self.pointed is not None
-                or bool(self.queue) or self.walk is not None or self.read is not None
-                or self.pair is not None or self.weighing)
+        busy = (self.fetched is not None or self.pointed is not None or bool(self.queue)
+                or self.walk is not None or self.read is not None
+                or self.fetched_pair is not None or self.pair is not None or self.weighing)
         pair = self.pair
         stall = pair is not None and not self.half and pair[0] and pair[1]
         self.weighing = pair is not None and (self.half or pair[0] or pair[1])
-        queued = len(self.queue)                 # what the walk can take in this cycle
-        in_flight = (self.taken, self.fetched, self.pointed, handed)
-        self.room = queued + sum(column is not None for column in in_flight) < self.depth
+        queued = len(self.queue)                 # what the walk can take from the queue
+        in_flight = (self.fetched, self.pointed, handed)
+        self.room = queued + self.skip + sum(column is not None for column in in_flight) \
+            < self.depth
+        self.skip = False
+        offered = None                           # the column offered: to the walk or queue
         if self.pointed is not None:
             start, end = self.pointers[self.pointed], self.pointers[self.pointed + 1]
             if end > start:
-                self.queue.append((start, end))
-        self.pointed, self.fetched, self.taken = self.fetched, self.taken, handed
+                offered = (start, end)
+        self.pointed, self.fetched = self.fetched, handed
         if pair is not None:
             self.half = stall
-        if stall:
-            return busy
-        walk = self.walk
-        self.pair = self.read
-        self.read = None if walk is None else \
-            (bool(self.real[walk[0]]), walk[0] + 1 < walk[1] and bool(self.real[walk[0] + 1]))
-        if walk is None or walk[0] + 2 >= walk[1]:
-            self.walk = list(self.queue.pop(0)) if queued else None
-        else:
-            walk[0] += 2
+        if not stall:
+            walk = self.walk
+            self.pair, self.fetched_pair = self.fetched_pair, self.read
+            self.read = None if walk is None else self._pair(*walk)
+            if walk is None or walk[0] + 2 >= walk[1]:
+                self.walk, offered = self._take(queued, offered)
+            else:
+                walk[0] += 2
+        if offered is not None:
+            self.queue.append(offered)
         return busy

@@ -9,10 +9,10 @@ packs them through :data:`Load`).
 The activation front end takes ``P`` activations per beat, finds the non-zero
 ones with a leading-one detector (a chunk of zeros costs one cycle), and
 broadcasts each non-zero ``(j, x_j)`` to every PE, one per cycle. A PE reads the
-column's start and end pointers as it takes the activation and queues the
-column only when it has entries of this PE, so an empty column costs it nothing.
-It walks a queued column two entries per cycle (its weight memory is two banks,
-even and odd entries) and sends one weight per cycle to its multiplier: a pair
+column's start and end pointers as it takes the activation and walks or queues
+the column only when it has entries of this PE, so an empty column costs it
+nothing. It walks a column two entries per cycle (its weight memory has two read
+ports) and sends one weight per cycle to its multiplier: a pair
 holding two weights takes two cycles, a pair with a zero-weight (padding) entry
 one. Each product is added into the accumulator of its row.
 
@@ -128,7 +128,7 @@ class QueuedActivation(data.StructLayout):
 
 
 class Phase(enum.Enum, shape=2):
-    """What the unit is doing; every PE follows it."""
+    """What the unit is doing."""
     LOAD = 0         #: taking loader words
     COMPUTE = 1      #: taking the vector, PEs walking columns
     OUTPUT = 2       #: reading the accumulators out, one local row of every PE per cycle
@@ -140,13 +140,14 @@ class Readout(wiring.Signature):
     Members
     -------
     row : Out(range(local_rows))
-        The local row read this cycle.
+        The local row to read in the next cycle (the PE registers it).
     take : Out(1)
-        ``row`` is read: clear its accumulator at this cycle's end.
+        The row given in the previous cycle is read in this cycle: clear its accumulator at
+        the next cycle's end.
     acc, bias : In(signed(acc_width))
-        The accumulator and the bias of ``row``, this cycle.
+        The accumulator and the bias of the row given in the previous cycle, this cycle.
     multiplier : In(16)
-        The requantization multiplier of ``row``, this cycle.
+        The requantization multiplier of that row, this cycle.
     """
 
     def __init__(self, local_rows, acc_width):
@@ -184,18 +185,19 @@ def accumulator_bound_bits(cols, weight_bits, act_bits):
 class SpMVPE(wiring.Component):
     """One processing element: pointer fetch, column queue, pair walk, multiply-accumulate.
 
-    It owns its rows of the matrix: a weight memory of :class:`Entry` words in two banks
-    (even and odd entries), the column pointers (one memory, ``p[j]`` and ``p[j+1]`` read in
-    the same cycle on its two ports), and per local row an accumulator, a bias and a
-    multiplier (distributed RAM, read in the cycle they are addressed). An activation taken
-    on ``act`` is registered, its column's pointers are read and registered, and the column
-    joins the queue if it holds entries. The walk takes the queued columns in order and reads
-    two consecutive entries per cycle; the pair is registered and gives one weight per cycle
+    It owns its rows of the matrix: a weight memory of :class:`Entry` words (two read ports,
+    a pair of consecutive entries per cycle), the column pointers (one memory, ``p[j]`` and
+    ``p[j+1]`` read in the same cycle on its two ports), and per local row an accumulator, a
+    bias and a multiplier (distributed RAM, read in the cycle they are addressed). The
+    pointers of an activation are read in the cycle it is taken on ``act`` and registered;
+    the column, if it holds entries, then goes to the walk when the queue is empty, else to
+    the queue. The walk takes the columns in order and reads two consecutive entries per
+    cycle; the pair is registered and gives one weight per cycle
     (the walk waits a cycle when both entries carry weights; a zero-weight, padding, entry
     only moves the row on). The weight's row is the previous row plus ``z + 1``. The weight
     and its row are registered; the next cycle registers the product and the row's
-    accumulator, and the one after writes their sum. In :attr:`Phase.OUTPUT` the unit reads
-    the rows out through ``readout``.
+    accumulator, and the one after writes their sum. Once the PE is idle, the unit reads the
+    rows out through ``readout``.
 
     Parameters
     ----------
@@ -229,8 +231,6 @@ class SpMVPE(wiring.Component):
         entries, pointers, biases and multipliers are written; other kinds are ignored.
     table : In(Codebook)
         The shared codebook; only with ``codebook``.
-    phase : In(Phase)
-        The unit's phase: in ``OUTPUT`` the accumulators belong to ``readout``.
     busy : Out(1)
         Work left: an activation reading its pointers, a queued or walked column, a pair, or
         a weight on its way to the multiplier (the cycle that adds the last product is not
@@ -256,7 +256,6 @@ class SpMVPE(wiring.Component):
         ports = {
             "act":     In(stream.Signature(QueuedActivation(self._col_bits, act_bits))),
             "load":    In(stream.Signature(Load)),
-            "phase":   In(Phase),
             "busy":    Out(1),
             "readout": In(Readout(local_rows, acc_width)),
         }
@@ -287,154 +286,164 @@ class SpMVPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.weights_even = even = Memory(
-            shape=self.entry_layout, depth=(self._entries + 1) // 2, init=[])
-        m.submodules.weights_odd = odd = Memory(
-            shape=self.entry_layout, depth=max(1, self._entries // 2), init=[])
+        m.submodules.weights = weights = Memory(shape=self.entry_layout, depth=self._entries,
+                                                init=[])
         m.submodules.pointers = pointers = Memory(shape=self.pointer_bits, depth=self._cols + 1,
                                                   init=[])
         m.submodules.bias = bias = Memory(shape=signed(self._acc_width),
                                           depth=self._local_rows, init=[])
         m.submodules.multiplier = multiplier = Memory(shape=MULTIPLIER_BITS,
                                                       depth=self._local_rows, init=[])
-        pointer_write = self._loader(m, even, odd, bias, multiplier)
+        pointer_write, entry_write = self._loader(m, bias, multiplier)
         queue, column, fetching = self._pointer_fetch(m, pointers, pointer_write)
-        pair, stall, half, walking = self._walk(m, queue, column, even, odd)
+        pair, stall, half, walking = self._walk(m, queue, column, weights, entry_write)
         weighing = self._accumulate(m, pair, stall, half, bias, multiplier)
-        m.d.comb += self.busy.eq(fetching | queue.r_rdy | walking | weighing)
+        m.d.comb += self.busy.eq(fetching | walking | weighing)
         return m
 
-    def _loader(self, m, even, odd, bias, multiplier):
-        """Write the loader's words (entry ``e`` to bank ``e mod 2``); returns whether a pointer
-        is written (the pointer memory shares its address with a read, see
-        :meth:`_pointer_fetch`)."""
+    def _loader(self, m, bias, multiplier):
+        """Write the loader's biases and multipliers; returns whether a pointer and whether an
+        entry is written (the pointer and weight memories share their write address with a
+        read port, see :meth:`_pointer_fetch` and :meth:`_walk`)."""
         load = self.load.payload
         m.d.comb += self.load.ready.eq(1)
         writing = self.load.valid
-        ports = (
-            (even, load.addr[1:], load.data.entry,
-             writing & (load.kind == LoadKind.ENTRY) & ~load.addr[0]),
-            (odd, load.addr[1:], load.data.entry,
-             writing & (load.kind == LoadKind.ENTRY) & load.addr[0]),
-            (bias, load.addr, load.data.bias, writing & (load.kind == LoadKind.BIAS)),
-            (multiplier, load.addr, load.data.multiplier,
-             writing & (load.kind == LoadKind.MULTIPLIER)),
-        )
-        for memory, addr, value, en in ports:
+        for memory, value, kind in ((bias, load.data.bias, LoadKind.BIAS),
+                                    (multiplier, load.data.multiplier, LoadKind.MULTIPLIER)):
             port = memory.write_port()
-            m.d.comb += [port.addr.eq(addr), port.data.eq(value), port.en.eq(en)]
-        return writing & (load.kind == LoadKind.POINTER) & (load.addr <= self._cols)
+            m.d.comb += [port.addr.eq(load.addr), port.data.eq(value),
+                         port.en.eq(writing & (load.kind == kind))]
+        return (writing & (load.kind == LoadKind.POINTER) & (load.addr <= self._cols),
+                writing & (load.kind == LoadKind.ENTRY))
 
     def _pointer_fetch(self, m, pointers, pointer_write):
-        """Register the activation taken, read ``p[j]`` and ``p[j+1]``, queue the column if it is
-        not empty; returns the queue, its payload's layout (start, end, x) and whether an
-        activation is reading its pointers.
+        """Read ``p[j]`` and ``p[j+1]`` of the activation taken, in the cycle it is taken; register
+        them and ``x``; the next cycle offers the column. Returns the queue, the column
+        offered (its start, entry count, whether that is at most 2, and ``x``; ``valid`` when it
+        holds entries of this PE) and whether an activation is reading its pointers.
 
         The pointer memory's write port and its ``p[j]`` read port share one address (the
         loader's, while it writes), so that yosys builds the memory from one dual-port
         block RAM rather than two copies; both reads are transparent to the write, which
         does not happen while activations are taken."""
         ptr_bits = self.pointer_bits
-        column = data.StructLayout({"start": ptr_bits, "end": ptr_bits, "x": self._act_bits})
-        m.submodules.queue = queue = fifo.SyncFIFO(width=column.size, depth=self._queue_depth)
-        taken = Signal()
-        taken_j = Signal(self._col_bits)
-        taken_x = Signal(self._act_bits)
-        m.d.sync += taken.eq(self.act.valid & self.act.ready)
-        with m.If(self.act.valid & self.act.ready):
-            m.d.sync += [taken_j.eq(self.act.payload.j), taken_x.eq(self.act.payload.x)]
+        layout = data.StructLayout({"start": ptr_bits, "count": ptr_bits, "short": 1,
+                                    "x": self._act_bits})
+        m.submodules.queue = queue = fifo.SyncFIFO(width=layout.size, depth=self._queue_depth)
+        taking = self.act.valid & self.act.ready
         write = pointers.write_port()
         start_port = pointers.read_port(transparent_for=(write,))
         end_port = pointers.read_port(transparent_for=(write,))
-        address = Mux(pointer_write, self.load.payload.addr, taken_j)
+        address = Mux(pointer_write, self.load.payload.addr, self.act.payload.j)
         m.d.comb += [write.addr.eq(address), write.data.eq(self.load.payload.data.pointer),
                      write.en.eq(pointer_write),
-                     start_port.addr.eq(address), end_port.addr.eq(taken_j + 1)]
+                     start_port.addr.eq(address), end_port.addr.eq(self.act.payload.j + 1)]
         fetched = Signal()
         fetched_x = Signal(self._act_bits)
-        m.d.sync += [fetched.eq(taken), fetched_x.eq(taken_x)]
-        # The pointers go straight into registers (a block RAM's output is slow), then the
-        # column joins the queue if it holds entries.
+        m.d.sync += fetched.eq(taking)
+        with m.If(taking):
+            m.d.sync += fetched_x.eq(self.act.payload.x)
+        # The pointers go straight into registers (a block RAM's output is slow); the column is
+        # offered in the next cycle, to the walk or else to the queue.
         pointed = Signal()
-        entry = Signal(column)
-        m.d.comb += queue.w_data.eq(entry)
-        m.d.sync += [pointed.eq(fetched), entry.start.eq(start_port.data),
-                     entry.end.eq(end_port.data), entry.x.eq(fetched_x)]
-        m.d.comb += queue.w_en.eq(pointed & (entry.end > entry.start))
+        start, end, x = Signal(ptr_bits), Signal(ptr_bits), Signal(self._act_bits)
+        m.d.sync += [pointed.eq(fetched), start.eq(start_port.data), end.eq(end_port.data),
+                     x.eq(fetched_x)]
+        column = Signal(layout)
+        m.d.comb += [column.start.eq(start), column.count.eq(end - start),
+                     column.short.eq(column.count <= 2), column.x.eq(x)]
+        offered = pointed & (end != start)
         # Ready while the queue has room for an activation and every one reading its
-        # pointers. A register: from this cycle's level, counting the column being queued
-        # whether or not it is empty and not counting the column being taken by the walk
-        # (so no long path reaches it).
-        in_flight = (self.act.valid & self.act.ready) + taken + fetched + pointed
+        # pointers. A register: from this cycle's level, counting the column offered whether
+        # or not it is empty or walked at once, and not counting the column being taken by
+        # the walk from the queue (so no long path reaches it).
+        in_flight = taking + fetched + pointed
         m.d.sync += self.act.ready.eq(queue.level + in_flight < self._queue_depth)
-        return queue, column, taken | fetched | pointed
+        return queue, (layout, column, offered), fetched | pointed
 
-    def _walk(self, m, queue, column, even, odd):
-        """Walk the queued columns a pair of entries per cycle. Returns the pair (its register,
-        its first and second entries and whether each carries a weight), the stall (two
-        weights in the pair: the first goes now), ``half`` (the second goes now) and whether
-        a column, a read or a pair is under way."""
+    def _walk(self, m, queue, column, weights, entry_write):
+        """Walk the columns a pair of entries per cycle: the queue's oldest, or with an empty
+        queue the column just offered. Returns the pair (its register, its first and second
+        entries and whether each carries a weight), the stall (two weights in the pair: the
+        first goes now), ``half`` (the second goes now) and whether a column, a read or a
+        pair is under way.
+
+        The weight memory has two read ports, the pair's first and second entries; the first
+        shares its address with the write port (the loader's, while it writes), so that
+        yosys builds the memory once from true dual-port block RAM."""
         ptr_bits = self.pointer_bits
-        head = column(queue.r_data)
+        layout, column, offered = column
         entry = self.entry_layout
 
-        # The walk: the bank addresses of the next pair, the entries left in the column.
+        # The walk: the addresses of the next pair, the entries left in the column.
         walking = Signal()
         last = Signal()                      # this pair ends the column
         first = Signal()
-        even_addr = Signal(max(1, (self._entries + 1).bit_length()))
-        odd_addr = Signal.like(even_addr)
-        odd_start = Signal()                 # the pair starts at an odd entry
+        first_addr = Signal(range(self._entries + 2))
+        second_addr = Signal.like(first_addr)
         left = Signal(ptr_bits + 1)
         x = Signal(self._act_bits)
         stall = Signal()
         advance = ~stall
         next_column = ~walking | last
-        m.d.comb += queue.r_en.eq(advance & next_column)
+        # Every column offered is written into the queue (so that its write enable does not
+        # wait for the stall); one the walk takes at once is dropped from it in the next
+        # cycle (``skip``: then it is the queue's only entry).
+        skip = Signal()
+        waiting = queue.r_rdy & ~skip        # a column waits in the queue
+        head = layout(Mux(waiting, queue.r_data, column.as_value()))
+        available = waiting | offered
+        m.d.comb += [queue.w_data.eq(column), queue.w_en.eq(offered),
+                     queue.r_en.eq(skip | (advance & next_column & waiting))]
+        m.d.sync += skip.eq(advance & next_column & ~waiting & offered)
         with m.If(advance):
             with m.If(next_column):
-                m.d.sync += walking.eq(queue.r_rdy)
-                with m.If(queue.r_rdy):
-                    count = head.end - head.start
-                    m.d.sync += [even_addr.eq((head.start + 1) >> 1),
-                                 odd_addr.eq(head.start >> 1), odd_start.eq(head.start[0]),
-                                 left.eq(count), last.eq(count <= 2), first.eq(1),
+                m.d.sync += walking.eq(available)
+                with m.If(available):
+                    m.d.sync += [first_addr.eq(head.start), second_addr.eq(head.start + 1),
+                                 left.eq(head.count), last.eq(head.short), first.eq(1),
                                  x.eq(head.x)]
             with m.Else():
-                m.d.sync += [even_addr.eq(even_addr + 1), odd_addr.eq(odd_addr + 1),
+                m.d.sync += [first_addr.eq(first_addr + 2), second_addr.eq(second_addr + 2),
                              left.eq(left - 2), last.eq(left <= 4), first.eq(0)]
 
-        even_port = even.read_port()
-        odd_port = odd.read_port()
-        m.d.comb += [even_port.addr.eq(even_addr), odd_port.addr.eq(odd_addr),
-                     even_port.en.eq(advance), odd_port.en.eq(advance)]
-        # The pair being read: its column's flags, aligned with the memories' data.
-        read = Signal(data.StructLayout({"valid": 1, "first": 1, "x": self._act_bits,
-                                         "second": 1, "swap": 1}))
+        write = weights.write_port()
+        first_port = weights.read_port(transparent_for=(write,))
+        second_port = weights.read_port(transparent_for=(write,))
+        address = Mux(entry_write, self.load.payload.addr, first_addr)
+        m.d.comb += [write.addr.eq(address), write.data.eq(self.load.payload.data.entry),
+                     write.en.eq(entry_write),
+                     first_port.addr.eq(address), second_port.addr.eq(second_addr),
+                     first_port.en.eq(advance), second_port.en.eq(advance)]
+        # The pair being read: its column's flags, aligned with the memory's data, which go
+        # straight into a register (a block RAM's output is slow), then into the pair
+        # register with whether each entry carries a weight.
+        flags = data.StructLayout({"valid": 1, "first": 1, "x": self._act_bits, "second": 1})
+        read = Signal(flags)
+        fetched = Signal(data.StructLayout({"flags": flags, "a": entry, "b": entry}))
+        pair = Signal(data.StructLayout({"flags": flags, "a": entry, "b": entry,
+                                         "real0": 1, "real1": 1}))
         with m.If(advance):
             m.d.sync += [read.valid.eq(walking), read.first.eq(first), read.x.eq(x),
-                         read.second.eq(left >= 2), read.swap.eq(odd_start)]
-        # The banks' data go straight into the pair register (a block RAM's output is slow).
-        pair = Signal(data.StructLayout({"valid": 1, "first": 1, "x": self._act_bits,
-                                         "second": 1, "swap": 1, "even": entry, "odd": entry}))
-        with m.If(advance):
-            m.d.sync += [pair.valid.eq(read.valid), pair.first.eq(read.first), pair.x.eq(read.x),
-                         pair.second.eq(read.second), pair.swap.eq(read.swap),
-                         pair.even.eq(even_port.data), pair.odd.eq(odd_port.data)]
-        e0 = entry(Mux(pair.swap, pair.odd, pair.even))
-        e1 = entry(Mux(pair.swap, pair.even, pair.odd))
-        real0 = e0.value != 0
-        real1 = pair.second & (e1.value != 0)
+                         read.second.eq(left >= 2),
+                         fetched.flags.eq(read), fetched.a.eq(first_port.data),
+                         fetched.b.eq(second_port.data),
+                         pair.flags.eq(fetched.flags), pair.a.eq(fetched.a),
+                         pair.b.eq(fetched.b), pair.real0.eq(fetched.a.value != 0),
+                         pair.real1.eq(fetched.flags.second & (fetched.b.value != 0))]
+        real0, real1 = pair.real0, pair.real1
         # Two weights in the pair: the first now, the second in the next cycle (``half``).
         half = Signal()
-        m.d.comb += stall.eq(pair.valid & ~half & real0 & real1)
-        with m.If(pair.valid):
+        m.d.comb += stall.eq(pair.flags.valid & ~half & real0 & real1)
+        with m.If(pair.flags.valid):
             m.d.sync += half.eq(stall)
-        return (pair, e0, e1, real0, real1), stall, half, walking | read.valid | pair.valid
+        # (A column dropped from the queue is being walked then: ``r_rdy`` may count as busy.)
+        return ((pair.flags, pair.a, pair.b, real0, real1), stall, half,
+                queue.r_rdy | walking | read.valid | fetched.flags.valid | pair.flags.valid)
 
     def _accumulate(self, m, pair, stall, half, bias, multiplier):
         """Give the pair's weights their rows, one per cycle; multiply and accumulate; returns
-        whether a weight is on its way to the multiplier."""
+        whether a weight is on its way to the multiplier. Registers the row ``readout`` reads."""
         pair, e0, e1, real0, real1 = pair
         local_bits = max(1, (self._local_rows - 1).bit_length())
         position = Signal(local_bits + 1)      # the row of the last entry taken
@@ -479,18 +488,26 @@ class SpMVPE(wiring.Component):
         written = Signal(signed(self._acc_width))
         m.d.comb += total.eq(Mux(forward, written, old) + product)
         m.d.sync += written.eq(total)
+        # A row taken is cleared in the next cycle, from registers here (the write enable
+        # reaches every cell of the memory; ``take`` comes from the unit's stall). No product
+        # is added then: the unit reads out only once every PE is idle.
         readout = self.readout
-        with m.If(self.phase == Phase.OUTPUT):
-            m.d.comb += [acc_write.addr.eq(readout.row), acc_write.data.eq(0),
-                         acc_write.en.eq(readout.take)]
-        with m.Else():
-            m.d.comb += [acc_write.addr.eq(adding_row), acc_write.data.eq(total),
-                         acc_write.en.eq(adding)]
-        out_read = accs.read_port(domain="comb")
-        m.d.comb += [out_read.addr.eq(readout.row), readout.acc.eq(out_read.data)]
-        for memory, value in ((bias, readout.bias), (multiplier, readout.multiplier)):
+        # The row read out in this cycle, one copy per memory read (each drives the address
+        # of every cell of its memory; distinct initial values keep yosys from merging them).
+        rows = [Signal(local_bits, name=f"readout_row_{name}", init=i % self._local_rows)
+                for i, name in enumerate(("acc", "bias", "multiplier"))]
+        m.d.sync += [row.eq(readout.row) for row in rows]
+        clear = Signal()
+        clear_row = Signal(local_bits)
+        m.d.sync += [clear.eq(readout.take), clear_row.eq(rows[0])]
+        m.d.comb += [acc_write.addr.eq(Mux(clear, clear_row, adding_row)),
+                     acc_write.data.eq(Mux(clear, 0, total)), acc_write.en.eq(clear | adding)]
+        # The row to read is registered here, beside its memories (the unit registers what
+        # is read: in the same module, yosys would fold that register into block RAM).
+        for memory, value, row in zip((accs, bias, multiplier),
+                                      (readout.acc, readout.bias, readout.multiplier), rows):
             port = memory.read_port(domain="comb")
-            m.d.comb += [port.addr.eq(readout.row), value.eq(port.data)]
+            m.d.comb += [port.addr.eq(row), value.eq(port.data)]
         return weighing
 
 
@@ -629,51 +646,74 @@ class SpMV(wiring.Component):
         m.d.sync += pe_word.eq(load)
         for i, pe in enumerate(pes):
             m.d.sync += pe.load.valid.eq(loading & (load.pe == i))
-            m.d.comb += [pe.load.payload.eq(pe_word), pe.phase.eq(phase)]
+            m.d.comb += pe.load.payload.eq(pe_word)
 
         # Activation front end: one non-zero activation per cycle to every PE, when every PE
-        # has room (so a PE's ``act.valid`` is never up while its ``ready`` is down).
+        # has room (so a PE's ``act.valid`` is never up while its ``ready`` is down). The
+        # activation offered is a register, which the PEs' pointer memories read straight
+        # from: the next one is chosen, from the beat held or else from the beat taken now,
+        # in the cycle the offer is taken.
         chunk = Signal(data.ArrayLayout(unsigned(self._act_bits), self._lanes))
-        pending = Signal(self._lanes)
+        pending = Signal(self._lanes)            # non-zero lanes of ``chunk`` not yet offered
         base = Signal(col_bits + 1)
         next_base = Signal(col_bits + 1)
         input_done = Signal()
-        lowest = lowest_set(m, pending, "lowest")
+        offer = Signal(data.StructLayout({"valid": 1, "j": col_bits, "x": self._act_bits}))
         room = Signal()
         m.d.comb += room.eq(Cat(pe.act.ready for pe in pes).all())
-        broadcast = (pending != 0) & room
-        remaining = Signal(self._lanes)
-        m.d.comb += remaining.eq(Mux(broadcast, pending & ~(1 << lowest), pending))
-        queued = Signal(QueuedActivation(col_bits, self._act_bits))
-        m.d.comb += [queued.j.eq((base + lowest)[:col_bits]), queued.x.eq(chunk[lowest])]
+        free = ~offer.valid | room               # the offer is taken now, or there is none
+        held = pending.any()
+        m.d.comb += self.act.ready.eq((phase == Phase.COMPUTE) & free & ~held & ~input_done)
+        beat = self.act.payload
+        source = Signal(self._lanes)
+        m.d.comb += source.eq(Mux(held, pending, Cat(x != 0 for x in beat.x)))
+        lowest = lowest_set(m, source, "lowest")
+        source_x = Mux(held, chunk.as_value(), beat.x.as_value())
+        lane_x = data.ArrayLayout(unsigned(self._act_bits), self._lanes)(source_x)[lowest]
         for pe in pes:
-            m.d.comb += [pe.act.payload.eq(queued), pe.act.valid.eq(broadcast)]
-        m.d.comb += self.act.ready.eq((phase == Phase.COMPUTE) & (remaining == 0) & ~input_done)
-        with m.If(broadcast):
-            m.d.sync += pending.eq(remaining)
-        with m.If(self.act.valid & self.act.ready):
-            m.d.sync += [
-                chunk.eq(self.act.payload.x),
-                pending.eq(Cat(x != 0 for x in self.act.payload.x)),
-                base.eq(next_base),
-                next_base.eq(next_base + self._lanes),
-            ]
-            with m.If(self.act.payload.last):
-                m.d.sync += input_done.eq(1)
+            m.d.comb += [pe.act.payload.j.eq(offer.j), pe.act.payload.x.eq(offer.x),
+                         pe.act.valid.eq(offer.valid & room)]
+        with m.If(free):
+            m.d.sync += [offer.valid.eq(0), offer.x.eq(lane_x),
+                         offer.j.eq((Mux(held, base, next_base) + lowest)[:col_bits])]
+            with m.If(held):
+                m.d.sync += [offer.valid.eq(1), pending.eq(pending & ~(1 << lowest))]
+            with m.Elif(self.act.valid & self.act.ready):
+                m.d.sync += [
+                    offer.valid.eq(source.any()),
+                    pending.eq(source & ~(1 << lowest)),
+                    chunk.eq(beat.x),
+                    base.eq(next_base),
+                    next_base.eq(next_base + self._lanes),
+                ]
+                with m.If(beat.last):
+                    m.d.sync += input_done.eq(1)
 
         # Output: local row k of every PE per beat, through the optional requantizer; a
         # pipeline that holds while a beat waits for ``result.ready``.
+        # Each PE registers the next row to read (``readout.row``) beside its memories.
         stall = self.result.valid & ~self.result.ready
+        turning = Signal()               # to read-out at this cycle's end
+        m.d.comb += turning.eq((phase == Phase.COMPUTE) & input_done & ~held & ~offer.valid &
+                               ~Cat(pe.busy for pe in pes).any())
         issued_row = Signal(range(self._local_rows + 1))
+        following_row = Signal.like(issued_row, init=1)      # issued_row + 1
+        next_row = Signal.like(issued_row)
         issued_first = Signal(range(self._local_rows * n + 1))    # issued_row * n
-        rows_left = Signal()             # issued_first < rows, as a register
+        rows_left = Signal()             # in OUTPUT, issued_first < rows, as a register
         take = Signal()
-        m.d.comb += take.eq((phase == Phase.OUTPUT) & rows_left & ~stall)
+        m.d.comb += [take.eq(rows_left & ~stall),
+                     next_row.eq(Mux(rows_left, Mux(take, following_row, issued_row), 0))]
+        m.d.sync += [issued_row.eq(next_row),
+                     following_row.eq(Mux(rows_left, Mux(take, following_row + 1,
+                                                          following_row), 1))]
+        with m.If(~rows_left):
+            m.d.sync += issued_first.eq(0)
         with m.If(take):
-            m.d.sync += [issued_row.eq(issued_row + 1), issued_first.eq(issued_first + n),
+            m.d.sync += [issued_first.eq(issued_first + n),
                          rows_left.eq(issued_first + n < rows)]
         for pe in pes:
-            m.d.comb += [pe.readout.row.eq(issued_row), pe.readout.take.eq(take)]
+            m.d.comb += [pe.readout.row.eq(next_row), pe.readout.take.eq(take)]
         in_flight = self._result_pipeline(m, pes, take, issued_first, rows, setup, stall)
 
         # Phases: LOAD -> (first activation) COMPUTE -> (all consumed) OUTPUT -> LOAD.
@@ -682,19 +722,19 @@ class SpMV(wiring.Component):
                 with m.If(self.act.valid & ~self.load.valid):
                     m.d.sync += [phase.eq(Phase.COMPUTE), input_done.eq(0), next_base.eq(0)]
             with m.Case(Phase.COMPUTE):
-                with m.If(input_done & (pending == 0) & ~Cat(pe.busy for pe in pes).any()):
-                    m.d.sync += [phase.eq(Phase.OUTPUT), issued_row.eq(0), issued_first.eq(0),
-                                 rows_left.eq(1)]
+                with m.If(turning):
+                    m.d.sync += [phase.eq(Phase.OUTPUT), rows_left.eq(1)]
             with m.Case(Phase.OUTPUT):
                 with m.If(~rows_left & ~in_flight & ~stall):
                     m.d.sync += phase.eq(Phase.LOAD)
         return m
 
     def _result_pipeline(self, m, pes, take, issued_first, rows, setup, stall):
-        """The read-out: the accumulators of the row taken (0 past ``rows``) straight into the
-        result register, or with requantization through five stages,
+        """The read-out: the accumulator, bias and multiplier of the row taken are registered
+        (0 past ``rows``); then the accumulators go into the result register, or with
+        requantization through five more stages,
         ``clamp(((acc + bias) * M + 2^(shift-1)) >> shift, 0, 2^out_bits - 1)``. Returns
-        whether a beat is in the requantizer's stages."""
+        whether a beat is on its way to the result register."""
         n, width = self._n_pes, self._acc_width
         advance = ~stall
         lanes = range(n)
@@ -707,14 +747,14 @@ class SpMV(wiring.Component):
 
         requantize = setup.requantize
         mask = Cat(issued_first + i < rows for i in lanes)
-        valid1 = stage("read_valid", 1, take & requantize)
+        valid1 = stage("read_valid", 1, take)
         mask1 = stage("read_mask", n, mask)
         acc1 = [stage("read_acc", signed(width), pe.readout.acc, i) for i, pe in enumerate(pes)]
         bias1 = [stage("read_bias", signed(width), pe.readout.bias, i)
                  for i, pe in enumerate(pes)]
         multiplier1 = [stage("read_multiplier", MULTIPLIER_BITS, pe.readout.multiplier, i)
                        for i, pe in enumerate(pes)]
-        valid2 = stage("biased_valid", 1, valid1)
+        valid2 = stage("biased_valid", 1, valid1 & requantize)
         mask2 = stage("biased_mask", n, mask1)
         total = [stage("biased", signed(width + 1), acc1[i] + bias1[i], i) for i in lanes]
         multiplier = [stage("multiplier", MULTIPLIER_BITS, multiplier1[i], i) for i in lanes]
@@ -751,16 +791,21 @@ class SpMV(wiring.Component):
         ceiling, top = Signal(17), Signal(16)
         m.d.sync += [ceiling.eq((1 << (setup.out_bits + 1)) - 1),
                      top.eq((1 << setup.out_bits) - 1)]
+        # The clamp's tests and the rounded value are registered; the result register picks.
+        valid6 = stage("rounded_valid", 1, valid5)
+        kept, above, rounded = [], [], []
+        for i in lanes:
+            value = shifted[i]
+            negative = value[-1]
+            below = negative & ~value.all()
+            kept.append(stage("rounded_kept", 1, mask5[i] & ~below, i))
+            above.append(stage("rounded_above", 1,
+                               ~negative & (value[17:].any() | (value[:17] >= ceiling)), i))
+            rounded.append(stage("rounded", 16, (value[:17] + 1)[1:17], i))
         with m.If(advance):
-            m.d.sync += self.result.valid.eq(Mux(requantize, valid5, take))
+            m.d.sync += self.result.valid.eq(Mux(requantize, valid6, valid1))
             for i in lanes:
-                value = shifted[i]
-                negative = value[-1]
-                below = negative & ~value.all()
-                above = ~negative & (value[17:].any() | (value[:17] >= ceiling))
-                rounded = (value[:17] + 1)[1:17]
-                clamped = Mux(below, 0, Mux(above, top, rounded))
-                out = Mux(requantize, Mux(mask5[i], clamped, 0),
-                          Mux(mask[i], pes[i].readout.acc, 0))
+                clamped = Mux(kept[i], Mux(above[i], top, rounded[i]), 0)
+                out = Mux(requantize, clamped, Mux(mask1[i], acc1[i], 0))
                 m.d.sync += self.result.payload[i].eq(out)
-        return valid1 | valid2 | valid3 | valid4 | valid5
+        return valid1 | valid2 | valid3 | valid4 | valid5 | valid6

@@ -138,3 +138,90 @@ def test_cycle_model_rejects_bad_arguments(arguments, message):
     options = arguments[3] if len(arguments) == 4 else {}
     with pytest.raises(ValueError, match=f"^{message}$"):
         csc.spmv_cycles(*arguments[:3], **options)
+
+
+def skewed_matrix(rng, rows=40, cols=30):
+    """Rows whose weight counts rise with ``r mod 4``: under ``r mod 4`` PE 3 gets the most."""
+    w = random_matrix(rng, rows, cols, 0.0)
+    density = 0.1 + 0.25 * (np.arange(rows) % 4)
+    return w * (rng.random((rows, cols)) < density[:, None])
+
+
+def test_balanced_order_evens_the_pe_loads():
+    rng = np.random.default_rng(5)
+    w = skewed_matrix(rng)
+    loads = csc.pe_loads(w, 4)
+    heaviest_row = (w != 0).sum(axis=1).max()
+    assert loads.max() - loads.min() > 3 * heaviest_row      # r mod 4 is badly skewed
+    order = csc.balanced_order(w, 4)
+    assert sorted(order.tolist()) == list(range(40))
+    balanced = csc.pe_loads(w[order], 4)
+    assert balanced.sum() == loads.sum()
+    assert balanced.max() - balanced.min() <= heaviest_row
+    # A column counted 0 (an activation that is always zero) carries no load.
+    activity = np.ones(30)
+    activity[::2] = 0
+    order = csc.balanced_order(w, 4, activity)
+    met = csc.pe_loads(w[order], 4, activity)
+    assert met.max() - met.min() <= ((w != 0) @ activity).max()
+    assert csc.pe_loads(w[order], 4).max() - csc.pe_loads(w[order], 4).min() > 0
+
+
+def test_balanced_order_fills_pes_of_a_ragged_row_count():
+    w = np.ones((10, 3), dtype=np.int64)      # PEs 0 and 1 hold 3 rows, PEs 2 and 3 two
+    w[[1, 2, 5, 9], 1:] = 0
+    assert csc.pe_loads(w, 4).tolist() == [9, 3, 4, 6]
+    order = csc.balanced_order(w, 4)
+    assert sorted(order.tolist()) == list(range(10))
+    # Heaviest first: 3, 3, 3, 3, then PEs 0 and 1 take 3 more, PEs 2 and 3 (full after one
+    # more row) a light row each, the last two light rows go to PEs 0 and 1.
+    assert csc.pe_loads(w[order], 4).tolist() == [7, 7, 4, 4]
+
+
+def reordered_network(net, orders, columns):
+    """Run ``net`` layer by layer through golden.csc.spmv with layer ``i``'s rows (bias and
+    multipliers) in ``orders[i]`` and its columns in ``columns[i]``, the first layer's input
+    in ``columns[0]``; the last layer's outputs are put back with ``orders[-1]``."""
+    def run(a0):
+        a = a0[columns[0]]
+        for layer, rows, cols in zip(net.layers, orders, columns):
+            options = {}
+            if layer.out_bits is not None:
+                options = {"bias": layer.bias[rows], "multiplier": layer.multiplier[rows],
+                           "shift": layer.shift, "out_bits": layer.out_bits}
+            a = csc.spmv(layer.weight[rows][:, cols], a, **options)
+            if layer.out_bits is None:
+                a = a + layer.bias[rows]
+        return a[np.argsort(orders[-1])]
+    return run
+
+
+def test_balanced_network_flow_leaves_the_outputs_unchanged():
+    from golden.network import digits_network, digits_split
+    net = digits_network(8, 0.9)
+    inputs = net.quantize_input(digits_split()[1][:3])
+    orders, columns = [], [np.arange(net.layers[0].weight.shape[1])]
+    for layer in net.layers:
+        orders.append(csc.balanced_order(layer.weight[:, columns[-1]], 4))
+        columns.append(orders[-1])
+    columns.pop()
+    assert all((order != np.arange(len(order))).any() for order in orders)
+    want = net.forward(inputs).tolist()
+    run = reordered_network(net, orders, columns)
+    assert [run(a0).tolist() for a0 in inputs] == want
+    # Wrong flows change them: a layer's columns left in the original order, or in another
+    # order than its predecessor's rows.
+    for wrong_columns, wrong_orders in (([columns[0], np.arange(64), columns[2]], orders),
+                                        (columns, [orders[0], np.roll(orders[1], 1), orders[2]])):
+        run = reordered_network(net, wrong_orders, wrong_columns)
+        assert [run(a0).tolist() for a0 in inputs] != want
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((np.eye(3), 65), "n_pes must be between 1 and 64, not 65"),
+    ((np.eye(3), 2, [1.0, 1.0]), r"activity needs one value per column \(3\), not 2"),
+    ((np.eye(3), 2, [1.0, -1.0, 1.0]), "activity must not be negative, not -1.0"),
+])
+def test_balanced_order_rejects_bad_arguments(arguments, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        csc.balanced_order(*arguments)

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from golden import csc
 from golden.network import digits_network, digits_split
-from rtl.spmv import Phase, QueuedActivation, SpMV, SpMVPE
+from rtl.spmv import QueuedActivation, SpMV, SpMVPE
 from sim.runner import run, simulator_available
 from sim.tb.spmv import layer_job, load_payload
 
@@ -138,14 +138,14 @@ def test_packer_rejects_malformed_images():
 
 def pe_run(pe, words, vectors, codebook=None):
     """Load ``words`` into ``pe`` alone, then for each vector push its non-zero activations,
-    wait until the PE is idle (the unit's phase follows ``busy`` a cycle later) and read
-    every local row out; returns the rows read per vector."""
+    wait until the PE is idle (the unit turns to read-out a cycle after ``busy`` falls) and read
+    every local row out (``readout.row`` one cycle ahead of ``take`` and ``readout.acc``);
+    returns the rows read per vector."""
     got = []
 
     async def testbench(ctx):
         if codebook is not None:
             ctx.set(pe.table, [int(v) for v in codebook])
-        ctx.set(pe.phase, Phase.LOAD)
         for word in words:
             ctx.set(pe.load.payload.as_value(), load_payload(word, pe.entry_layout))
             ctx.set(pe.load.valid, 1)
@@ -153,7 +153,6 @@ def pe_run(pe, words, vectors, codebook=None):
         ctx.set(pe.load.valid, 0)
         queued = QueuedActivation(pe.col_bits, pe.act_bits)
         for x in vectors:
-            ctx.set(pe.phase, Phase.COMPUTE)
             for j in np.flatnonzero(x):
                 ctx.set(pe.act.payload.as_value(),
                         queued.const({"j": int(j), "x": int(x[j])}).as_bits())
@@ -164,15 +163,15 @@ def pe_run(pe, words, vectors, codebook=None):
             while ctx.get(pe.busy):
                 await ctx.tick()
             await ctx.tick()                  # the last product, not busy, is added
-            ctx.set(pe.phase, Phase.OUTPUT)
             rows = []
+            ctx.set(pe.readout.row, 0)        # the row to read in the next cycle
+            await ctx.tick()
             for row in range(pe.local_rows):
-                ctx.set(pe.readout.row, row)
+                ctx.set(pe.readout.row, row + 1)
                 ctx.set(pe.readout.take, 1)
                 rows.append(ctx.get(pe.readout.acc))
                 await ctx.tick()
             ctx.set(pe.readout.take, 0)
-            ctx.set(pe.phase, Phase.LOAD)
             await ctx.tick()
             got.append(rows)
 
