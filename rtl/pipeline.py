@@ -7,7 +7,7 @@ and yosys sees them inside the module that uses them.
 
 from amaranth import Mux, Signal
 
-__all__ = ["delay", "lowest_set", "accumulate"]
+__all__ = ["delay", "lowest_set", "accumulate", "next_bank"]
 
 
 def delay(m, value, cycles, name):
@@ -91,3 +91,13 @@ def accumulate(m, term, control, result, result_valid, name="acc"):
         with m.If(control.last):
             m.d.sync += result.eq(total)
     return acc
+
+
+def next_bank(m, bank, banks, base, stride):
+    """Step ``bank`` (0 .. ``banks - 1``) on by one in ``m.d.sync``; after the last it wraps to
+    0 and ``base`` moves on by ``stride``: the next image, when ``banks`` images share each
+    word address (the accelerator's scratchpad and result memory)."""
+    with m.If(bank == banks - 1):
+        m.d.sync += [bank.eq(0), base.eq(base + stride)]
+    with m.Else():
+        m.d.sync += bank.eq(bank + 1)

@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 from rtl.accel.config import AccelConfig
 from rtl.accel.isa import TopkArgs
 from rtl.accel.ports import ReadPort, WritePort
+from rtl.pipeline import next_bank
 from rtl.topk import TopK
 
 __all__ = ["SelectEngine"]
@@ -92,10 +93,7 @@ class SelectEngine(wiring.Component):
                 m.d.sync += [t.eq(0), left.eq(args.n), images_in.eq(images_in - 1)]
                 with m.If(images_in == 1):
                     m.d.sync += reading.eq(0)
-                with m.If(bank_in == d - 1):
-                    m.d.sync += [bank_in.eq(0), image_row.eq(image_row + args.tile_cols)]
-                with m.Else():
-                    m.d.sync += bank_in.eq(bank_in + 1)
+                next_bank(m, bank_in, d, image_row, args.tile_cols)
             with m.Else():
                 m.d.sync += [t.eq(t + 1), left.eq(left - C)]
         bank_bits = C * c.acc_width

@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from rtl.accel.config import AccelConfig
 from rtl.accel.isa import LANE_BITS, LoadSpmvArgs, SpmvArgs
 from rtl.accel.ports import ReadPort, WritePort
+from rtl.pipeline import next_bank
 from rtl.spmv import Load, SpMV
 
 __all__ = ["SparseEngine"]
@@ -135,10 +136,7 @@ class SparseEngine(wiring.Component):
                 m.d.sync += [k_in.eq(0), images_in.eq(images_in - 1)]
                 with m.If(images_in == 1):
                     m.d.sync += feeding.eq(0)
-                with m.If(bank_in == R - 1):
-                    m.d.sync += [bank_in.eq(0), group_in.eq(group_in + args.in_stride)]
-                with m.Else():
-                    m.d.sync += bank_in.eq(bank_in + 1)
+                next_bank(m, bank_in, R, group_in, args.in_stride)
             with m.Else():
                 m.d.sync += k_in.eq(k_in + P)
         banks = [self.act_read.data[b * V * LANE_BITS:(b + 1) * V * LANE_BITS] for b in range(R)]
@@ -180,10 +178,7 @@ class SparseEngine(wiring.Component):
                 m.d.comb += fault.eq(1)
             with m.If(final_beat):
                 m.d.sync += [row_out.eq(0), images_out.eq(images_out - 1)]
-                with m.If(bank_out == R - 1):
-                    m.d.sync += [bank_out.eq(0), group_out.eq(group_out + args.out_stride)]
-                with m.Else():
-                    m.d.sync += bank_out.eq(bank_out + 1)
+                next_bank(m, bank_out, R, group_out, args.out_stride)
             with m.Else():
                 m.d.sync += row_out.eq(row_out + N)
 
