@@ -32,7 +32,7 @@ from rtl.fusion import (FusionMode, FusionPE, SliceSteer, StepControl, check_acc
 from rtl.pipeline import delay
 
 __all__ = ["ArrayConfig", "DrainColumn", "EdgeSkew", "SystolicArray", "default_drain_rows",
-           "default_fifo_depth", "k_step_bound",
+           "default_fifo_depth", "k_step_bound", "k_step_bounds", "k_steps_fit",
            "operand_layout", "peak_macs", "result_layout"]
 
 #: Width of the K-step and tile counts of a configuration.
@@ -56,6 +56,24 @@ def k_step_bound(acc_width, w_bits, a_bits, w_signed, a_signed):
     """
     per_step = step_peak(w_bits, a_bits, w_signed, a_signed)
     return min(((1 << (acc_width - 1)) - 1) // per_step, (1 << COUNT_BITS) - 1)
+
+
+def k_step_bounds(precision, acc_width):
+    """``{(w_bits, a_bits, w_signed, a_signed): largest k_steps}`` of the modes of
+    ``precision`` on a signed ``acc_width``-bit accumulator."""
+    return {(w, a, ws, as_): k_step_bound(acc_width, w, a, ws, as_)
+            for w, a in modes(precision) for ws in (False, True) for as_ in (False, True)}
+
+
+def k_steps_fit(m, mode, k_steps, bounds):
+    """A signal of ``m``: ``k_steps`` is within the bound ``bounds`` (as
+    :func:`k_step_bounds`) gives ``mode``; low for a mode not in ``bounds``."""
+    fits = Signal()
+    with m.Switch(mode):
+        for (w, a, ws, as_), bound in bounds.items():
+            with m.Case(mode_const(w, a, ws, as_)):
+                m.d.comb += fits.eq(k_steps <= bound)
+    return fits
 
 
 def default_drain_rows(rows):
@@ -311,8 +329,7 @@ class SystolicArray(wiring.Component):
 
     def k_step_bounds(self):
         """``{(w_bits, a_bits, w_signed, a_signed): largest k_steps}`` of the supported modes."""
-        return {(w, a, ws, as_): k_step_bound(self._acc_width, w, a, ws, as_)
-                for w, a in modes(self._precision) for ws in (False, True) for as_ in (False, True)}
+        return k_step_bounds(self._precision, self._acc_width)
 
     def elaborate(self, platform):
         m = Module()
@@ -323,12 +340,8 @@ class SystolicArray(wiring.Component):
         k_steps = Signal(COUNT_BITS)
         tiles_left = Signal(COUNT_BITS)
         step = Signal(COUNT_BITS)
-        k_fits = Signal()
         incoming = self.config.payload
-        with m.Switch(incoming.mode):
-            for (w, a, ws, as_), bound in self.k_step_bounds().items():
-                with m.Case(mode_const(w, a, ws, as_)):
-                    m.d.comb += k_fits.eq(incoming.k_steps <= bound)
+        k_fits = k_steps_fit(m, incoming.mode, incoming.k_steps, self.k_step_bounds())
         # Whether the step to take is a tile's first or last, and whether tiles are left and
         # this is the final one, are kept in registers (set a cycle ahead) so that the
         # handshake does not wait for counter comparisons.

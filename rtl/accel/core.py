@@ -15,12 +15,12 @@ from amaranth.lib.wiring import In
 
 from rtl.accel.config import AccelConfig
 from rtl.accel.gemm import GemmEngine
-from rtl.accel.isa import (ADDRESS_BITS, CHUNK_BITS, INSTRUCTION_BITS, Engine, Instruction,
-                           Opcode, Space)
+from rtl.accel.isa import (ADDRESS_BITS, CHUNK_BITS, LANE_BITS, MAX_SHIFT, Engine,
+                           Instruction, Opcode, Space)
 from rtl.accel.ports import HostPort
 from rtl.accel.select import SelectEngine
 from rtl.accel.sparse import SparseEngine
-from rtl.fusion import mode_const, modes
+from rtl.systolic import k_step_bounds, k_steps_fit
 
 __all__ = ["Accelerator"]
 
@@ -121,20 +121,11 @@ class Accelerator(wiring.Component):
         bad = Signal()                    # this instruction is in error
 
         args = instruction.args
-        gemm_ok = Signal()
         g = args.gemm
-        with m.Switch(g.mode.as_value()):
-            for w_bits, a_bits in modes(c.precision):
-                for w_signed in (False, True):
-                    for a_signed in (False, True):
-                        bound = c.k_step_bound(w_bits, a_bits, w_signed, a_signed)
-                        code = mode_const(w_bits, a_bits, w_signed, a_signed).as_value().value
-                        with m.Case(code):
-                            m.d.comb += gemm_ok.eq(
-                                (g.k_steps != 0) & (g.k_steps <= bound) & (g.tile_rows != 0)
-                                & (g.tile_cols != 0)
-                                & (~g.requantize | ((g.shift >= 1) & (g.shift <= 47)
-                                                    & (g.out_bits >= 1) & (g.out_bits <= 8))))
+        gemm_ok = (k_steps_fit(m, g.mode, g.k_steps, k_step_bounds(c.precision, c.acc_width))
+                   & (g.k_steps != 0) & (g.tile_rows != 0) & (g.tile_cols != 0)
+                   & (~g.requantize | ((g.shift >= 1) & (g.shift <= MAX_SHIFT)
+                                       & (g.out_bits >= 1) & (g.out_bits <= LANE_BITS))))
         m.d.comb += [gemm.command.payload.eq(g),
                      gemm.command.valid.eq((state == _State.EXECUTE)
                                            & (instruction.opcode == Opcode.GEMM) & gemm_ok)]
@@ -247,24 +238,19 @@ class Accelerator(wiring.Component):
         act_bits = len(act_write.data)
         act_host_word, act_host_en, act_host_hit = _host_chunk(request, c, Space.ACT, act_bits,
                                                                c.act_words, host.write.valid)
-        engine_act = gemm.act_write.en.any()
-        sparse_act = sparse.act_write.en.any() if sparse is not None else Const(0)
-        host_act = act_host_hit & ~engine_act & ~sparse_act
-        m.d.comb += [
-            act_write.addr.eq(Mux(engine_act, gemm.act_write.addr,
-                                  Mux(sparse_act, sparse.act_write.addr, act_host_word)
-                                  if sparse is not None else act_host_word)),
-            act_write.data.eq(Mux(engine_act, gemm.act_write.data,
-                                  Mux(sparse_act, sparse.act_write.data, chunk_data[:act_bits])
-                                  if sparse is not None else chunk_data[:act_bits])),
-            act_write.en.eq(Mux(engine_act, gemm.act_write.en,
-                                Mux(sparse_act, sparse.act_write.en,
-                                    Mux(host_act, act_host_en, 0))
-                                if sparse is not None else Mux(host_act, act_host_en, 0))),
-        ]
+        writers = [gemm.act_write] + ([sparse.act_write] if sparse is not None else [])
+        engines_write = Cat(*(writer.en.any() for writer in writers)).any()
+        host_act = act_host_hit & ~engines_write
+        for i, writer in enumerate(writers):
+            with (m.If if i == 0 else m.Elif)(writer.en.any()):
+                m.d.comb += [act_write.addr.eq(writer.addr), act_write.data.eq(writer.data),
+                             act_write.en.eq(writer.en)]
+        with m.Else():
+            m.d.comb += [act_write.addr.eq(act_host_word),
+                         act_write.data.eq(chunk_data[:act_bits]),
+                         act_write.en.eq(Mux(host_act, act_host_en, 0))]
         if sparse is not None:
-            m.d.comb += sparse.act_write_grant.eq(~engine_act)
-        accepted = [host_act]
+            m.d.comb += sparse.act_write_grant.eq(~gemm.act_write.en.any())
         for port, space, depth in ((program_write, Space.PROGRAM, c.program_words),
                                    (weight_write, Space.WEIGHT, c.weight_words),
                                    (param_write, Space.PARAM, c.param_words),
@@ -274,7 +260,6 @@ class Accelerator(wiring.Component):
             word, enables, hit = _host_chunk(request, c, space, bits, depth, host.write.valid)
             m.d.comb += [port.addr.eq(word), port.data.eq(chunk_data[:bits]),
                          port.en.eq(Mux(hit, enables, 0))]
-            accepted.append(hit)
 
         # Loader words into the sparse unit: chunk 0 is kept, chunk 1 sends the word.
         load_pending = Signal()
@@ -292,10 +277,10 @@ class Accelerator(wiring.Component):
         # Reads: RESULT (when the top-k engine does not hold it) and OUTPUT; 0 elsewhere.
         read = host.read.payload
         read_space = Signal(Space)
-        read_chunk = Signal(max(1, c.chunk_bits(Space.RESULT)))
+        result_chunks = c.chunk_bits(Space.RESULT)
+        read_chunk = Signal(max(1, result_chunks))
         read_pending = Signal()
         result_held = select.busy if select is not None else Const(0)
-        result_chunks = c.chunk_bits(Space.RESULT)
         can_read = ~read_pending | host.read_data.ready
         take_read = host.read.valid & can_read & ~((read.space == Space.RESULT) & result_held)
         m.d.comb += host.read.ready.eq(take_read)

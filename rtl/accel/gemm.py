@@ -6,12 +6,12 @@ packs the activation lanes of the step for the mode, and writes every result bea
 and requantized by the :class:`OutputStage`, into the scratchpad or the result memory.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.accel.config import AccelConfig
-from rtl.accel.isa import LANE_BITS, GemmArgs
+from rtl.accel.isa import ADDRESS_BITS, LANE_BITS, GemmArgs, Space
 from rtl.accel.output import OutputStage
 from rtl.accel.ports import ReadPort, WritePort
 from rtl.fusion import lanes as mode_lanes
@@ -63,11 +63,12 @@ class GemmEngine(wiring.Component):
             "command":      In(stream.Signature(GemmArgs)),
             "input_base":   In(16),
             "result_base":  In(16),
-            "act_read":     Out(ReadPort(14, c.word_bits_of(1))),
-            "weight_read":  Out(ReadPort(14, c.word_bits_of(2))),
-            "param_read":   Out(ReadPort(14, c.word_bits_of(3))),
-            "act_write":    Out(WritePort(14, c.word_bits_of(1))),
-            "result_write": Out(WritePort(14, c.word_bits_of(6), granular=False)),
+            "act_read":     Out(ReadPort(ADDRESS_BITS, c.word_bits_of(Space.ACT))),
+            "weight_read":  Out(ReadPort(ADDRESS_BITS, c.word_bits_of(Space.WEIGHT))),
+            "param_read":   Out(ReadPort(ADDRESS_BITS, c.word_bits_of(Space.PARAM))),
+            "act_write":    Out(WritePort(ADDRESS_BITS, c.word_bits_of(Space.ACT))),
+            "result_write": Out(WritePort(ADDRESS_BITS, c.word_bits_of(Space.RESULT),
+                                                   granular=False)),
             "busy":         Out(1),
             "fault":        Out(1),
         })
@@ -81,7 +82,6 @@ class GemmEngine(wiring.Component):
         out = m.submodules.output = OutputStage(d, C, c.acc_width)
 
         args = Signal(GemmArgs)
-        src = Signal(16)
         taking = self.command.valid & self.command.ready
 
         # ---- Operand reader: step s of tile (tm, tn) ---------------------------------------
@@ -122,7 +122,6 @@ class GemmEngine(wiring.Component):
                              w_addr.eq(w_addr + 1)]
 
         # The step's lanes of each bank, packed at a_bits for the mode.
-        packed = Signal(unsigned(array.word_bits))
         for r in range(R):
             bank = self.act_read.data[r * V * LANE_BITS:(r + 1) * V * LANE_BITS]
             lane = [bank[i * LANE_BITS:(i + 1) * LANE_BITS] for i in range(V)]
@@ -222,20 +221,21 @@ class GemmEngine(wiring.Component):
         ]
 
         # ---- Taking an instruction, and finishing it ---------------------------------------------
-        in_flight = Signal()
-        m.d.comb += in_flight.eq(beat_valid | Cat(*(delay(m, beat_valid, i, f"in_flight{i}")
-                                                     for i in range(1, out.latency + 1))).any())
+        # A beat is in flight from its register to its write, the output stage's last stage.
+        stages = [beat_valid]
+        for i in range(out.latency):
+            stages.append(delay(m, stages[-1], 1, f"in_flight{i}"))
+        in_flight = Cat(*stages).any()
         busy = reading | op_valid | config_valid | (beats_left != 0) | in_flight
         m.d.comb += [self.command.ready.eq(~busy), self.busy.eq(busy), self.fault.eq(fault)]
         with m.If(taking):
             a = self.command.payload
-            start = a.dst
             first = Mux(a.src_input, a.src + self.input_base, a.src)
             m.d.sync += [
                 args.eq(a), reading.eq(1), config_valid.eq(1),
                 tm.eq(0), tn.eq(0), s.eq(0), k_pos.eq(0), row_base.eq(first),
                 w_addr.eq(a.weights),
                 beats_left.eq(a.tile_rows * a.tile_cols * per_tile),
-                otm_row.eq(start), otn.eq(0), og.eq(0), res_tile_row.eq(0), res_group.eq(0),
+                otm_row.eq(a.dst), otn.eq(0), og.eq(0), res_tile_row.eq(0), res_group.eq(0),
             ]
         return m

@@ -14,7 +14,7 @@ from rtl.fusion import FusionMode
 
 __all__ = ["INSTRUCTION_BITS", "Opcode", "Engine", "Space", "GemmArgs", "SpmvArgs",
            "LoadSpmvArgs", "TopkArgs", "WaitArgs", "JumpArgs", "Arguments", "Instruction",
-           "Param", "LANE_BITS", "INDEX_BITS", "act_word", "weight_word", "param_word",
+           "Param", "LANE_BITS", "MAX_SHIFT", "INDEX_BITS", "act_word", "weight_word", "param_word",
            "result_word", "OutputWord", "CHUNK_BITS", "ADDRESS_BITS", "CHUNK_ADDRESS_BITS",
            "HostWrite", "HostRead", "Status"]
 
@@ -130,8 +130,10 @@ Param = data.StructLayout({
     "multiplier": unsigned(16),
 })
 
-#: Bits of an activation lane of the scratchpad.
+#: Bits of an activation lane of the scratchpad (and the widest requantized output).
 LANE_BITS = 8
+#: Largest requantization shift of a GEMM.
+MAX_SHIFT = 47
 #: Bits of an index in an OUTPUT word (the rest of the 32-bit word is 0).
 INDEX_BITS = 16
 

@@ -10,7 +10,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.accel.config import AccelConfig
-from rtl.accel.isa import TopkArgs
+from rtl.accel.isa import ADDRESS_BITS, Space, TopkArgs
 from rtl.accel.ports import ReadPort, WritePort
 from rtl.pipeline import next_bank
 from rtl.topk import TopK
@@ -52,8 +52,9 @@ class SelectEngine(wiring.Component):
             "command":      In(stream.Signature(TopkArgs)),
             "result_base":  In(16),
             "output_base":  In(16),
-            "result_read":  Out(ReadPort(14, config.word_bits_of(6))),
-            "output_write": Out(WritePort(14, config.word_bits_of(7), granular=False)),
+            "result_read":  Out(ReadPort(ADDRESS_BITS, config.word_bits_of(Space.RESULT))),
+            "output_write": Out(WritePort(ADDRESS_BITS, config.word_bits_of(Space.OUTPUT),
+                                             granular=False)),
             "busy":         Out(1),
             "fault":        Out(1),
         })

@@ -12,7 +12,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from rtl.accel.config import AccelConfig
-from rtl.accel.isa import LANE_BITS, LoadSpmvArgs, SpmvArgs
+from rtl.accel.isa import ADDRESS_BITS, LANE_BITS, LoadSpmvArgs, Space, SpmvArgs
 from rtl.accel.ports import ReadPort, WritePort
 from rtl.pipeline import next_bank
 from rtl.spmv import Load, SpMV
@@ -66,10 +66,10 @@ class SparseEngine(wiring.Component):
             "load_command":    In(stream.Signature(LoadSpmvArgs)),
             "host_load":       In(stream.Signature(Load)),
             "input_base":      In(16),
-            "act_read":        Out(ReadPort(14, config.word_bits_of(1))),
+            "act_read":        Out(ReadPort(ADDRESS_BITS, config.word_bits_of(Space.ACT))),
             "act_read_grant":  In(1),
-            "csc_read":        Out(ReadPort(14, config.word_bits_of(4))),
-            "act_write":       Out(WritePort(14, config.word_bits_of(1))),
+            "csc_read":        Out(ReadPort(ADDRESS_BITS, config.word_bits_of(Space.CSC))),
+            "act_write":       Out(WritePort(ADDRESS_BITS, config.word_bits_of(Space.ACT))),
             "act_write_grant": In(1),
             "busy":            Out(1),
             "fault":           Out(1),
