@@ -193,6 +193,10 @@ class AccelConfig:
         """``b``: a host chunk address is ``word * 2^b + chunk`` (docs/isa.md, Memories)."""
         return (self.chunks(space) - 1).bit_length()
 
+    def chunk_address(self, space, word, chunk):
+        """The host's chunk address of chunk ``chunk`` of word ``word`` of memory ``space``."""
+        return word * (1 << self.chunk_bits(space)) + chunk
+
     def depth(self, space):
         """Words of memory ``space`` the host can address (both pages of RESULT and OUTPUT;
         0 for SPMV, a port, not a memory)."""

@@ -17,9 +17,9 @@ import cocotb
 from cocotb.triggers import RisingEdge
 
 from rtl.accel.config import AccelConfig, SpmvConfig, TopkConfig
-from rtl.accel.isa import HostRead, HostWrite, Space, Status
+from rtl.accel.isa import CHUNK_BITS, HostRead, HostWrite, Space, Status
 from sim.runner import params
-from sim.streams import reset, start_clock
+from sim.streams import StreamSource, reset, start_clock
 
 
 def config_of(p):
@@ -119,54 +119,36 @@ class Host:
     def __init__(self, dut, config, *, stall=0.0, rng=None):
         self.dut, self.config = dut, config
         self.stall, self.rng = stall, rng or random.Random(0)
-        for name in ("host__write__valid", "host__read__valid", "host__read_data__ready",
-                     "host__start", "host__input_filled", "host__results_taken"):
+        self.writes = StreamSource(dut, "host__write", stall=stall, rng=self.rng)
+        self.reads = StreamSource(dut, "host__read")
+        for name in ("host__read_data__ready", "host__start", "host__input_filled",
+                     "host__results_taken"):
             getattr(dut, name).value = 0
-
-    async def _pause(self):
-        while self.stall and self.rng.random() < self.stall:
-            await RisingEdge(self.dut.clk)
-
-    def _chunk_address(self, space, word, chunk):
-        bits = self.config.chunk_bits(space)
-        return (word << bits) | chunk
 
     async def write(self, space, word, value):
         """Write ``value`` into word ``word`` of memory ``space``, chunk by chunk."""
-        dut = self.dut
         for chunk in range(self.config.chunks(space)):
-            await self._pause()
-            dut.host__write__payload.value = HostWrite.const({
-                "space": space, "address": self._chunk_address(space, word, chunk),
-                "data": (value >> (32 * chunk)) & 0xFFFFFFFF}).as_bits()
-            dut.host__write__valid.value = 1
-            while True:
-                await RisingEdge(dut.clk)
-                if dut.host__write__ready.value:
-                    break
-            dut.host__write__valid.value = 0
+            await self.writes.send(HostWrite.const({
+                "space": space, "address": self.config.chunk_address(space, word, chunk),
+                "data": (value >> (CHUNK_BITS * chunk)) & ((1 << CHUNK_BITS) - 1)}).as_bits())
 
     async def read(self, space, word):
         """The value of word ``word`` of memory ``space`` (RESULT or OUTPUT)."""
         dut = self.dut
         value = 0
         for chunk in range(self.config.chunks(space)):
-            dut.host__read__payload.value = HostRead.const({
-                "space": space, "address": self._chunk_address(space, word, chunk)}).as_bits()
-            dut.host__read__valid.value = 1
+            await self.reads.send(HostRead.const({
+                "space": space,
+                "address": self.config.chunk_address(space, word, chunk)}).as_bits())
             while True:
-                await RisingEdge(dut.clk)
-                if dut.host__read__ready.value:
-                    break
-            dut.host__read__valid.value = 0
-            while True:
-                await self._pause()
+                while self.stall and self.rng.random() < self.stall:
+                    await RisingEdge(dut.clk)
                 dut.host__read_data__ready.value = 1
                 await RisingEdge(dut.clk)
                 dut.host__read_data__ready.value = 0
                 if dut.host__read_data__valid.value:
                     break
-            value |= int(dut.host__read_data__payload.value) << (32 * chunk)
+            value |= int(dut.host__read_data__payload.value) << (CHUNK_BITS * chunk)
         return value
 
     def status(self):
