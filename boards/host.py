@@ -395,7 +395,10 @@ class AccelHost(_Link):
         ident = accel_link.Identity.from_bits(int.from_bytes(data, "little"))
         spmv = (SpmvConfig(ident.spmv_pes, ident.spmv_rows, ident.spmv_cols, ident.spmv_lanes)
                 if ident.spmv_pes else None)
-        topk = TopkConfig(ident.topk_n_max, ident.topk_k_max) if ident.topk_n_max else None
+        # Scores per beat equal to the columns: the default (None) of TopkConfig.
+        topk = (TopkConfig(ident.topk_n_max, ident.topk_k_max,
+                           None if ident.topk_par == ident.cols else ident.topk_par)
+                if ident.topk_n_max else None)
         depths = ("program_words", "act_words", "input_words", "weight_words", "param_words",
                   "csc_words", "result_words", "output_words")
         self.config = AccelConfig(ident.rows, ident.cols, ident.precision or "mixed",

@@ -1,5 +1,6 @@
-"""A simulated board: a board top's host link and systolic array in the Amaranth simulator,
-as a transport for :class:`boards.host.Host`.
+"""A simulated board: a board top's link and engine (the systolic array or the accelerator)
+in the Amaranth simulator, as a transport for :class:`boards.host.Host` or
+:class:`boards.host.AccelHost`.
 
 :class:`SimulatedBoard` has the interface of :class:`boards.host.SerialTransport` (the
 coroutines ``write(data)``, ``read(count)`` and ``discard()``), so the code that drives a
@@ -8,12 +9,16 @@ board over its serial port drives the simulation unchanged::
     host = Host(SimulatedBoard())           # instead of Host(SerialTransport("/dev/ttyUSB1"))
     result = asyncio.run(host.gemm(a, w, Mode(8, 8, True, True)))
 
+    host = AccelHost(SimulatedBoard(board_accelerator("icebreaker")))
+
 The simulated design is the board top's (:class:`boards.top.BoardTop`) without the pins:
-:class:`~rtl.hostlink.HostLink` in front of the board's array, its UART lines driven and
+:class:`~rtl.hostlink.HostLink` in front of the board's array, or
+:class:`~rtl.accel.link.AccelLink` in front of its accelerator, the UART lines driven and
 sampled bit by bit at ``divisor`` clock cycles per bit. It runs in this process, in
 Amaranth's Python simulator: no Verilog, no build. Each coroutine advances the simulation
 while it waits (a read until its bytes have arrived), so simulated time passes only while
-the host is sending or waiting, as on a board. ``examples/host_gemm.py --sim`` uses it.
+the host is sending or waiting, as on a board. ``examples/host_gemm.py --sim`` (the array)
+and ``examples/host_accel.py --sim`` (the accelerator) use it.
 """
 
 from collections import deque
@@ -22,10 +27,12 @@ from amaranth.sim import Simulator
 
 from boards.host import HostLinkError
 from boards.top import BOARDS
+from rtl.accel.core import Accelerator
+from rtl.accel.link import AccelLink
 from rtl.hostlink import HostLink
 from rtl.systolic import SystolicArray
 
-__all__ = ["SimulatedBoard", "board_array"]
+__all__ = ["SimulatedBoard", "board_accelerator", "board_array"]
 
 #: Bits of one 8N1 byte on the line: start, eight data bits, stop.
 _BYTE_BITS = 10
@@ -34,6 +41,13 @@ _LINK_TIMEOUT_BITS = 40
 #: Bit times without a byte after which :meth:`SimulatedBoard.discard` finds the line quiet:
 #: longer than the link waits before it answers a broken frame.
 _QUIET_BITS = _LINK_TIMEOUT_BITS + 20
+#: The default ``slack`` of :class:`SimulatedBoard`: bit times a read waits beyond its bytes'
+#: time on the line. The array's link answers as soon as it has executed a request; the
+#: accelerator's answers COLLECT only once a batch is published, so a read waits for a
+#: batch: 10,000 bit times, 40,000 cycles at the smallest divisor, six times a batch of the
+#: digits MLP on the iCEBreaker's accelerator (6,529 cycles; 2,085 for 16 images on the
+#: ULX3S's).
+SLACK = {HostLink: 100, AccelLink: 10_000}
 #: The simulated clock period in seconds. Only cycles matter (the board's COUNTERS count
 #: them); the period is the simulator's unit of time.
 _PERIOD = 1e-6
@@ -47,41 +61,64 @@ async def _ticks(ctx, count):
         await ctx.tick()
 
 
-def board_array(board="icebreaker"):
-    """The array ``python -m gen --board NAME`` builds: the board's largest mixed array with
-    its edge registers (:data:`boards.top.BOARDS`)."""
+def _board(board):
+    """The :class:`boards.top.Board` named ``board``."""
     if board not in BOARDS:
         raise ValueError(f"board must be one of {', '.join(sorted(BOARDS))}, not {board!r}")
-    spec = BOARDS[board]
+    return BOARDS[board]
+
+
+def board_array(board="icebreaker"):
+    """The array ``python -m gen --board NAME --unit array`` builds: the board's largest
+    mixed array with its edge registers (:data:`boards.top.BOARDS`)."""
+    spec = _board(board)
     rows, cols = (int(size) for size in spec.largest_array.split("x"))
     return SystolicArray(rows, cols, "mixed", edge_registers=spec.edge_registers)
 
 
+def board_accelerator(board="icebreaker"):
+    """The accelerator ``python -m gen --board NAME`` builds: the board's ``accel``
+    configuration (:data:`boards.top.BOARDS`)."""
+    return Accelerator(_board(board).accel)
+
+
 class SimulatedBoard:
-    """A board top's host link and array, simulated, behind the transport interface.
+    """A board top's link and engine, simulated, behind the transport interface.
 
     Parameters
     ----------
-    array : SystolicArray, optional
-        The engine behind the link; by default the iCEBreaker's (:func:`board_array`).
+    engine : SystolicArray or Accelerator, optional
+        The engine behind the link: an array behind a :class:`~rtl.hostlink.HostLink`
+        (:class:`~boards.host.Host` drives it), an accelerator behind an
+        :class:`~rtl.accel.link.AccelLink` (:class:`~boards.host.AccelHost`); by default the
+        iCEBreaker's array (:func:`board_array`).
     divisor : int
         Clock cycles per UART bit, at least 4. The board's is its clock over the baud rate
         (104 for 115200 baud at 12 MHz); the protocol is the same at any divisor, and 4, the
         smallest, makes the simulation fastest.
-    slack : int
-        Bit times a read waits beyond the time its bytes take on the line. The link answers
-        a request as soon as it has executed it, and a broken frame 40 bit times after the
-        line goes quiet; the default, 100, covers both.
+    slack : int, optional
+        Bit times a read waits beyond the time its bytes take on the line, at least 40. A
+        link answers a broken frame 40 bit times after the line goes quiet; the array's
+        answers a request as soon as it has executed it, and the default for it, 100, covers
+        both. The accelerator's answers COLLECT only once a batch is published: its default,
+        10,000, covers a batch of the digits MLP several times over (:data:`SLACK`); give
+        more for a longer program. A read that fails waits all of it.
 
     Attributes
     ----------
-    link : HostLink
+    link : HostLink or AccelLink
         The simulated design.
     cycles : int
         Clock cycles simulated so far.
     """
 
-    def __init__(self, array=None, divisor=4, slack=100):
+    def __init__(self, engine=None, divisor=4, slack=None):
+        engine = board_array() if engine is None else engine
+        if not isinstance(engine, (SystolicArray, Accelerator)):
+            raise TypeError(f"engine must be an rtl.systolic.SystolicArray or an "
+                            f"rtl.accel.core.Accelerator, not {engine!r}")
+        link = AccelLink if isinstance(engine, Accelerator) else HostLink
+        slack = SLACK[link] if slack is None else slack
         # Checked here, before anything is built (the UART checks it too).
         if not isinstance(divisor, int) or divisor < 4:
             raise ValueError(f"divisor must be a whole number of clock cycles per bit of at "
@@ -89,7 +126,7 @@ class SimulatedBoard:
         if not isinstance(slack, int) or slack < _LINK_TIMEOUT_BITS:
             raise ValueError(f"slack must be a whole number of bit times of at least "
                              f"{_LINK_TIMEOUT_BITS}, not {slack!r}")
-        self.link = HostLink(board_array() if array is None else array, divisor)
+        self.link = link(engine, divisor)
         self.divisor = divisor
         self.slack = slack
         self.cycles = 0

@@ -1,17 +1,25 @@
-"""Board top levels: the systolic array behind the UART host link, on a real board.
+"""Board top levels: the systolic array or the accelerator behind its UART link, on a board.
 
 ``BOARDS`` lists the supported boards with their amaranth-boards platform, the
-programmers that flash them and the largest array configuration that fits and
-meets timing at the board clock (see docs/results.md).
+programmers that flash them, the largest array configuration and the accelerator that fit
+and meet timing at the board clock (see docs/boards.md and docs/results.md).
 """
 
 from dataclasses import dataclass
 
 from amaranth import Elaboratable, Module
 
+from rtl.accel.config import AccelConfig, SpmvConfig, TopkConfig
+from rtl.accel.core import Accelerator
+from rtl.accel.link import AccelLink
 from rtl.hostlink import HostLink
 
-__all__ = ["Board", "BOARDS", "BoardTop", "Programmer", "uart_divisor"]
+__all__ = ["BAUD", "Board", "BOARDS", "BoardTop", "Programmer", "uart_divisor"]
+
+#: The UART rate of each unit's link on a board unless ``--baud`` says otherwise: the array's
+#: 115200; the accelerator's 1 Mbaud, which both boards' USB UARTs (FT2232H, FT231X) support
+#: and both board clocks divide exactly (12 and 25 cycles per bit).
+BAUD = {"array": 115_200, "accel": 1_000_000}
 
 #: The largest baud-rate error a UART tolerates here: the receiver samples each bit in its
 #: middle, and half a bit of drift over the ten bits of a frame is 5%; 2% leaves the other
@@ -39,6 +47,7 @@ class Board:
     programmers: tuple   # the Programmers that flash it, the one its platform uses first
     largest_array: str   # the largest --array that fits and meets timing, mixed precision
     edge_registers: int  # the array's edge_registers there (1 where the device is nearly full)
+    accel: AccelConfig   # the accelerator --board builds (docs/boards.md)
 
     @property
     def programmer(self):
@@ -61,12 +70,22 @@ BOARDS = {
         "icebreaker:ICEBreakerPlatform",
         (Programmer("iceprog", (), "apt-get install fpga-icestorm"),
          Programmer("openFPGALoader", ("-b", "ice40_generic"), OPENFPGALOADER_INSTALL)),
-        "2x2", 1),
+        "2x2", 1,
+        # The largest that fits the UP5K's 5,280 logic cells: WEIGHT in its SPRAM, the other
+        # memories in the 30 block RAMs, just deep enough for the digits MLP at 8 bits.
+        AccelConfig(rows=2, cols=1, precision=8, spmv=None, topk=None, program_words=32,
+                    act_words=256, input_words=64, weight_words=16384, param_words=128,
+                    result_words=16, output_words=16)),
     "ulx3s-85f": Board(
         "ulx3s:ULX3S_85F_Platform",
         (Programmer("openFPGALoader", ("-b", "ulx3s"), OPENFPGALOADER_INSTALL),
          Programmer("fujprog", (), "no apt or pip package: a release of github.com/kost/fujprog")),
-        "8x8", 2),
+        "8x8", 2,
+        # The 8x8 mixed array, a 4-PE sparse unit for matrices up to 64 x 64 and a top-k
+        # engine taking a score per beat: the default accelerator's engines at sizes that
+        # leave the ECP5-85F's logic room to place and route.
+        AccelConfig(spmv=SpmvConfig(n_pes=4, rows=64, cols=64),
+                    topk=TopkConfig(n_max=256, k_max=8, par=1))),
 }
 
 
@@ -87,24 +106,26 @@ def uart_divisor(clock_hz, baud):
 
 
 class BoardTop(Elaboratable):
-    """``array`` behind a :class:`~rtl.hostlink.HostLink` on the board's UART.
+    """``engine`` behind its link on the board's UART: a systolic array behind a
+    :class:`~rtl.hostlink.HostLink`, an accelerator behind an :class:`~rtl.accel.link.AccelLink`.
 
     Parameters
     ----------
-    array : SystolicArray
-        The engine.
+    engine : SystolicArray or Accelerator
+        The design.
     baud : int
         UART rate; the divisor is the board clock over it.
     """
 
-    def __init__(self, array, baud=115200):
-        self.array = array
+    def __init__(self, engine, baud=115200):
+        self.engine = engine
         self.baud = baud
 
     def elaborate(self, platform):
         m = Module()
         divisor = uart_divisor(platform.default_clk_frequency, self.baud)
         uart = platform.request("uart", 0)
-        m.submodules.link = link = HostLink(self.array, divisor)
+        link = AccelLink if isinstance(self.engine, Accelerator) else HostLink
+        m.submodules.link = link = link(self.engine, divisor)
         m.d.comb += [link.rx.eq(uart.rx.i), uart.tx.o.eq(link.tx)]
         return m

@@ -1,7 +1,7 @@
 """A GEMM on the board's systolic array over the UART host link, checked against the golden
 model (docs/boards.md).
 
-    python examples/host_gemm.py --port /dev/ttyUSB1     # a board built with --board NAME
+    python examples/host_gemm.py --port /dev/ttyUSB1     # built with --unit array --board NAME
     python examples/host_gemm.py --sim                   # the simulated iCEBreaker, no board
     python examples/host_gemm.py --sim --random 4x16x4 --mode 4x4
 

@@ -8,11 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-from boards.top import BOARDS, BoardTop, uart_divisor
+from boards.top import BAUD, BOARDS, BoardTop, uart_divisor
 from gen.cli import Unfinished, UsageError, given, options_named, settings
 from gen.progress import elapsed, relay
-from gen.synth import (FOLD_SMALL_MODULES, FLOW, ROUTER, ROW_FIFOS_IN_BRAM, SynthesisError,
+from gen.synth import (FOLD_SMALL_MODULES, FLOW, HIDE_PORT_FIELD_ALIASES, ROUTER,
+                       ROW_FIFOS_IN_BRAM, SynthesisError,
                        nextpnr_command, overflow_message, packed_utilization, tool)
+from rtl.accel.core import Accelerator
 
 __all__ = ["add_arguments", "check", "run", "directory", "build_board", "board_report",
            "format_report", "find_programmer", "flash", "by_hand"]
@@ -21,23 +23,30 @@ __all__ = ["add_arguments", "check", "run", "directory", "build_board", "board_r
 #: and route, and the bitstream packer.
 BITSTREAM_FLOW = {"ice40": (*FLOW["ice40"], "ICEPACK"), "ecp5": (*FLOW["ecp5"], "ECPPACK")}
 
-#: Each option of the step (argparse destination) and its value when it is not given; the
-#: argparse defaults are ``None``.
-DEFAULTS = {"board": None, "program": False, "baud": 115200}
+#: Each option of the step (argparse destination) and its value when it is not given (the
+#: baud rate's depends on the unit: :data:`boards.top.BAUD`); the argparse defaults are
+#: ``None``.
+DEFAULTS = {"board": None, "program": False, "baud": None}
+
+#: The units a board build takes.
+UNITS = ("accel", "array")
 
 
 def add_arguments(parser):
-    group = parser.add_argument_group("FPGA boards (--unit array)")
+    group = parser.add_argument_group("FPGA boards (--unit accel, the default with --board, or "
+                                      "--unit array)")
     group.add_argument("--board", choices=sorted(BOARDS), metavar="NAME",
-                       help="build a bitstream of the array behind the UART host link for NAME: "
-                            + ", ".join(sorted(BOARDS)) + " (default array: the largest that "
-                            "fits); prints its resources and Fmax (minutes: see docs/boards.md)")
+                       help="build a bitstream for NAME (" + ", ".join(sorted(BOARDS)) + "): "
+                            "the board's accelerator behind its UART link, or with --unit array "
+                            "the array behind the host link (default: the largest that fits); "
+                            "prints its resources and Fmax (minutes: see docs/boards.md)")
     group.add_argument("--program", action="store_true", default=None,
                        help="with --board: build, then flash the bitstream with the board's "
                             "programmer; without one installed, say how to flash it by hand "
                             "and exit with status 3")
     group.add_argument("--baud", type=int,
-                       help=f"with --board: UART rate (default {DEFAULTS['baud']})")
+                       help=f"with --board: UART rate (default {BAUD['accel']:,} for the "
+                            f"accelerator, {BAUD['array']:,} for the array)")
 
 
 def check(args):
@@ -51,9 +60,9 @@ def check(args):
         if given(args, DEFAULTS):
             raise UsageError(f"{given(args, DEFAULTS)[0]} needs --board NAME")
         return
-    if args.unit != "array":
-        raise UsageError(f"--board builds the array (--unit array), not --unit {args.unit}")
-    options = settings(args, DEFAULTS)
+    if args.unit not in UNITS:
+        raise UsageError(f"--board builds --unit accel or --unit array, not --unit {args.unit}")
+    options = _options(args)
     platform = BOARDS[args.board].make_platform()
     with options_named(OPTIONS):
         # The board top's own check, made before it elaborates (and leaves a module unused).
@@ -67,13 +76,18 @@ def check(args):
         find_programmer(args.board)
 
 
+def _options(args):
+    """The step's options, the baud rate's default the unit's."""
+    return settings(args, {**DEFAULTS, "baud": BAUD[args.unit]})
+
+
 def directory(args, design):
     """Where the board build of ``design`` goes: ``<out>/<design>.board-<board>``, and
-    ``-<baud>baud`` when the UART rate is not the default; None without ``--board``."""
+    ``-<baud>baud`` when the UART rate is not the unit's default; None without ``--board``."""
     if args.board is None:
         return None
-    baud = settings(args, DEFAULTS)["baud"]
-    suffix = "" if baud == DEFAULTS["baud"] else f"-{baud}baud"
+    baud = _options(args)["baud"]
+    suffix = "" if baud == BAUD[args.unit] else f"-{baud}baud"
     return Path(args.out) / f"{design.name}.board-{args.board}{suffix}"
 
 
@@ -88,7 +102,7 @@ def run(args, design, paths):
     """
     if args.board is None:
         return
-    options = settings(args, DEFAULTS)
+    options = _options(args)
     report = build_board(design.component, args.board, directory(args, design),
                          options["baud"], progress=sys.stderr)
     print(format_report(design.name, report))
@@ -113,8 +127,8 @@ RESOURCES = {
 }
 
 
-def build_board(array, board, build_dir, baud=115200, progress=None):
-    """Build ``array`` for ``board`` in ``build_dir``; return (and write as ``report.json``
+def build_board(engine, board, build_dir, baud=115200, progress=None):
+    """Build ``engine`` (a systolic array or an accelerator) for ``board`` in ``build_dir``; return (and write as ``report.json``
     there) the bitstream, the resources and Fmax.
 
     The tools are found by :func:`gen.synth.tool` (the yowasp-* commands beside the running
@@ -147,10 +161,22 @@ def build_board(array, board, build_dir, baud=115200, progress=None):
         print(f"board: building {board} in {build_dir} ...", file=progress, flush=True)
     # The same yosys preparation as the reports: ECP5 synthesizes hierarchically (a
     # flattened 8x8 array trips an assertion in this yosys), iCE40 keeps the row
-    # FIFOs in block RAM.
-    flow = ({"script_after_read": FOLD_SMALL_MODULES, "synth_opts": "-noflatten"}
-            if family == "ecp5" else {"script_after_read": ROW_FIFOS_IN_BRAM})
-    plan = platform.prepare(BoardTop(array, baud), name="top",
+    # FIFOs in block RAM. The accelerator, whose logic is what runs out, keeps them in block
+    # RAM on ECP5 too and maps to LUT4s alone (no PFUMX/L6MUX21 wide LUTs: 11% fewer LUT and
+    # carry slices on the array); its port-field aliases are hidden from the start (ABC9
+    # asserts on them, see gen.synth.HIDE_PORT_FIELD_ALIASES); on iCE40 its multipliers go to
+    # the DSPs (WEIGHT is in SPRAM there, see rtl.accel.memory).
+    accelerator = isinstance(engine, Accelerator)
+    if family == "ice40":
+        flow = {"script_after_read": ROW_FIFOS_IN_BRAM,
+                **({"synth_opts": "-dsp"} if accelerator else {})}
+    elif accelerator:
+        flow = {"script_after_read": f"{ROW_FIFOS_IN_BRAM}; {FOLD_SMALL_MODULES}; "
+                                     f"{HIDE_PORT_FIELD_ALIASES}",
+                "synth_opts": "-noflatten -nowidelut"}
+    else:
+        flow = {"script_after_read": FOLD_SMALL_MODULES, "synth_opts": "-noflatten"}
+    plan = platform.prepare(BoardTop(engine, baud), name="top",
                             nextpnr_opts=f"--router {ROUTER[family]} --report {REPORT}", **flow)
     try:
         # The build script's yosys logs to top.rpt, nextpnr to top.tim.

@@ -32,7 +32,8 @@ examples:
   python -m gen --unit spmv --spmv-pes 4          EIE-style CSC sparse matrix-vector unit
   python -m gen --unit topk --topk-n 256 --topk-k 8 --topk-par 4
   python -m gen --unit accel --array 8x8 --bits mixed   the accelerator: array, sparse unit, top-k
-  python -m gen --board icebreaker --program      bitstream of array 2x2, flashed if possible
+  python -m gen --board ulx3s-85f                 bitstream of the board's accelerator
+  python -m gen --unit array --board icebreaker --program   array 2x2, flashed if possible
 
 files: OUT/<top>.v, .il and .json, <top> naming every parameter that is not the default
 (fusion_array_8x8_mixed, fusion_array_2x2_mixed_edge1, ...); --synth DEVICE writes
@@ -117,14 +118,25 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _GeneratorParser(OneLineParser):
+    """The generator's parser: ``--unit`` is ``accel`` with ``--board`` and ``array``
+    otherwise, unless given."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args, rest = super().parse_known_args(args, namespace)
+        if args.unit is None:
+            args.unit = "accel" if args.board else "array"
+        return args, rest
+
+
 def build_parser():
-    parser = OneLineParser(
+    parser = _GeneratorParser(
         prog="python -m gen",
         description="Generate accelerator RTL (Verilog + RTLIL + JSON manifest) with Amaranth HDL.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--unit", choices=sorted(UNITS), default="array",
-                        help="which engine to generate (default: array); each takes only the "
-                             "options of its own group below")
+    parser.add_argument("--unit", choices=sorted(UNITS),
+                        help="which engine to generate (default: array; with --board, accel); "
+                             "each takes only the options of its own group below")
     parser.add_argument("--out", default="build", metavar="DIR",
                         help="output directory (default: build/)")
     parser.add_argument("--json", action="store_true",

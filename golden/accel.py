@@ -710,7 +710,7 @@ class Timing:
     def __init__(self, config):
         self.config = config
         self.topk_latency = None if config.topk is None else TopK(
-            n_max=config.topk.n_max, k_max=config.topk.k_max, par=config.cols,
+            n_max=config.topk.n_max, k_max=config.topk.k_max, par=config.topk_par,
             score_bits=config.acc_width, signed_scores=True).latency
         self.start()
 
@@ -748,7 +748,7 @@ class Timing:
 
     def topk(self, pc, n, k, images):
         c = self.config
-        marks = batch_cycles([(n, k)] * images, c.cols, c.topk.k_max, self.topk_latency)
+        marks = batch_cycles([(n, k)] * images, c.topk_par, c.topk.k_max, self.topk_latency)
         # batch_cycles spends a first cycle on k when it is not k_max; the select engine
         # always sets k in the cycle before its first scores.
         cycles = marks[-1]["last_index"] + 1 - (k != c.topk.k_max)
@@ -1172,8 +1172,8 @@ class AccelModel:
         n, k, images = t["n"], t["k"], t["images"]
         _require(1 <= n <= engine.n_max and 1 <= k <= min(engine.k_max, n) and images >= 1)
         cols, d = geometry.cols, geometry.drain_rows
-        beats = math.ceil(n / cols)
-        _require(t["src"] + (images - 1) // d * t["tile_cols"] + beats <= config.result_words)
+        words = math.ceil(n / cols)            # per image, each C / topk_par beats
+        _require(t["src"] + (images - 1) // d * t["tile_cols"] + words <= config.result_words)
         _require(t["dst"] + images * k <= config.output_words)
         self.timing.topk(self.pc, n, k, images)
         layout = geometry.layouts[Space.RESULT]
@@ -1181,8 +1181,8 @@ class AccelModel:
         output = self.filling * config.output_words + t["dst"]
         for i in range(images):
             scores = []
-            for b in range(beats):
-                word = results + i // d * t["tile_cols"] + b
+            for w in range(words):
+                word = results + i // d * t["tile_cols"] + w
                 scores += fields(layout, self.memories[Space.RESULT][word])[i % d]
             for j, index in enumerate(topk(np.array(scores[:n], dtype=np.int64), k)[0]):
                 self.memories[Space.OUTPUT][output + i * k + j] = \

@@ -93,8 +93,9 @@ def test_digits_network_every_precision_bit_exact_and_cycle_exact():
 
 def test_reset_mid_program_bad_address_and_slow_host():
     """Reset in the middle of a program, a program stopped by an address past the scratchpad
-    and by an unknown opcode (error, error_pc, no hang, the next program runs), and a host that
-    stalls its writes and reads: all bit-exact against the model."""
+    and by an unknown opcode (error, error_pc, no hang, the next program runs), a host that
+    stalls its writes and reads, and host writes into WEIGHT while the GEMM engine runs (they
+    wait: WEIGHT has one port): all bit-exact against the model."""
     from rtl.accel.core import Accelerator
     from sim.runner import run
     from sim.tb.accel import digits_jobs
@@ -102,6 +103,96 @@ def test_reset_mid_program_bad_address_and_slow_host():
     run(Accelerator(config), "sim.tb.accel", name="accel_test_4x4",
         testcase=["reset_mid_program_then_clean_run",
                   "bad_address_stops_with_error_then_next_program_runs",
-                  "slow_host_back_pressure"],
+                  "slow_host_back_pressure", "weight_writes_wait_for_the_array"],
         params={"jobs": digits_jobs(config, images=8, batches=2, precisions=["mixed"],
                                     sparsities=(0.9,))})
+
+
+def topk_job(config, images=8, batches=2, n=13, k=2, seed=3):
+    """A job whose TOPK stands alone: a one-layer network of ``n`` outputs (``ceil(n / C)``
+    RESULT words an image), compiled for logits, then TOPK of ``k`` of its ``n`` logits per
+    image into OUTPUT. Weights -1..1 and inputs 0..2 make ties (at the k-th score in 7 of
+    the 16 images with the default seed). The model's OUTPUT words and publication cycles, in
+    the form of ``sim.tb.accel.network_job`` (RESULT is not read back: its 32 words would keep
+    the host behind the program, and the cycles are the model's only for a host ahead)."""
+    import dataclasses
+    from golden.accel import AccelModel, compile_network
+    from golden.network import QuantizedLayer, QuantizedMLP
+    from rtl.accel.isa import Engine, Instruction, Opcode, Space
+    rng = np.random.default_rng(seed)
+    layer = QuantizedLayer(rng.integers(-1, 2, (n, 16)), rng.integers(-1, 2, n), 8, 8,
+                           None, None, None)
+    program = compile_network(QuantizedMLP((layer,), 1.0), config, images, output="logits")
+    topk_words = [Instruction.const({"opcode": opcode, "args": {opcode.name.lower(): args}})
+                  .as_bits() for opcode, args in (
+                      (Opcode.TOPK, {"src": program.output_dst, "n": n, "k": k, "dst": 0,
+                                     "tile_cols": program.output_tile_cols, "images": images}),
+                      (Opcode.WAIT, {"engines": Engine.TOPK}))]
+    instructions = program.instructions[:-2] + topk_words + program.instructions[-2:]
+    program = dataclasses.replace(program, instructions=instructions)
+    model = AccelModel(config)
+    model.load(program)
+    model.start()
+    jobs_batches = []
+    for _ in range(batches):
+        page = program.input_page(rng.integers(0, 3, (images, 16)))
+        model.fill_input(page)
+        base = model.published * config.output_words
+        jobs_batches.append({
+            "input": [[w, v] for w, v in enumerate(page) if v],
+            "expect": {"OUTPUT": [[w, model.read(Space.OUTPUT, base + w)]
+                                  for w in range(images * k)]}})
+        model.results_taken()
+    memories = {space.name: sorted(words.items()) for space, words in program.memories.items()
+                if space is not Space.SPMV}
+    memories["PROGRAM"] = list(enumerate(program.instructions))
+    return {"name": f"TOPK alone, n={n} k={k}", "memories": memories, "entries": [],
+            "batches": jobs_batches, "published": model.timing.published}
+
+
+@pytest.mark.parametrize("par", [pytest.param(1, marks=pytest.mark.slow), 2])
+def test_fewer_scores_per_beat_bit_exact_and_cycle_exact(par):
+    """The top-k engine taking a bank of C = 4 scores in 4 / par beats: the digits network
+    (n = 10, k = 1) and TOPK alone (n = 13, not a multiple of par or C; k = k_max = 2) give
+    the model's outputs, bit for bit, and its cycles. Each par is a model to build (about a
+    minute): par = 1 (no beat sorter, 4 beats a bank) runs with -m slow."""
+    import dataclasses
+    from rtl.accel.config import TopkConfig
+    from rtl.accel.core import Accelerator
+    from sim.runner import run
+    from sim.tb.accel import digits_jobs
+    # A fixed 8-bit array and no sparse unit: a smaller model to build.
+    config = dataclasses.replace(small_config(), precision=8, spmv=None,
+                                 topk=TopkConfig(n_max=16, k_max=2, par=par))
+    jobs = [topk_job(config)] + digits_jobs(config, images=8, batches=2, precisions=["8-bit"],
+                                            sparsities=(0.9,))
+    run(Accelerator(config), "sim.tb.accel", name=f"accel_test_4x4_topk_par{par}",
+        testcase="networks_bit_exact", params={"jobs": jobs})
+
+
+@pytest.mark.parametrize("value, message", [
+    ("3", "--topk-par must divide the array's cols (8), not 3"),
+    ("0", "--topk-par must be between 1 and 32, not 0"),
+])
+def test_gen_refuses_a_topk_par_that_does_not_divide_the_columns(value, message, tmp_path,
+                                                                 capsys):
+    from gen.cli import main
+    out = tmp_path / "out"
+    assert main(["--unit", "accel", "--topk-par", value, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"python -m gen: error: {message}\n" and not captured.out
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, name, par", [
+    ([], "accel_8x8_mixed", 8),
+    (["--topk-par", "2"], "accel_8x8_mixed_topk256_8_2", 2),
+    (["--array", "4x4", "--topk-n", "16", "--topk-k", "2"], "accel_4x4_mixed_topk16_2", 4),
+    (["--array", "4x4", "--topk-n", "16", "--topk-k", "2", "--topk-par", "1"],
+     "accel_4x4_mixed_topk16_2_1", 1),
+])
+def test_gen_topk_par_defaults_to_the_columns_and_names_the_design(argv, name, par):
+    from gen.accel import config, name_of
+    from gen.cli import build_parser
+    accel = config(build_parser().parse_args(["--unit", "accel", *argv]))
+    assert (name_of(accel), accel.topk_par) == (name, par)

@@ -3,6 +3,7 @@
 AccelHost over a UART model of a small accelerator behind rtl.accel.link.AccelLink."""
 
 import asyncio
+import dataclasses
 import types
 
 import pytest
@@ -40,8 +41,10 @@ def test_accelerator_commands_are_apart_from_the_array_link():
     assert data[4:] == FRAME_CRC.compute(data[1:4]).to_bytes(2, "little")
 
 
-def test_identity_describes_the_configuration():
-    link = AccelLink(Accelerator(SMALL), DIVISOR, write_chunks=32)
+@pytest.mark.parametrize("config", [
+    SMALL, dataclasses.replace(SMALL, topk=TopkConfig(n_max=16, k_max=2, par=1))])
+def test_identity_describes_the_configuration(config):
+    link = AccelLink(Accelerator(config), DIVISOR, write_chunks=32)
     data = link.identity.as_bits().to_bytes(Identity.size // 8, "little")
 
     class Board:
@@ -56,7 +59,7 @@ def test_identity_describes_the_configuration():
     header = bytes([0x00, len(data), 0]) + data
     board.answer = bytes([0x5A]) + header + FRAME_CRC.compute(header).to_bytes(2, "little")
     host = AccelHost(board)
-    assert asyncio.run(host.identify()) == SMALL
+    assert asyncio.run(host.identify()) == config
     assert host.write_chunks == 32
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 import gen.board
-from boards.top import BOARDS, uart_divisor
+from boards.top import BAUD, BOARDS, uart_divisor
+from gen.accel import name_of
 from gen.board import REPORT, board_report, build_board, format_report
 from gen.cli import main
+from rtl.accel.core import Accelerator
 from rtl.systolic import SystolicArray
 
 BOARDS_MD = Path(__file__).parent.parent / "docs" / "boards.md"
@@ -43,13 +45,15 @@ def test_board_spec_is_what_the_board_guide_says(name):
     assert doc["programmer"] == spec.programmer
     assert doc["largest mixed array that fits"] == spec.largest_array
     assert int(doc["edge registers"]) == spec.edge_registers
+    assert doc["accelerator"] == name_of(spec.accel)
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
-def test_the_default_baud_rate_is_within_uart_tolerance_on_every_board(name):
+@pytest.mark.parametrize("unit", sorted(BAUD))
+def test_the_default_baud_rate_is_within_uart_tolerance_on_every_board(name, unit):
     clock = BOARDS[name].make_platform().default_clk_frequency
-    divisor = uart_divisor(clock, 115200)
-    assert abs(clock / divisor - 115200) <= 0.02 * 115200
+    divisor = uart_divisor(clock, BAUD[unit])
+    assert abs(clock / divisor - BAUD[unit]) <= 0.02 * BAUD[unit]
 
 
 @pytest.mark.parametrize("baud", [0, 3_500_000, 9_000_000])
@@ -154,7 +158,8 @@ def programmers(tmp_path, monkeypatch):
 def test_program_without_a_programmer_builds_and_says_how_to_flash_by_hand(
         tmp_path, no_board_build, programmers, capsys, board, bitstream, lines):
     out = tmp_path / "o"
-    status = main(["--board", board, "--array", "1x1", "--program", "--out", str(out)])
+    status = main(["--unit", "array", "--board", board, "--array", "1x1", "--program", "--out",
+                   str(out)])
     captured = capsys.readouterr()
     assert status == 3, captured.err
     assert (out / bitstream).exists()
@@ -177,7 +182,8 @@ def test_program_flashes_with_the_first_programmer_installed(
     for name in installed:
         programmers(name)
     out = tmp_path / "o"
-    assert main(["--board", board, "--array", "1x1", "--program", "--out", str(out)]) == 0
+    assert main(["--unit", "array", "--board", board, "--array", "1x1", "--program", "--out",
+                   str(out)]) == 0
     name, before = arguments
     [bitstream] = out.glob("*.board-*/top.bi[nt]")
     assert (programmers.directory / f"{name}.args").read_text() == f"{before}{bitstream}\n"
@@ -186,12 +192,37 @@ def test_program_flashes_with_the_first_programmer_installed(
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_board_alone_builds_the_boards_accelerator_at_its_baud_rate(
+        tmp_path, monkeypatch, capsys, board):
+    built = {}
+
+    def build(engine, board, build_dir, baud=115200, progress=None):
+        built.update(engine=engine, baud=baud)
+        canned_build(board, Path(build_dir))
+        return board_report(board, build_dir)
+    monkeypatch.setattr(gen.board, "build_board", build)
+    out = tmp_path / "o"
+    assert main(["--board", board, "--out", str(out)]) == 0
+    assert isinstance(built["engine"], Accelerator)
+    assert built["engine"].config == BOARDS[board].accel
+    assert built["baud"] == 1_000_000
+    name = name_of(BOARDS[board].accel)
+    assert (out / f"{name}.v").exists()
+    assert next((out / f"{name}.board-{board}").glob("top.bi[nt]")).exists()
+    # An option of the accelerator changes the board's configuration from there.
+    assert main(["--board", board, "--acc-bits", "24", "--out", str(out)]) == 0
+    assert built["engine"].config.acc_width == 24
+    assert built["engine"].config.rows == BOARDS[board].accel.rows
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_a_programmer_that_fails_leaves_status_3_and_its_last_line(
         tmp_path, no_board_build, programmers, capsys):
     programmers("iceprog", status=1)
     out = tmp_path / "o"
-    assert main(["--board", "icebreaker", "--array", "1x1", "--program", "--out",
-                 str(out)]) == 3
+    assert main(["--unit", "array", "--board", "icebreaker", "--array", "1x1", "--program",
+                 "--out", str(out)]) == 3
     assert capsys.readouterr().err.splitlines()[-1] == (
         "python -m gen: --program: iceprog exited 1 (iceprog: done, status 1); the bitstream "
         f"{out}/fusion_array_1x1_mixed_edge1.board-icebreaker/top.bin is built but not flashed")
@@ -214,5 +245,18 @@ def test_the_largest_claimed_array_fits_its_board_and_meets_the_board_clock(name
     assert report["fmax"], "nextpnr reported no clock"
     for clock, timing in report["fmax"].items():
         assert timing["need_mhz"] == pytest.approx(clock_mhz, rel=1e-3), clock
+        assert timing["met"], f"{clock}: {timing['achieved_mhz']} MHz, the board clock is " \
+                              f"{timing['need_mhz']} MHz"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_the_boards_accelerator_fits_its_board_and_meets_the_board_clock(name, tmp_path):
+    spec = BOARDS[name]
+    report = build_board(Accelerator(spec.accel), name, tmp_path, BAUD["accel"])
+    utilization = json.loads((tmp_path / REPORT).read_text())["utilization"]
+    for resource, use in utilization.items():
+        assert use["used"] <= use["available"], resource
+    for clock, timing in report["fmax"].items():
         assert timing["met"], f"{clock}: {timing['achieved_mhz']} MHz, the board clock is " \
                               f"{timing['need_mhz']} MHz"

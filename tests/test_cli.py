@@ -109,7 +109,7 @@ def test_an_option_of_another_unit_is_an_error_naming_its_unit(args, expected, t
      "--baud must be within 2% of 12000000 Hz divided by a whole number of at least 4, "
      "not -9600"),
     (["--unit", "topk", "--board", "icebreaker"],
-     "--board builds the array (--unit array), not --unit topk"),
+     "--board builds --unit accel or --unit array, not --unit topk"),
     (["--out", ""], "--out must name a directory, not ''"),
 ])
 def test_a_bad_step_option_is_refused_before_any_file_is_written(args, expected, tmp_path):
@@ -260,7 +260,7 @@ for _dest, _variant in (("array", ["--array", "3x2"]), ("bits", ["--bits", "8"])
                         ("acc_bits", ["--acc-bits", "24"]), ("spmv_pes", ["--spmv-pes", "4"]),
                         ("rows", ["--rows", "20"]), ("cols", ["--cols", "24"]),
                         ("act_lanes", ["--act-lanes", "2"]), ("topk_n", ["--topk-n", "32"]),
-                        ("topk_k", ["--topk-k", "4"])):
+                        ("topk_k", ["--topk-k", "4"]), ("topk_par", ["--topk-par", "1"])):
     VARIANTS[_dest].append((ACCEL, _variant))
 
 #: Options that write no file: --program flashes the bitstream that --board wrote.
@@ -313,7 +313,13 @@ def test_an_option_that_changes_the_files_changes_their_names(dest):
     ([], "fusion_array_8x8_mixed"),
     (["--array", "8x8", "--bits", "mixed", "--acc-bits", "32", "--edge-registers", "2"],
      "fusion_array_8x8_mixed"),                         # the defaults, given
-    (["--board", "icebreaker"], "fusion_array_2x2_mixed_edge1"),
+    (["--unit", "array", "--board", "icebreaker"], "fusion_array_2x2_mixed_edge1"),
+    (["--board", "icebreaker"],                         # the board's accelerator
+     "accel_2x1_8_nospmv_notopk_prog32_act256_wgt16384_par128_res16_out16"),
+    (["--board", "ulx3s-85f"], "accel_8x8_mixed_spmv4_64_64_4_topk256_8_1"),
+    (["--board", "ulx3s-85f", "--no-topk"], "accel_8x8_mixed_spmv4_64_64_4_notopk"),
+    (["--board", "icebreaker", "--topk-k", "1"],        # a top-k option adds the engine
+     "accel_2x1_8_nospmv_topk256_1_prog32_act256_wgt16384_par128_res16_out16"),
     (["--array", "4x4", "--acc-bits", "24", "--drain-rows", "2", "--edge-registers", "1"],
      "fusion_array_4x4_mixed_acc24_drain2_edge1"),
     (["--unit", "spmv"], "spmv_4pe_256x256_8b"),
@@ -333,8 +339,8 @@ def test_default_parameters_keep_the_short_name(argv, name):
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_step_outputs_sit_beside_the_design_files():
-    design, steps = outputs(["--array", "2x2", "--synth", "ecp5-85k", "--freq", "50",
-                             "--board", "ulx3s-85f", "--baud", "9600"])
+    design, steps = outputs(["--unit", "array", "--array", "2x2", "--synth", "ecp5-85k",
+                             "--freq", "50", "--board", "ulx3s-85f", "--baud", "9600"])
     assert steps["gen.synth"][0] == Path("o/fusion_array_2x2_mixed.synth-ecp5-85k-50mhz")
     assert steps["gen.board"][0] == Path("o/fusion_array_2x2_mixed.board-ulx3s-85f-9600baud")
     del design

@@ -12,8 +12,9 @@ from golden.bitfusion import unpack
 from golden.csc import spmv_cycles
 from golden.network import PRECISIONS, digits_network, digits_split
 from golden.systolic import Tiling, gemm_cycles
-from rtl.accel.config import AccelConfig, SpmvConfig
-from rtl.accel.isa import Engine, GemmArgs, Instruction, Opcode, Space
+from golden.topk import topk
+from rtl.accel.config import AccelConfig, SpmvConfig, TopkConfig
+from rtl.accel.isa import Engine, GemmArgs, Instruction, Opcode, OutputWord, Space
 from rtl.fusion import BitWidth, mode_const
 from rtl.spmv import Load, LoadKind
 
@@ -323,3 +324,84 @@ def test_fields_reads_what_from_bits_reads():
     act = DEFAULT.word_layout(Space.ACT)
     assert fields(act, page[5]) == [[int(lane) for lane in bank]
                                     for bank in act.from_bits(page[5])]
+
+
+def topk_alone(config, scores, k, tile_cols):
+    """Run TOPK alone on the model: image ``i``'s scores (``scores[i]``) written into RESULT
+    words ``(i div d) * tile_cols + t`` (bank ``i mod d``, ``C`` a word), then TOPK, WAIT and
+    HALT. The indices in OUTPUT (images x k) and the TOPK's trace entry."""
+    images, n = scores.shape
+    C, d = config.cols, config.drain_rows
+    layout = config.word_layout(Space.RESULT)
+    model = AccelModel(config)
+    for group in range(-(-images // d)):
+        for t in range(tile_cols):
+            banks = [[0] * C for _ in range(d)]
+            for b in range(d):
+                i = group * d + b
+                if i < images:
+                    row = scores[i, t * C:(t + 1) * C]
+                    banks[b][:len(row)] = [int(v) for v in row]
+            model.write(Space.RESULT, group * tile_cols + t, layout.const(banks).as_bits())
+    for pc, word in enumerate([
+            instruction(Opcode.TOPK, src=0, tile_cols=tile_cols, n=n, k=k, images=images, dst=0),
+            instruction(Opcode.WAIT, engines=Engine.TOPK), instruction(Opcode.HALT)]):
+        model.write(Space.PROGRAM, pc, word)
+    model.start()
+    assert not model.status()["error"] and not model.status()["running"]
+    indices = np.array([fields(OutputWord, model.read(Space.OUTPUT, w))["index"]
+                        for w in range(images * k)]).reshape(images, k)
+    return indices, model.timing.trace[0]
+
+
+#: 3 images of 29 scores (4 words of C = 8: not a multiple of C nor of 2), many ties.
+TOPK_SCORES = np.random.default_rng(5).integers(-4, 4, (3, 29))
+
+
+@pytest.mark.parametrize("par", [None, 1, 2, 4, 8])
+def test_topk_selection_does_not_depend_on_scores_per_beat(par):
+    """The indices are golden.topk's (ties to the lower index, ascending) whatever the top-k
+    engine's scores per beat; the default 8x8 array (d = 2 banks a word)."""
+    config = dataclasses.replace(DEFAULT, topk=TopkConfig(par=par))
+    assert config.topk_par == (8 if par is None else par)
+    for k in (1, 3, 8):
+        indices, _ = topk_alone(config, TOPK_SCORES, k, tile_cols=4)
+        for image, got in zip(TOPK_SCORES, indices):
+            assert list(got) == list(topk(image, k)[0])
+
+
+@pytest.mark.parametrize("par, cycles", [(None, 96), (8, 96), (2, 77), (1, 105)])
+def test_topk_cycles_with_fewer_scores_per_beat(par, cycles):
+    """TOPK k = 1 (not k_max = 8) of 3 images of n = 29 on the default array: the engine's
+    cycles from its first score to its last index, as golden.topk.batch_cycles counts them
+    (docs/accel.md, Timing), worked out by hand. The engine's latency is 1 + 2 * (layers of
+    Batcher's network for P lanes) + 2 * k_max: P = 8, 6 layers: 29; P = 2, 1 layer: 19;
+    P = 1, none: 17. An image is ceil(29 / P) beats (4, 15, 29), its index offered latency
+    + 1 after its last beat, and its last beat waits for the index before it:
+    - P = 8: last beats at 3, max(4 + 3, 34) = 34, max(35 + 3, 65) = 65; last index 65 + 30.
+    - P = 2: last beats at 14, max(15 + 14, 35) = 35, max(36 + 14, 56) = 56; 56 + 20 = 76.
+    - P = 1: last beats at 28, max(29 + 28, 47) = 57, max(58 + 28, 76) = 86; 86 + 18 = 104.
+    The k set in the cycle before the first score is not counted; cycles = last index + 1."""
+    config = dataclasses.replace(DEFAULT, topk=TopkConfig(par=par))
+    _, trace = topk_alone(config, TOPK_SCORES, 1, tile_cols=4)
+    assert trace["opcode"] == "TOPK" and trace["engine_cycles"] == cycles
+    assert trace["idle"] - trace["executed"] == 2 + cycles        # TOPK_START
+
+
+@pytest.mark.parametrize("par, message", [
+    (0, "topk_par must be between 1 and 32, not 0"),
+    (2.0, "topk_par must be between 1 and 32, not 2.0"),
+    (True, "topk_par must be between 1 and 32, not True"),
+    (3, "topk_par must divide the array's cols (8), not 3"),
+    (16, "topk_par must divide the array's cols (8), not 16"),
+])
+def test_topk_par_checks(par, message):
+    with pytest.raises(ValueError) as error:
+        AccelConfig(topk=TopkConfig(par=par))
+    assert str(error.value) == message
+
+
+def test_topk_par_defaults_to_the_columns():
+    assert AccelConfig().topk_par == 8 and AccelConfig(cols=5).topk_par == 5
+    assert AccelConfig(cols=6, topk=TopkConfig(par=3)).topk_par == 3
+    assert AccelConfig(topk=None).topk_par is None

@@ -48,15 +48,20 @@ class SpmvConfig:
 
 @dataclass(frozen=True)
 class TopkConfig:
-    """The top-k engine of an accelerator: most scores per image ``n_max`` (2..4095) and the
-    largest ``k``, ``k_max`` (1..min(n_max, 256)). Its scores are the array's accumulators, ``C``
-    per beat."""
+    """The top-k engine of an accelerator: most scores per image ``n_max`` (2..4095), the
+    largest ``k``, ``k_max`` (1..min(n_max, 256)), and its scores per beat ``par``, a divisor
+    of the array's columns ``C`` (None: ``C``, a result word's bank per beat; fewer lanes
+    take a bank in ``C / par`` beats, a smaller engine). Its scores are the array's
+    accumulators."""
     n_max: int = 256
     k_max: int = 8
+    par: int | None = None
 
     def __post_init__(self):
         _check("topk_n_max", self.n_max, 2, 4095)
         _check("topk_k_max", self.k_max, 1, min(self.n_max, 256))
+        if self.par is not None:
+            _check("topk_par", self.par, 1, 32)
 
 
 #: Memory depths: (field, default, lowest).
@@ -113,6 +118,9 @@ class AccelConfig:
         if self.topk is not None and self.acc_width > 32:
             raise ValueError(f"acc_width must be at most 32 with a top-k engine, not "
                              f"{self.acc_width}")
+        if self.topk is not None and self.cols % self.topk_par:
+            raise ValueError(f"topk_par must divide the array's cols ({self.cols}), not "
+                             f"{self.topk_par!r}")
         for name, _, lo in DEPTHS:
             paged = name in ("result_words", "output_words")
             _check(name, getattr(self, name), lo, 1 << (ADDRESS_BITS - paged))
@@ -125,6 +133,14 @@ class AccelConfig:
     def drain_rows(self):
         """``d``: rows of the array per result beat (the array's default)."""
         return default_drain_rows(self.rows)
+
+    @property
+    def topk_par(self):
+        """``P``: scores per beat of the top-k engine (``topk.par``, by default ``C``); None
+        without one."""
+        if self.topk is None:
+            return None
+        return self.cols if self.topk.par is None else self.topk.par
 
     #: Registers between the array's edges and its first PEs (the array's default).
     edge_registers = 2

@@ -6,6 +6,8 @@ hands engine instructions to the engines (:class:`GemmEngine`, :class:`SparseEng
 engines they name have finished. A fault (a bad field, an address outside its memory) resets
 every engine and stops the program with ``error`` set. The host reads and writes the
 memories in 32-bit chunks through :class:`rtl.accel.ports.HostPort`, at the lowest priority.
+``WEIGHT`` is a single-port memory (:class:`rtl.accel.memory.SinglePortMemory`, in the
+iCE40UP5K's SPRAM there): a host write to it waits while the GEMM engine is busy.
 """
 
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
@@ -17,6 +19,7 @@ from rtl.accel.config import AccelConfig
 from rtl.accel.gemm import GemmEngine
 from rtl.accel.isa import (ADDRESS_BITS, CHUNK_BITS, LANE_BITS, MAX_SHIFT, Engine,
                            Instruction, Opcode, Space)
+from rtl.accel.memory import SinglePortMemory
 from rtl.accel.ports import HostPort
 from rtl.accel.select import SelectEngine
 from rtl.accel.sparse import SparseEngine
@@ -66,7 +69,8 @@ class Accelerator(wiring.Component):
             return mem
         program = memory("program", Space.PROGRAM, c.program_words)
         act = memory("act", Space.ACT, c.act_words)
-        weight = memory("weight", Space.WEIGHT, c.weight_words)
+        weight = m.submodules.weight = SinglePortMemory(
+            -(-c.word_bits_of(Space.WEIGHT) // 8) * 8, c.weight_words)
         param = memory("param", Space.PARAM, c.param_words)
         result = m.submodules.result = Memory(shape=unsigned(c.word_bits_of(Space.RESULT)),
                                               depth=2 * c.result_words, init=[])
@@ -74,7 +78,6 @@ class Accelerator(wiring.Component):
                                               depth=2 * c.output_words, init=[])
         program_read = program.read_port()
         act_read, act_write = act.read_port(), act.write_port(granularity=8)
-        weight_read, weight_write = weight.read_port(), weight.write_port(granularity=8)
         param_read, param_write = param.read_port(), param.write_port(granularity=8)
         program_write = program.write_port(granularity=8)
         result_read, result_write = result.read_port(), result.write_port()
@@ -252,7 +255,6 @@ class Accelerator(wiring.Component):
         if sparse is not None:
             m.d.comb += sparse.act_write_grant.eq(~gemm.act_write.en.any())
         for port, space, depth in ((program_write, Space.PROGRAM, c.program_words),
-                                   (weight_write, Space.WEIGHT, c.weight_words),
                                    (param_write, Space.PARAM, c.param_words),
                                    *(((csc_write, Space.CSC, c.csc_words),)
                                      if sparse is not None else ())):
@@ -272,7 +274,15 @@ class Accelerator(wiring.Component):
                          sparse.host_load.valid.eq(to_unit & request.address[0]),
                          load_pending.eq(to_unit & request.address[0] & ~sparse.host_load.ready)]
         act_held = act_host_hit & ~host_act
-        m.d.comb += host.write.ready.eq(~act_held & ~load_pending)
+        # WEIGHT's one address: the GEMM engine's while it runs (a write would lose the word
+        # it holds), else the host's.
+        weight_word, weight_host_en, weight_hit = _host_chunk(
+            request, c, Space.WEIGHT, len(weight.write_data), c.weight_words, host.write.valid)
+        weight_held = (request.space == Space.WEIGHT) & gemm.busy
+        m.d.comb += [weight.addr.eq(Mux(gemm.busy, gemm.weight_read.addr, weight_word)),
+                     weight.write_data.eq(chunk_data[:len(weight.write_data)]),
+                     weight.write_en.eq(Mux(weight_hit & ~gemm.busy, weight_host_en, 0)),
+                     host.write.ready.eq(~act_held & ~weight_held & ~load_pending)]
 
         # Reads: RESULT (when the top-k engine does not hold it) and OUTPUT; 0 elsewhere.
         read = host.read.payload
@@ -325,8 +335,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             act_read.addr.eq(gemm.act_read.addr), act_read.en.eq(gemm.act_read.en),
             gemm.act_read.data.eq(act_read.data),
-            weight_read.addr.eq(gemm.weight_read.addr), weight_read.en.eq(gemm.weight_read.en),
-            gemm.weight_read.data.eq(weight_read.data),
+            weight.read_en.eq(gemm.weight_read.en), gemm.weight_read.data.eq(weight.read_data),
             param_read.addr.eq(gemm.param_read.addr), param_read.en.eq(gemm.param_read.en),
             gemm.param_read.data.eq(param_read.data),
         ]

@@ -100,7 +100,8 @@ class GemmEngine(wiring.Component):
         act_addr = row_base + (k_pos >> _log2(V))
         m.d.comb += [
             self.act_read.addr.eq(act_addr), self.act_read.en.eq(~stall),
-            self.weight_read.addr.eq(w_addr), self.weight_read.en.eq(~stall),
+            # Only while reading: the host writes WEIGHT through the same address.
+            self.weight_read.addr.eq(w_addr), self.weight_read.en.eq(reading & ~stall),
         ]
         with m.If(~stall):
             m.d.sync += [op_valid.eq(reading), op_lane.eq(k_pos[:_log2(V)] if V > 1 else 0)]

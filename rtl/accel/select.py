@@ -1,8 +1,9 @@
 """The top-k engine of the accelerator: score reader, the SpAtten-style engine, index writer.
 
 ``TOPK`` (docs/isa.md) streams each image's scores from the result memory into the engine,
-one result word's bank (``C`` scores) per beat, and writes the indices it selects into the
-output memory, ``k`` per image in ascending order.
+``P`` scores per beat (``AccelConfig.topk_par``, a divisor of ``C``): a result word's bank of
+``C`` scores in ``C / P`` beats, lane 0 first. It writes the indices the engine selects into
+the output memory, ``k`` per image in ascending order.
 """
 
 from amaranth import Array, Module, Mux, Signal
@@ -19,7 +20,8 @@ __all__ = ["SelectEngine"]
 
 
 class SelectEngine(wiring.Component):
-    """Runs TOPK instructions on a :class:`rtl.topk.TopK` of ``C`` scores per beat.
+    """Runs TOPK instructions on a :class:`rtl.topk.TopK` of ``P`` scores per beat
+    (``config.topk_par``).
 
     Parameters
     ----------
@@ -46,7 +48,7 @@ class SelectEngine(wiring.Component):
         if not isinstance(config, AccelConfig) or config.topk is None:
             raise TypeError(f"config must be an AccelConfig with a top-k engine, not {config!r}")
         self._config = config
-        self._engine = TopK(n_max=config.topk.n_max, k_max=config.topk.k_max, par=config.cols,
+        self._engine = TopK(n_max=config.topk.n_max, k_max=config.topk.k_max, par=config.topk_par,
                             score_bits=config.acc_width, signed_scores=True)
         super().__init__({
             "command":      In(stream.Signature(TopkArgs)),
@@ -62,46 +64,55 @@ class SelectEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self._config
-        C, d = c.cols, c.drain_rows
+        C, P, d = c.cols, c.topk_par, c.drain_rows
+        parts = C // P                 # beats per bank
         engine = m.submodules.engine = self._engine
         args = Signal(TopkArgs)
         fault = Signal()
 
-        # ---- Scores in: word t of image i, bank i mod d ---------------------------------------
+        # ---- Scores in: word t of image i, bank i mod d, lanes part * P .. part * P + P - 1 --
         reading = Signal()
         images_in = Signal(12)
         bank_in = Signal(range(d))
         image_row = Signal(16)         # src + (i div d) * tile_cols
         t = Signal(8)
+        part = Signal(range(parts))
         left = Signal(13)              # scores of the image not yet sent
         beat_valid = Signal()
         beat_bank = Signal(range(d))
-        beat_count = Signal(range(C + 1))
+        beat_part = Signal(range(parts))
+        beat_count = Signal(range(P + 1))
         beat_last = Signal()
         stall = beat_valid & ~engine.scores.ready
         advance = reading & ~stall
         rel = image_row + t
-        final = left <= C
+        final = left <= P
         m.d.comb += [self.result_read.addr.eq(self.result_base + rel),
                      self.result_read.en.eq(~stall)]
         with m.If(~stall):
-            m.d.sync += [beat_valid.eq(reading), beat_bank.eq(bank_in),
-                         beat_count.eq(Mux(final, left, C)), beat_last.eq(final)]
+            m.d.sync += [beat_valid.eq(reading), beat_bank.eq(bank_in), beat_part.eq(part),
+                         beat_count.eq(Mux(final, left, P)), beat_last.eq(final)]
         with m.If(advance):
             with m.If(rel >= c.result_words):
                 m.d.comb += fault.eq(1)
             with m.If(final):
-                m.d.sync += [t.eq(0), left.eq(args.n), images_in.eq(images_in - 1)]
+                m.d.sync += [t.eq(0), part.eq(0), left.eq(args.n), images_in.eq(images_in - 1)]
                 with m.If(images_in == 1):
                     m.d.sync += reading.eq(0)
                 next_bank(m, bank_in, d, image_row, args.tile_cols)
             with m.Else():
-                m.d.sync += [t.eq(t + 1), left.eq(left - C)]
-        bank_bits = C * c.acc_width
+                m.d.sync += left.eq(left - P)
+                with m.If(part == parts - 1):
+                    m.d.sync += [t.eq(t + 1), part.eq(0)]
+                with m.Else():
+                    m.d.sync += part.eq(part + 1)
+        bank_bits, lane_bits = C * c.acc_width, P * c.acc_width
         banks = [self.result_read.data[b * bank_bits:(b + 1) * bank_bits] for b in range(d)]
         bank = Array(banks)[beat_bank] if d > 1 else banks[0]
+        lanes = [bank[q * lane_bits:(q + 1) * lane_bits] for q in range(parts)]
         m.d.comb += [engine.scores.valid.eq(beat_valid),
-                     engine.scores.payload.score.eq(bank),
+                     engine.scores.payload.score.eq(Array(lanes)[beat_part] if parts > 1
+                                                    else lanes[0]),
                      engine.scores.payload.count.eq(beat_count),
                      engine.scores.payload.last.eq(beat_last)]
 
@@ -131,5 +142,5 @@ class SelectEngine(wiring.Component):
             a = self.command.payload
             m.d.sync += [args.eq(a), reading.eq(1), config_valid.eq(1), images_in.eq(a.images),
                          images_out.eq(a.images), bank_in.eq(0), image_row.eq(a.src), t.eq(0),
-                         left.eq(a.n), out_rel.eq(a.dst)]
+                         part.eq(0), left.eq(a.n), out_rel.eq(a.dst)]
         return m

@@ -353,6 +353,40 @@ async def slow_host_back_pressure(dut):
 
 
 @cocotb.test()
+async def weight_writes_wait_for_the_array(dut):
+    """Host writes into WEIGHT (one address for reads and writes) while the GEMM engine runs:
+    they wait (some write is held), the array reads what it should (the outputs stay
+    bit-exact), and the writes land (the next batch, on weights written while the first
+    ran, is bit-exact too). The words are written with their own values."""
+    p = params()
+    config = config_of(p)
+    start_clock(dut)
+    await reset(dut)
+    job = p["jobs"][0]
+    host = Host(dut, config, rng=random.Random(p["seed"]))
+    await host.load(job)
+    await host.pulse("start")
+    held = 0
+
+    async def watch():
+        nonlocal held
+        while True:
+            await RisingEdge(dut.clk)
+            if dut.host__write__valid.value and not dut.host__write__ready.value:
+                write = HostWrite.from_bits(int(dut.host__write__payload.value))
+                held += write.space == Space.WEIGHT
+    watcher = cocotb.start_soon(watch())
+    weights = job["memories"]["WEIGHT"]
+    for i, batch in enumerate(job["batches"]):
+        await host.fill(batch["input"])
+        for word, value in weights:        # while the batch's GEMMs read WEIGHT
+            await host.write(Space.WEIGHT, word, value)
+        check(await host.collect(batch["expect"]), batch["expect"], f"batch {i}")
+    watcher.cancel()
+    assert held, "no WEIGHT write waited for the array: the writes never met a GEMM"
+
+
+@cocotb.test()
 async def benchmark(dut):
     """Run every job as ``networks_bit_exact`` does, without stopping at a mismatch; write each
     job's publication cycles and whether every output was the model's to ``params["out"]``."""
