@@ -398,6 +398,8 @@ def compile_network(network, config, batch, *, engines=None, output="class", cal
                 program[-3], program[-2] = program[-2], program[-3]
             engine = Engine.SPMV
         program.append(_instruction(Opcode.WAIT, engines=engine))
+        if engine is Engine.SPMV:
+            after_sparse = len(program)
         finished.append(LayerPlan(plan["engine"], plan["estimates"], plan["mode"],
                                   plan["inputs"], layer.weight.shape[0], src, in_stride, dst,
                                   out_stride))
@@ -419,7 +421,16 @@ def compile_network(network, config, batch, *, engines=None, output="class", cal
                                     images=images, dst=0))
         program.append(_instruction(Opcode.WAIT, engines=Engine.TOPK))
     program.append(_instruction(Opcode.DONE))
-    program.append(_instruction(Opcode.JUMP, target=0))
+    loop = 0
+    if plans[0]["engine"] == "spmv":
+        # Software pipelining: the first layer's LOAD_SPMV for the next batch goes right
+        # after the last sparse layer, beside the array's layers of this batch; the first
+        # batch's comes before the loop.
+        load = program.pop(1)
+        program.insert(after_sparse - 1, load)
+        program.insert(0, load)
+        loop = 1
+    program.append(_instruction(Opcode.JUMP, target=loop))
     if len(program) > config.program_words:
         raise ValueError(f"the program of {len(layers)} layers needs PROGRAM words "
                          f"{_words(0, len(program))} but the memory has "

@@ -63,6 +63,38 @@ def test_digits_bit_exact(precision, sparsity, config, engines, test_images):
     assert np.array_equal(classes, network.predict(test_images))
 
 
+def test_the_first_sparse_layer_loads_while_the_array_runs(test_images):
+    """With the first layer on the sparse unit, its LOAD_SPMV for the next batch runs beside
+    the array's layers (after the last sparse layer), the first batch's before the loop: the
+    same outputs as the load inside the loop, and each batch shorter by at least the load's
+    words."""
+    network = digits_network(PRECISIONS["mixed"], 0.9)
+    program = compile_network(network, DEFAULT, IMAGES, engines=ENGINE_SETS["spmv"])
+    opcodes = [Instruction.from_bits(word).opcode for word in program.instructions]
+    assert opcodes == [Opcode.LOAD_SPMV, Opcode.SYNC, Opcode.SPMV, Opcode.WAIT,
+                       Opcode.LOAD_SPMV, Opcode.SPMV, Opcode.WAIT, Opcode.LOAD_SPMV,
+                       Opcode.GEMM, Opcode.WAIT, Opcode.TOPK, Opcode.WAIT, Opcode.DONE,
+                       Opcode.JUMP]
+    load = program.instructions[0]
+    assert program.instructions[7] == load
+    assert Instruction.from_bits(program.instructions[-1]).args.jump.target == 1
+    # The same program with the load back in the loop, ahead of the first layer.
+    jump = Instruction.const({"opcode": Opcode.JUMP, "args": {"jump": {"target": 0}}})
+    serial = dataclasses.replace(program, instructions=[
+        program.instructions[1], load, *program.instructions[2:7], *program.instructions[8:-1],
+        jump.as_bits()])
+    a0 = network.quantize_input(digits_split()[1][:4 * IMAGES])
+    intervals = {}
+    for name, compiled in (("pipelined", program), ("serial", serial)):
+        model = AccelModel(DEFAULT)
+        model.load(compiled)
+        assert np.array_equal(model.infer(compiled, a0), network.predict(
+            digits_split()[1][:4 * IMAGES]))
+        intervals[name] = np.diff(model.timing.published)[-1]
+    words = Instruction.from_bits(load).args.load_spmv.count
+    assert intervals["serial"] - intervals["pipelined"] >= words
+
+
 def test_infer_batches_with_padding_and_logits(test_images):
     network = digits_network(PRECISIONS["mixed"], 0.5)
     x = digits_split()[1][:2 * IMAGES + 5]          # three batches, the last padded
