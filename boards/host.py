@@ -20,7 +20,7 @@ What :meth:`Host.gemm` promises for bad input and failures is in docs/reliabilit
 the same transports: it loads a program compiled by ``golden.accel`` and runs inferences in
 batches::
 
-    host = AccelHost(SerialTransport("/dev/ttyUSB1", baud=3_000_000))
+    host = AccelHost(SerialTransport("/dev/ttyUSB1", baud=1_000_000))
     asyncio.run(host.load(program))
     classes = asyncio.run(host.infer(images))
 """

@@ -113,8 +113,7 @@ class SimulatedBoard:
     """
 
     def __init__(self, engine=None, divisor=4, slack=None):
-        engine = board_array() if engine is None else engine
-        if not isinstance(engine, (SystolicArray, Accelerator)):
+        if engine is not None and not isinstance(engine, (SystolicArray, Accelerator)):
             raise TypeError(f"engine must be an rtl.systolic.SystolicArray or an "
                             f"rtl.accel.core.Accelerator, not {engine!r}")
         link = AccelLink if isinstance(engine, Accelerator) else HostLink
@@ -126,7 +125,7 @@ class SimulatedBoard:
         if not isinstance(slack, int) or slack < _LINK_TIMEOUT_BITS:
             raise ValueError(f"slack must be a whole number of bit times of at least "
                              f"{_LINK_TIMEOUT_BITS}, not {slack!r}")
-        self.link = link(engine, divisor)
+        self.link = link(board_array() if engine is None else engine, divisor)
         self.divisor = divisor
         self.slack = slack
         self.cycles = 0

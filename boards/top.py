@@ -75,7 +75,7 @@ BOARDS = {
         # memories in the 30 block RAMs, just deep enough for the digits MLP at 8 bits.
         AccelConfig(rows=2, cols=1, precision=8, spmv=None, topk=None, program_words=32,
                     act_words=256, input_words=64, weight_words=16384, param_words=128,
-                    result_words=16, output_words=16)),
+                    result_words=20, output_words=16)),
     "ulx3s-85f": Board(
         "ulx3s:ULX3S_85F_Platform",
         (Programmer("openFPGALoader", ("-b", "ulx3s"), OPENFPGALOADER_INSTALL),

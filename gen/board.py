@@ -122,7 +122,8 @@ REPORT = "top.report.json"
 #: The resources of a board build as nextpnr's report names them, per family: logic cells
 #: (LUT and flip-flop pairs) on iCE40, LUT/carry slices and flip-flops on ECP5.
 RESOURCES = {
-    "ice40": {"LC": "ICESTORM_LC", "BRAM": "ICESTORM_RAM", "DSP": "ICESTORM_DSP"},
+    "ice40": {"LC": "ICESTORM_LC", "BRAM": "ICESTORM_RAM", "DSP": "ICESTORM_DSP",
+              "SPRAM": "ICESTORM_SPRAM"},
     "ecp5": {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "BRAM": "DP16KD", "DSP": "MULT18X18D"},
 }
 

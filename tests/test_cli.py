@@ -315,11 +315,11 @@ def test_an_option_that_changes_the_files_changes_their_names(dest):
      "fusion_array_8x8_mixed"),                         # the defaults, given
     (["--unit", "array", "--board", "icebreaker"], "fusion_array_2x2_mixed_edge1"),
     (["--board", "icebreaker"],                         # the board's accelerator
-     "accel_2x1_8_nospmv_notopk_prog32_act256_wgt16384_par128_res16_out16"),
+     "accel_2x1_8_nospmv_notopk_prog32_act256_wgt16384_par128_res20_out16"),
     (["--board", "ulx3s-85f"], "accel_8x8_mixed_spmv4_64_64_4_topk256_8_1"),
     (["--board", "ulx3s-85f", "--no-topk"], "accel_8x8_mixed_spmv4_64_64_4_notopk"),
     (["--board", "icebreaker", "--topk-k", "1"],        # a top-k option adds the engine
-     "accel_2x1_8_nospmv_topk256_1_prog32_act256_wgt16384_par128_res16_out16"),
+     "accel_2x1_8_nospmv_topk256_1_prog32_act256_wgt16384_par128_res20_out16"),
     (["--array", "4x4", "--acc-bits", "24", "--drain-rows", "2", "--edge-registers", "1"],
      "fusion_array_4x4_mixed_acc24_drain2_edge1"),
     (["--unit", "spmv"], "spmv_4pe_256x256_8b"),
