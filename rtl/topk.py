@@ -28,9 +28,11 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["Config", "ScoreBeat", "ResultBeat", "TopK", "sorting_layers"]
 
-#: Comparators served by one copy of a slot's entry key (the entry's loop has its own copy
-#: when ``par`` is larger).
-_COPY_LANES = 4
+#: Up to this ``par``, one copy of a slot's entry key (the entry's loop) serves every
+#: comparator; beyond it, the loop has a copy of its own and each :data:`_COPY_LANES` of the
+#: other lanes one.
+_SHARED_LANES = 4
+_COPY_LANES = 2
 
 
 class Config(data.StructLayout):
@@ -289,23 +291,24 @@ class TopK(wiring.Component):
                    for i in range(K)]
         for i in range(K):
             # Compare: a candidate beats the entry when larger, or equal and resident (the
-            # lower index); the group is sorted, so only the first can take the slot. Up to
-            # _COPY_LANES lanes, one copy of the entry's key serves every comparator; beyond,
-            # the loop has a copy of its own, and each _COPY_LANES of the other lanes one.
+            # lower index); the group is sorted, so only the first can take the slot. The
+            # copies of the entry's key: see _SHARED_LANES.
             entry, takes = entry_copy(f"slot{i}", group, last)
             beats = [takes]
-            for first in range(1, P, _COPY_LANES):
-                if P > _COPY_LANES:
+            step = P if P <= _SHARED_LANES else _COPY_LANES
+            for first in range(1, P, step):
+                if P > _SHARED_LANES:
                     entry = entry_copy(f"slot{i}_lanes{first}", group, last)[0]
                 beats += [Cat(g.resident, g.key) > Cat(Const(0, 1), entry)
-                          for g in group[first:first + _COPY_LANES]]
+                          for g in group[first:first + step]]
             held = [Signal(rank, name=f"held{i}_{j}") for j in range(P)]
             held_index = [Signal(index_bits, name=f"held{i}_{j}_index", reset_less=True)
                           for j in range(P)]
             # Registered per lane j: the candidate at j beat the entry (it moves up a lane,
-            # or takes the slot), and the entry goes in at j (j is the last lane that beat it).
+            # or takes the slot). The entry goes in at j, the last lane that beat it (the
+            # group is sorted), found from these registers in the merge.
             won = Signal(P, name=f"won{i}")
-            inserts = Signal(P, name=f"inserts{i}")
+            inserts = Cat(won[j] & ~won[j + 1] if j + 1 < P else won[j] for j in range(P))
             held_last = Signal(name=f"held{i}_last")
             held_threshold = Signal(self.score_shape, name=f"held{i}_threshold",
                                     reset_less=True)
@@ -313,8 +316,6 @@ class TopK(wiring.Component):
             m.d.sync += [*(h.eq(g) for h, g in zip(held, group)),
                          *(h.eq(g) for h, g in zip(held_index, group_index)),
                          won.eq(Cat(beats)),
-                         inserts.eq(Cat(beats[j] & ~beats[j + 1] if j + 1 < P else beats[j]
-                                        for j in range(P))),
                          held_last.eq(last), held_threshold.eq(threshold),
                          held_left.eq(left)]
             # The entry the held group was compared with, rebuilt from the registers of the
