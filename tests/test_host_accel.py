@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from boards.host import AccelHost, seal
+from boards.host import AccelHost
 from boards.sim import SLACK, SimulatedBoard, board_accelerator
 from boards.top import BOARDS
 from golden.accel import AccelModel, compile_network
 from golden.network import PRECISIONS, QuantizedMLP, digits_network, digits_split
 from rtl.accel.link import AccelLink, Command
-from rtl.hostlink import HostLink, Status
+from rtl.hostlink import HostLink
+from test_host_example import Corrupting
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "host_accel.py"
@@ -93,31 +94,11 @@ def test_the_example_runs_a_network_on_the_simulated_board_and_checks_it(small, 
     assert re.fullmatch(r"accuracy: [0-3] of 3 \(\d+\.\d%\)", lines[7])
 
 
-class Resealing(SimulatedBoard):
+class Resealing(Corrupting):
     """The simulated board with bit 0 of the first payload byte of the first COLLECT answer
     flipped, and the answer's CRC computed over the flipped bytes: as a board that computed
     a wrong value would send it."""
-
-    def __init__(self, engine):
-        super().__init__(engine)
-        self.command = self.header = None
-        self.flipped = False
-
-    async def write(self, data):
-        self.command = Command(data[1])
-        await super().write(data)
-
-    async def read(self, count):
-        data = await super().read(count)
-        if count == 4:
-            self.header = data
-        elif (self.command == Command.COLLECT and self.header[1] == Status.OK.value
-              and not self.flipped):
-            self.flipped = True
-            body = bytearray(self.header[1:] + data[:-2])
-            body[3] ^= 1                                    # the first payload byte
-            data = seal(body)[3:]
-        return data
+    commands, flips, reseal = Command, Command.COLLECT, True
 
 
 def test_an_output_changed_by_the_board_is_caught(small, monkeypatch, capsys):

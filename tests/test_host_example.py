@@ -53,26 +53,28 @@ def test_the_example_runs_the_digits_layer_on_the_simulated_board_as_written():
 
 
 class Corrupting(SimulatedBoard):
-    """The simulated board with bit 0 of the first result byte it sends flipped on the line;
-    with ``reseal`` the answer carries the CRC of the flipped bytes, as a board that
-    computed a wrong value would send it."""
+    """The simulated board with bit 0 of the first result byte it sends flipped on the line
+    (the first payload byte of the first OK answer to ``flips``, a command of ``commands``);
+    with ``reseal`` the answer carries the CRC of the flipped bytes, as a board that computed
+    a wrong value would send it. Its arguments are ``SimulatedBoard``'s."""
 
     reseal = False
+    commands, flips = Command, Command.READ
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, *args):
+        super().__init__(*args)
         self.command = self.header = None
         self.flipped = False
 
     async def write(self, data):
-        self.command = Command(data[1])
+        self.command = self.commands(data[1])
         await super().write(data)
 
     async def read(self, count):
         data = await super().read(count)
         if count == 4:
             self.header = data
-        elif (self.command == Command.READ and self.header[1] == Status.OK.value
+        elif (self.command == self.flips and self.header[1] == Status.OK.value
               and not self.flipped):
             self.flipped = True
             body = bytearray(self.header[1:] + data[:-2])
