@@ -4,8 +4,9 @@ The controller fetches an instruction every other cycle at best, checks its fiel
 hands engine instructions to the engines (:class:`GemmEngine`, :class:`SparseEngine`,
 :class:`SelectEngine`), which run concurrently; SYNC, DONE and WAIT hold it until the
 engines they name have finished. A fault (a bad field, an address outside its memory) resets
-every engine and stops the program with ``error`` set. The host reads and writes the
-memories in 32-bit chunks through :class:`rtl.accel.ports.HostPort`, at the lowest priority.
+every engine (in the cycle after it) and stops the program with ``error`` set. The host reads
+and writes the memories in 32-bit chunks through :class:`rtl.accel.ports.HostPort`, at the
+lowest priority.
 ``WEIGHT`` is a single-port memory (:class:`rtl.accel.memory.SinglePortMemory`, in the
 iCE40UP5K's SPRAM there): a host write to it waits while the GEMM engine is busy.
 """
@@ -83,9 +84,13 @@ class Accelerator(wiring.Component):
         result_read, result_write = result.read_port(), result.write_port()
         output_read, output_write = output.read_port(), output.write_port()
 
-        # ---- Engines (reset together on a fault) -----------------------------------------------
+        # ---- Engines (reset together on a fault, in the cycle after it: a register of its
+        # own drives each engine's reset, not the fault's logic, whose fan-out to every
+        # engine register would be the design's longest path) ------------------------------
         def engine(name, component):
-            m.submodules[name] = ResetInserter(abort)(component)
+            reset = Signal(name=f"{name}_abort")
+            m.d.sync += reset.eq(abort)
+            m.submodules[name] = ResetInserter(reset)(component)
             return component
         gemm = engine("gemm", GemmEngine(c))
         sparse = engine("sparse", SparseEngine(c)) if c.spmv else None
