@@ -127,14 +127,15 @@ def test_overflow_names_the_first_resource_over_the_device():
 
 
 @pytest.mark.parametrize("board, design, bitstream, clock_mhz, resources", [
-    ("icebreaker", "fusion_array_1x1_mixed_edge1", "top.bin", 12.0, ["LC", "BRAM", "DSP"]),
+    ("icebreaker", "fusion_array_1x1_mixed_edge1", "top.bin", 12.0,
+     ["LC", "BRAM", "DSP", "SPRAM"]),
     ("ulx3s-85f", "fusion_array_1x1_mixed", "top.bit", 25.0, ["LUT", "FF", "BRAM", "DSP"])])
 def test_board_bitstream_meets_timing_at_the_board_clock(tmp_path, board, design, bitstream,
                                                          clock_mhz, resources):
     # The tools are not on PATH: they reach the board's build script from beside the
     # running interpreter. The iCEBreaker's array has one edge register, which its name says.
-    result = gen("--board", board, "--array", "1x1", "--out", "o", cwd=tmp_path,
-                 env={"PATH": PATH_WITHOUT_TOOLS})
+    result = gen("--unit", "array", "--board", board, "--array", "1x1", "--out", "o",
+                 cwd=tmp_path, env={"PATH": PATH_WITHOUT_TOOLS})
     assert result.returncode == 0, result.stderr
     build = tmp_path / "o" / f"{design}.board-{board}"
     assert (build / bitstream).stat().st_size > 1000
@@ -204,8 +205,8 @@ def test_a_board_top_too_large_is_one_line_with_the_numbers(tmp_path):
                        '{"used": 5337, "available": 5280}}}\' > "$2"\n'
                        '  shift\ndone\n')
     nextpnr.chmod(0o755)
-    result = gen("--board", "icebreaker", "--array", "1x1", "--out", "o", cwd=tmp_path,
-                 env={"NEXTPNR_ICE40": str(nextpnr)})
+    result = gen("--unit", "array", "--board", "icebreaker", "--array", "1x1", "--out", "o",
+                 cwd=tmp_path, env={"NEXTPNR_ICE40": str(nextpnr)})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "python -m gen: error: the board top does not fit icebreaker: it needs 5337 "
@@ -226,17 +227,17 @@ def test_every_board_has_the_device_of_its_platform():
 
 def test_a_baud_rate_the_board_clock_cannot_make_is_one_line(tmp_path):
     # 12 MHz / 5 Mbaud is 2.4 cycles a bit; the UART needs at least 4.
-    result = gen("--board", "icebreaker", "--array", "1x1", "--baud", "5000000", "--out", "o",
-                 cwd=tmp_path)
+    result = gen("--unit", "array", "--board", "icebreaker", "--array", "1x1", "--baud",
+                 "5000000", "--out", "o", cwd=tmp_path)
     assert_one_line_and_nothing_written(
         result, tmp_path, "--baud must be within 2% of 12000000 Hz divided by a whole number "
                           "of at least 4, not 5000000")
 
 
-def test_board_needs_the_array(tmp_path):
+def test_board_needs_the_accelerator_or_the_array(tmp_path):
     result = gen("--unit", "topk", "--board", "icebreaker", "--out", "o", cwd=tmp_path)
     assert_one_line_and_nothing_written(
-        result, tmp_path, "--board builds the array (--unit array), not --unit topk")
+        result, tmp_path, "--board builds --unit accel or --unit array, not --unit topk")
 
 
 def test_a_yosys_failure_is_one_line_with_the_error_from_yosys_log(tmp_path, monkeypatch):
