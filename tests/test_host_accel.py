@@ -6,7 +6,6 @@ over the link at 40 cycles a byte, 1.1 million cycles), so the fast tests run th
 its output layer alone (1.5 KB, 61,000 cycles); the whole network runs in the slow test."""
 
 import asyncio
-import importlib.util
 import os
 import re
 import subprocess
@@ -22,7 +21,7 @@ from golden.accel import AccelModel, compile_network
 from golden.network import PRECISIONS, QuantizedMLP, digits_network, digits_split
 from rtl.accel.link import AccelLink, Command
 from rtl.hostlink import HostLink
-from test_host_example import Corrupting
+from test_host_example import Corrupting, load_script, status
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "host_accel.py"
@@ -30,11 +29,7 @@ EXAMPLE = ROOT / "examples" / "host_accel.py"
 
 @pytest.fixture(scope="module")
 def example():
-    """The script as a module, to run its ``main`` in this process."""
-    spec = importlib.util.spec_from_file_location("host_accel", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLE)
 
 
 def output_layer(bits, images):
@@ -52,14 +47,6 @@ def small(example, monkeypatch):
     """The example on the output layer, on the iCEBreaker's accelerator."""
     monkeypatch.setattr(example, "digits", output_layer)
     return example
-
-
-def status(example, argv):
-    """The exit status of the script on ``argv``."""
-    try:
-        return example.main(argv)
-    except SystemExit as stop:
-        return stop.code
 
 
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])

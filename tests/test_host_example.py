@@ -20,13 +20,17 @@ EXAMPLE = ROOT / "examples" / "host_gemm.py"
 SMALL = ["--sim", "--random", "2x8x2", "--mode", "4x4"]
 
 
-@pytest.fixture(scope="module")
-def example():
-    """The script as a module, to run its ``main`` in this process."""
-    spec = importlib.util.spec_from_file_location("host_gemm", EXAMPLE)
+def load_script(path):
+    """The example script at ``path`` as a module, to run its ``main`` in this process."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def example():
+    return load_script(EXAMPLE)
 
 
 def status(example, argv):
