@@ -26,7 +26,7 @@ from collections import deque
 from amaranth.sim import Simulator
 
 from boards.host import HostLinkError
-from boards.top import BOARDS
+from boards.top import BOARDS, link_of
 from rtl.accel.core import Accelerator
 from rtl.accel.link import AccelLink
 from rtl.hostlink import HostLink
@@ -116,7 +116,7 @@ class SimulatedBoard:
         if engine is not None and not isinstance(engine, (SystolicArray, Accelerator)):
             raise TypeError(f"engine must be an rtl.systolic.SystolicArray or an "
                             f"rtl.accel.core.Accelerator, not {engine!r}")
-        link = AccelLink if isinstance(engine, Accelerator) else HostLink
+        link = link_of(engine)
         slack = SLACK[link] if slack is None else slack
         # Checked here, before anything is built (the UART checks it too).
         if not isinstance(divisor, int) or divisor < 4:

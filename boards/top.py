@@ -14,7 +14,7 @@ from rtl.accel.core import Accelerator
 from rtl.accel.link import AccelLink
 from rtl.hostlink import HostLink
 
-__all__ = ["BAUD", "Board", "BOARDS", "BoardTop", "Programmer", "uart_divisor"]
+__all__ = ["BAUD", "Board", "BOARDS", "BoardTop", "Programmer", "link_of", "uart_divisor"]
 
 #: The UART rate of each unit's link on a board unless ``--baud`` says otherwise: the array's
 #: 115200; the accelerator's 1 Mbaud, which both boards' USB UARTs (FT2232H, FT231X) support
@@ -105,6 +105,12 @@ def uart_divisor(clock_hz, baud):
     return divisor
 
 
+def link_of(engine):
+    """The UART link class for ``engine``: :class:`~rtl.accel.link.AccelLink` for an
+    accelerator, :class:`~rtl.hostlink.HostLink` for a systolic array."""
+    return AccelLink if isinstance(engine, Accelerator) else HostLink
+
+
 class BoardTop(Elaboratable):
     """``engine`` behind its link on the board's UART: a systolic array behind a
     :class:`~rtl.hostlink.HostLink`, an accelerator behind an :class:`~rtl.accel.link.AccelLink`.
@@ -125,7 +131,6 @@ class BoardTop(Elaboratable):
         m = Module()
         divisor = uart_divisor(platform.default_clk_frequency, self.baud)
         uart = platform.request("uart", 0)
-        link = AccelLink if isinstance(self.engine, Accelerator) else HostLink
-        m.submodules.link = link = link(self.engine, divisor)
+        m.submodules.link = link = link_of(self.engine)(self.engine, divisor)
         m.d.comb += [link.rx.eq(uart.rx.i), uart.tx.o.eq(link.tx)]
         return m

@@ -129,8 +129,8 @@ RESOURCES = {
 
 
 def build_board(engine, board, build_dir, baud=115200, progress=None):
-    """Build ``engine`` (a systolic array or an accelerator) for ``board`` in ``build_dir``; return (and write as ``report.json``
-    there) the bitstream, the resources and Fmax.
+    """Build ``engine`` (a systolic array or an accelerator) for ``board`` in ``build_dir``;
+    return (and write as ``report.json`` there) the bitstream, the resources and Fmax.
 
     The tools are found by :func:`gen.synth.tool` (the yowasp-* commands beside the running
     interpreter, or what the variables of :data:`gen.synth.TOOLS` name); they reach the build

@@ -64,14 +64,18 @@ class Accelerator(wiring.Component):
         abort = Signal()
 
         # ---- Memories -------------------------------------------------------------------------
+        def whole_bytes(space):
+            # The host writes whole bytes: a word of ``space`` rounded up to them.
+            return -(-c.word_bits_of(space) // 8) * 8
+
         def memory(name, space, depth):
-            mem = m.submodules[name] = Memory(
-                shape=unsigned(-(-c.word_bits_of(space) // 8) * 8), depth=depth, init=[])
+            mem = m.submodules[name] = Memory(shape=unsigned(whole_bytes(space)), depth=depth,
+                                              init=[])
             return mem
         program = memory("program", Space.PROGRAM, c.program_words)
         act = memory("act", Space.ACT, c.act_words)
-        weight = m.submodules.weight = SinglePortMemory(
-            -(-c.word_bits_of(Space.WEIGHT) // 8) * 8, c.weight_words)
+        weight = m.submodules.weight = SinglePortMemory(whole_bytes(Space.WEIGHT),
+                                                        c.weight_words)
         param = memory("param", Space.PARAM, c.param_words)
         result = m.submodules.result = Memory(shape=unsigned(c.word_bits_of(Space.RESULT)),
                                               depth=2 * c.result_words, init=[])

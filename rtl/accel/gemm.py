@@ -100,7 +100,8 @@ class GemmEngine(wiring.Component):
         act_addr = row_base + (k_pos >> _log2(V))
         m.d.comb += [
             self.act_read.addr.eq(act_addr), self.act_read.en.eq(~stall),
-            # Only while reading: the host writes WEIGHT through the same address.
+            # Only while reading: WEIGHT has one port, which the host writes between GEMMs,
+            # and it must not read and write in one cycle (rtl.accel.memory).
             self.weight_read.addr.eq(w_addr), self.weight_read.en.eq(reading & ~stall),
         ]
         with m.If(~stall):
