@@ -305,17 +305,19 @@ class TopK(wiring.Component):
             held_index = [Signal(index_bits, name=f"held{i}_{j}_index", reset_less=True)
                           for j in range(P)]
             # Registered per lane j: the candidate at j beat the entry (it moves up a lane,
-            # or takes the slot). The entry goes in at j, the last lane that beat it (the
-            # group is sorted), found from these registers in the merge.
+            # or takes the slot). The group is sorted, so lane j of the merge takes the
+            # candidate at j + 1 if that one won (``rises``), else the entry if j won, else its
+            # own. ``rises`` is a second register of ``won[1:]``, so that each selects in one
+            # lane only; it is reset-less, which keeps synthesis from merging it with ``won``.
             won = Signal(P, name=f"won{i}")
-            inserts = Cat(won[j] & ~won[j + 1] if j + 1 < P else won[j] for j in range(P))
+            rises = Signal(max(1, P - 1), name=f"rises{i}", reset_less=True)
             held_last = Signal(name=f"held{i}_last")
             held_threshold = Signal(self.score_shape, name=f"held{i}_threshold",
                                     reset_less=True)
             held_left = Signal(range(K + 1), name=f"held{i}_left", reset_less=True)
             m.d.sync += [*(h.eq(g) for h, g in zip(held, group)),
                          *(h.eq(g) for h, g in zip(held_index, group_index)),
-                         won.eq(Cat(beats)),
+                         won.eq(Cat(beats)), rises.eq(Cat(beats[1:])),
                          held_last.eq(last), held_threshold.eq(threshold),
                          held_left.eq(left)]
             # The entry the held group was compared with, rebuilt from the registers of the
@@ -334,11 +336,11 @@ class TopK(wiring.Component):
                            for j in range(P)]
             displaced = Cat(former, Const(1, 1))
             for j in range(P):
-                merged = Mux(inserts[j], displaced, held[j])
-                merged_index = Mux(inserts[j], former_index, held_index[j])
+                merged = Mux(won[j], displaced, held[j])
+                merged_index = Mux(won[j], former_index, held_index[j])
                 if j + 1 < P:
-                    merged = Mux(won[j + 1], held[j + 1], merged)
-                    merged_index = Mux(won[j + 1], held_index[j + 1], merged_index)
+                    merged = Mux(rises[j], held[j + 1], merged)
+                    merged_index = Mux(rises[j], held_index[j + 1], merged_index)
                 m.d.sync += [after[j].eq(merged), after_index[j].eq(merged_index)]
             after_last = Signal(name=f"group{i + 1}_last")
             after_threshold = Signal(self.score_shape, name=f"group{i + 1}_threshold",
@@ -359,23 +361,27 @@ class TopK(wiring.Component):
         # ---- Index register file: sort ascending, then emit place by place. --------------
         # The places stay put while they are emitted: a pointer selects the one offered, so
         # taking a beat touches the pointer only, not every place.
+        # ``pairing`` is the round of this cycle, registered so that a pair's swap is its
+        # compare and two flags: bit 0 pairs (0, 1), (2, 3), ..., bit 1 pairs (1, 2), (3, 4),
+        # ...; none once the rounds are done. The selection is places 0 to min(k, n) - 1, so
+        # a pair is in it when its second place is.
         rounds = Signal(range(K + 1))                 # transposition rounds still to do
-        odd = Signal()                                # this round pairs (1, 2), (3, 4), ...
+        pairing = Signal(2)
         emitting = Signal()
         place = Signal(range(K))                      # the place offered
         final_place = Signal(range(K))                # min(k, n) - 1
         with m.If(handed_over):
-            m.d.sync += [rounds.eq(batch_k), odd.eq(0), place.eq(0),
-                         final_place.eq(batch_k - 1)]
+            m.d.sync += [rounds.eq(batch_k), pairing.eq(Mux(batch_k != 0, 0b01, 0)),
+                         place.eq(0), final_place.eq(batch_k - 1)]
             with m.If(batch_k == 0):                  # an empty batch ends here, no beat
                 m.d.sync += owed.eq(0)
         with m.Elif(rounds != 0):
-            m.d.sync += [rounds.eq(rounds - 1), odd.eq(~odd)]
+            m.d.sync += [rounds.eq(rounds - 1),
+                         pairing.eq(Mux(rounds == 1, 0, Mux(pairing[1], 0b01, 0b10)))]
             with m.If(rounds == 1):
                 m.d.sync += emitting.eq(1)
         for i in range(K - 1):
-            swap = selected[i] & selected[i + 1] & (indices[i + 1] < indices[i])
-            with m.If((rounds != 0) & (odd == i % 2) & swap):
+            with m.If(pairing[i % 2] & selected[i + 1] & (indices[i + 1] < indices[i])):
                 m.d.sync += [indices[i].eq(indices[i + 1]), indices[i + 1].eq(indices[i])]
 
         final = place == final_place
