@@ -690,9 +690,10 @@ class SpMV(wiring.Component):
                     m.d.sync += input_done.eq(1)
 
         # Output: local row k of every PE per beat, through the optional requantizer; a
-        # pipeline that holds while a beat waits for ``result.ready``.
+        # pipeline that holds while a beat waits in the skid register (see _result_pipeline).
         # Each PE registers the next row to read (``readout.row``) beside its memories.
-        stall = self.result.valid & ~self.result.ready
+        skid_valid = Signal()
+        advance = ~skid_valid
         turning = Signal()               # to read-out at this cycle's end
         m.d.comb += turning.eq((phase == Phase.COMPUTE) & input_done & ~held & ~offer.valid &
                                ~Cat(pe.busy for pe in pes).any())
@@ -702,7 +703,7 @@ class SpMV(wiring.Component):
         issued_first = Signal(range(self._local_rows * n + 1))    # issued_row * n
         rows_left = Signal()             # in OUTPUT, issued_first < rows, as a register
         take = Signal()
-        m.d.comb += [take.eq(rows_left & ~stall),
+        m.d.comb += [take.eq(rows_left & advance),
                      next_row.eq(Mux(rows_left, Mux(take, following_row, issued_row), 0))]
         m.d.sync += [issued_row.eq(next_row),
                      following_row.eq(Mux(rows_left, Mux(take, following_row + 1,
@@ -714,7 +715,7 @@ class SpMV(wiring.Component):
                          rows_left.eq(issued_first + n < rows)]
         for pe in pes:
             m.d.comb += [pe.readout.row.eq(next_row), pe.readout.take.eq(take)]
-        in_flight = self._result_pipeline(m, pes, take, issued_first, rows, setup, stall)
+        in_flight = self._result_pipeline(m, pes, take, issued_first, rows, setup, skid_valid)
 
         # Phases: LOAD -> (first activation) COMPUTE -> (all consumed) OUTPUT -> LOAD.
         with m.Switch(phase):
@@ -725,18 +726,22 @@ class SpMV(wiring.Component):
                 with m.If(turning):
                     m.d.sync += [phase.eq(Phase.OUTPUT), rows_left.eq(1)]
             with m.Case(Phase.OUTPUT):
-                with m.If(~rows_left & ~in_flight & ~stall):
+                leaving = ~self.result.valid | self.result.ready
+                with m.If(~rows_left & ~in_flight & ~skid_valid & leaving):
                     m.d.sync += phase.eq(Phase.LOAD)
         return m
 
-    def _result_pipeline(self, m, pes, take, issued_first, rows, setup, stall):
+    def _result_pipeline(self, m, pes, take, issued_first, rows, setup, skid_valid):
         """The read-out: the accumulator, bias and multiplier of the row taken are registered
         (0 past ``rows``); then the accumulators go into the result register, or with
         requantization through five more stages,
-        ``clamp(((acc + bias) * M + 2^(shift-1)) >> shift, 0, 2^out_bits - 1)``. Returns
-        whether a beat is on its way to the result register."""
+        ``clamp(((acc + bias) * M + 2^(shift-1)) >> shift, 0, 2^out_bits - 1)``. A beat that
+        arrives while the result register waits for ``result.ready`` goes into a skid
+        register, and the pipeline holds while that is full (``skid_valid``): its stages
+        wait on a register, not on ``ready``. Returns whether a beat is on its way to the
+        result register."""
         n, width = self._n_pes, self._acc_width
-        advance = ~stall
+        advance = ~skid_valid
         lanes = range(n)
 
         def stage(name, shape, value, index=None):
@@ -802,10 +807,17 @@ class SpMV(wiring.Component):
             above.append(stage("rounded_above", 1,
                                ~negative & (value[17:].any() | (value[:17] >= ceiling)), i))
             rounded.append(stage("rounded", 16, (value[:17] + 1)[1:17], i))
-        with m.If(advance):
-            m.d.sync += self.result.valid.eq(Mux(requantize, valid6, valid1))
-            for i in lanes:
-                clamped = Mux(kept[i], Mux(above[i], top, rounded[i]), 0)
-                out = Mux(requantize, clamped, Mux(mask1[i], acc1[i], 0))
-                m.d.sync += self.result.payload[i].eq(out)
+        arriving = Mux(requantize, valid6, valid1)
+        beat = Signal.like(self.result.payload)
+        for i in lanes:
+            clamped = Mux(kept[i], Mux(above[i], top, rounded[i]), 0)
+            m.d.comb += beat[i].eq(Mux(requantize, clamped, Mux(mask1[i], acc1[i], 0)))
+        skid = Signal.like(self.result.payload, reset_less=True)
+        with m.If(~self.result.valid | self.result.ready):
+            with m.If(skid_valid):
+                m.d.sync += [self.result.payload.eq(skid), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.result.valid.eq(arriving), self.result.payload.eq(beat)]
+        with m.Elif(~skid_valid & arriving):
+            m.d.sync += [skid.eq(beat), skid_valid.eq(1)]
         return valid1 | valid2 | valid3 | valid4 | valid5 | valid6
