@@ -417,20 +417,31 @@ class SpMVPE(wiring.Component):
                      first_port.en.eq(advance), second_port.en.eq(advance)]
         # The pair being read: its column's flags, aligned with the memory's data, which go
         # straight into a register (a block RAM's output is slow), then into the pair
-        # register with whether each entry carries a weight.
+        # register with whether each entry carries a weight. That first register takes the
+        # memory's data in every cycle, with no enable or multiplexer in front of it: the
+        # memory holds its data while the walk stalls (its reads are enabled by
+        # ``advance``), and the entries fetched are the ones registered after an advance,
+        # else those kept from the cycle before.
         flags = data.StructLayout({"valid": 1, "first": 1, "x": self._act_bits, "second": 1})
+        entries = data.StructLayout({"a": entry, "b": entry})
         read = Signal(flags)
-        fetched = Signal(data.StructLayout({"flags": flags, "a": entry, "b": entry}))
+        fetched_flags = Signal(flags)
+        latched = Signal(entries, reset_less=True)
+        kept = Signal(entries, reset_less=True)
+        moved = Signal()                      # ``advance`` in the previous cycle
+        fetched = Signal(entries)
+        m.d.comb += fetched.eq(Mux(moved, latched, kept))
+        m.d.sync += [latched.a.eq(first_port.data), latched.b.eq(second_port.data),
+                     kept.eq(fetched), moved.eq(advance)]
         pair = Signal(data.StructLayout({"flags": flags, "a": entry, "b": entry,
                                          "real0": 1, "real1": 1}))
         with m.If(advance):
             m.d.sync += [read.valid.eq(walking), read.first.eq(first), read.x.eq(x),
                          read.second.eq(left >= 2),
-                         fetched.flags.eq(read), fetched.a.eq(first_port.data),
-                         fetched.b.eq(second_port.data),
-                         pair.flags.eq(fetched.flags), pair.a.eq(fetched.a),
+                         fetched_flags.eq(read),
+                         pair.flags.eq(fetched_flags), pair.a.eq(fetched.a),
                          pair.b.eq(fetched.b), pair.real0.eq(fetched.a.value != 0),
-                         pair.real1.eq(fetched.flags.second & (fetched.b.value != 0))]
+                         pair.real1.eq(fetched_flags.second & (fetched.b.value != 0))]
         real0, real1 = pair.real0, pair.real1
         # Two weights in the pair: the first now, the second in the next cycle (``half``).
         half = Signal()
@@ -439,7 +450,7 @@ class SpMVPE(wiring.Component):
             m.d.sync += half.eq(stall)
         # (A column dropped from the queue is being walked then: ``r_rdy`` may count as busy.)
         return ((pair.flags, pair.a, pair.b, real0, real1), stall, half,
-                queue.r_rdy | walking | read.valid | fetched.flags.valid | pair.flags.valid)
+                queue.r_rdy | walking | read.valid | fetched_flags.valid | pair.flags.valid)
 
     def _accumulate(self, m, pair, stall, half, bias, multiplier):
         """Give the pair's weights their rows, one per cycle; multiply and accumulate; returns
