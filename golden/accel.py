@@ -39,8 +39,8 @@ from rtl.fusion import BitWidth, lanes, mode_const, modes
 from rtl.spmv import Entry, Load, LoadKind
 from rtl.topk import TopK
 
-__all__ = ["ENGINES", "OUTPUTS", "SPMV_VALUE_BITS", "SPMV_Z_BITS", "fields", "LayerPlan",
-           "Program", "compile_network", "Timing", "AccelModel"]
+__all__ = ["ENGINES", "OUTPUTS", "SPMV_VALUE_BITS", "SPMV_Z_BITS", "fields", "array_mode",
+           "LayerPlan", "Program", "compile_network", "Timing", "AccelModel"]
 
 #: The engines a layer can run on.
 ENGINES = ("array", "spmv")
@@ -260,9 +260,11 @@ def _check_engines(engines, depth):
     return tuple(engines)
 
 
-def _array_mode(config, w_bits, a_bits):
-    """The smallest mode of the array holding ``w_bits x a_bits``, or None."""
-    holding = [(w, a) for w, a in modes(config.precision) if w >= w_bits and a >= a_bits]
+def array_mode(precision, w_bits, a_bits):
+    """The smallest ``(w_bits, a_bits)`` mode of an array of ``precision`` (2, 4, 8 or
+    "mixed") holding a layer's ``w_bits x a_bits``, or None (rtl.fusion.modes lists an
+    array's modes)."""
+    holding = [(w, a) for w, a in modes(precision) if w >= w_bits and a >= a_bits]
     return min(holding, key=lambda mode: (mode[0] * mode[1], mode)) if holding else None
 
 
@@ -454,7 +456,7 @@ def _plan(network, geometry, images, engines, activations):
         last = i == len(layers) - 1
         outputs = layer.weight.shape[0]
         matrix = _gather(layer.weight, positions)
-        mode = _array_mode(config, layer.w_bits, layer.a_bits)
+        mode = array_mode(config.precision, layer.w_bits, layer.a_bits)
         estimates = {"array": None, "spmv": None}
         if mode is not None:
             tiling = Tiling(images, outputs, len(positions), rows, cols, lanes(*mode))

@@ -36,7 +36,7 @@ from golden.quant import activation_scale, kmeans_codebook, quantize_activations
 from golden.requant import quantize_multiplier, requantize
 
 __all__ = ["LAYER_SIZES", "SPARSITIES", "PRECISIONS", "digits_split", "FloatMLP", "float_network",
-           "QuantizedLayer", "QuantizedMLP", "digits_network", "accuracy_table",
+           "QuantizedLayer", "QuantizedMLP", "quantize_mlp", "digits_network", "accuracy_table",
            "accumulator_bits"]
 
 #: Neurons per layer, input first.
@@ -345,8 +345,30 @@ def _digits_network(bits, sparsity, codebook_bits, seed):
     a_scales = [activation_scale(inputs[0], bits[0][1])]
     a_scales += [activation_scale(a, a_bits, CALIBRATION_PERCENTILE)
                  for a, (_, a_bits) in zip(inputs[1:], bits[1:])]
-    layers = []
+    return quantize_mlp(model, bits, a_scales, codebook_bits)
+
+
+def quantize_mlp(model, bits, scales, codebook_bits=None):
+    """The integer network of a float ``model`` (the steps of the module docstring).
+
+    Parameters
+    ----------
+    model : FloatMLP
+    bits : int or sequence of (w_bits, a_bits)
+        One precision from {2, 4, 8} for every layer, or a pair per layer.
+    scales : sequence of float
+        The activation scale of every layer's input, one positive number per layer.
+    codebook_bits : int, optional
+        Share each layer's weights through a k-means codebook of 2^codebook_bits entries.
+    """
+    if not isinstance(model, FloatMLP):
+        raise TypeError(f"model must be a golden.network.FloatMLP, not {model!r}")
+    bits = _layer_bits(bits)
     depth = len(model.weights)
+    if len(scales) != depth or not all(real("scale", s) > 0 for s in scales):
+        raise ValueError(f"scales must be {depth} positive numbers, one per layer, not "
+                         f"{scales!r}")
+    layers = []
     for i, (w, b) in enumerate(zip(model.weights, model.biases)):
         w_bits, a_bits = bits[i]
         last = i == depth - 1
@@ -355,15 +377,15 @@ def _digits_network(bits, sparsity, codebook_bits, seed):
         if codebook_bits is not None:
             codebook, weight_index = kmeans_codebook(weight, codebook_bits)
             weight = codebook[weight_index]
-        acc_scale = np.broadcast_to(w_scale, (w.shape[0],)) * a_scales[i]
+        acc_scale = np.broadcast_to(w_scale, (w.shape[0],)) * scales[i]
         bias = np.rint(b / acc_scale).astype(np.int64)
         multiplier = shift = out_bits = None
         if not last:
             out_bits = bits[i + 1][1]
-            multiplier, shift = quantize_multiplier(acc_scale / a_scales[i + 1])
+            multiplier, shift = quantize_multiplier(acc_scale / scales[i + 1])
         layers.append(QuantizedLayer(weight, bias, w_bits, a_bits, multiplier, shift, out_bits,
                                      codebook, weight_index))
-    return QuantizedMLP(tuple(layers), a_scales[0])
+    return QuantizedMLP(tuple(layers), scales[0])
 
 
 def digits_network(bits=8, sparsity=0.0, codebook_bits=None, seed=0):

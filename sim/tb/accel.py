@@ -56,7 +56,7 @@ def network_job(config, network, images, *, batch=None, engines=None, output="cl
         assert model.published is not None, "the model published no results"
         base = model.published * depth
         batches.append({
-            "input": [[w, v] for w, v in enumerate(page) if v],
+            "input": [[w, v] for w, v in enumerate(page)],
             "expect": {space.name: [[w, model.read(space, base + w)] for w in words]},
         })
         model.results_taken()

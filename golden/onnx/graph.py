@@ -1,0 +1,354 @@
+"""The project's integer graph: what an imported ONNX model becomes (docs/onnx.md).
+
+A :class:`IntegerGraph` is a sequence of integer operations over named tensors, in
+topological order. Quantized tensors hold unsigned integers (int64 arrays, ``0..2^bits-1``)
+with a real scale and an integer zero point: the real value is ``scale * (q - zero)``.
+
+- :class:`Quantize` and :class:`Dequantize` are the graph's float edges (onnxruntime's
+  QuantizeLinear and DequantizeLinear, float32).
+- :class:`Dense` is ``acc = a W^T + bias`` on the systolic array; its input zero point is
+  folded into the bias (``bias - z_a * sum_k W[o, k]``), so the array sees the raw
+  unsigned inputs. :class:`Conv` is the same GEMM on the im2col patches of its input
+  (:func:`im2col`, padding with the input zero point).
+- :class:`Requant` turns accumulators into the next layer's unsigned activations, either as
+  onnxruntime does (float32 scale, round half to even, plus the zero point, saturate:
+  :func:`ort_requantize`) or with the hardware's fixed point ``(acc*M + 2^(shift-1)) >> shift``
+  (:func:`golden.requant.requantize`), which the project's own quantization uses.
+- :class:`Relu`, :class:`MaxPool`, :class:`AveragePool`, :class:`Add`, :class:`Reshape`: the
+  quantized operators between layers, run by the host.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.requant import requantize
+
+__all__ = ["ort_quantize", "ort_requantize", "im2col", "conv_output_size", "Requant",
+           "Quantize", "Dequantize", "Dense", "Conv", "Relu", "MaxPool", "AveragePool", "Add",
+           "Reshape", "IntegerGraph"]
+
+_F32 = np.float32
+
+
+def ort_quantize(x, scale, zero, bits=8):
+    """onnxruntime's QuantizeLinear: ``saturate(round_half_even(x / scale) + zero)`` in float32."""
+    q = np.rint(np.asarray(x, dtype=_F32) / _F32(scale)).astype(np.int64) + int(zero)
+    return np.clip(q, 0, (1 << bits) - 1)
+
+
+def ort_requantize(acc, scale, zero, bits=8):
+    """onnxruntime's requantization of int32 accumulators (MLAS): ``saturate(round_half_even(
+    float32(acc) * scale) + zero)``, the product in float32; ``scale`` broadcasts along the
+    last axis of ``acc`` (per output channel) or, for convolutions, is given shaped to fit."""
+    y = np.rint(np.asarray(acc).astype(_F32) * np.asarray(scale, dtype=_F32))
+    return np.clip(y.astype(np.int64) + int(zero), 0, (1 << bits) - 1)
+
+
+def conv_output_size(size, kernel, stride, pad_begin, pad_end, dilation):
+    """Output length of one spatial axis of a convolution or pool."""
+    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def im2col(x, kernel, strides, pads, dilations, pad_value):
+    """The patches of ``x`` (n, c, h, w) as rows: (n * oh * ow, c * kh * kw), and (oh, ow).
+
+    Row ``(i, y, x)`` (image-major, then output row, then column) holds the input window of
+    output position ``(y, x)`` of image ``i``, channel-major like the ONNX weight
+    ``(out, c, kh, kw)`` flattened; positions in the padding hold ``pad_value`` (the input
+    zero point, the integer that means real 0). ``pads`` is ``(top, left, bottom, right)``.
+    """
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    sy, sx = strides
+    dy, dx = dilations
+    top, left, bottom, right = pads
+    padded = np.full((n, c, h + top + bottom, w + left + right), pad_value, dtype=np.int64)
+    padded[:, :, top:top + h, left:left + w] = x
+    oh = conv_output_size(h, kh, sy, top, bottom, dy)
+    ow = conv_output_size(w, kw, sx, left, right, dx)
+    cols = np.empty((n, oh, ow, c, kh, kw), dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            window = padded[:, :, i * dy:i * dy + sy * (oh - 1) + 1:sy,
+                            j * dx:j * dx + sx * (ow - 1) + 1:sx]
+            cols[:, :, :, :, i, j] = window.transpose(0, 2, 3, 1)
+    return cols.reshape(n * oh * ow, c * kh * kw), (oh, ow)
+
+
+@dataclass(frozen=True)
+class Requant:
+    """Accumulators to ``bits``-bit unsigned activations.
+
+    Attributes
+    ----------
+    bits : int
+        Output precision (8 for onnxruntime's uint8).
+    zero : int
+        Output zero point (0 for the hardware).
+    scale : float32 array (out,) or None
+        onnxruntime's real multiplier ``a_scale * w_scale / y_scale`` (float32, in that
+        order); None for the project's own quantization, which is defined by ``multiplier``
+        and ``shift``.
+    multiplier : int64 array (out,) or None
+        Fixed-point ``M``, with ``shift``: for an onnxruntime layer, only when
+        :func:`golden.onnx.mapping.exact_fixed_point` proved it equal to the float form on
+        every reachable accumulator; then the layer's requantization can run on the array.
+    shift : int or None
+    """
+    bits: int
+    zero: int
+    scale: np.ndarray | None = None
+    multiplier: np.ndarray | None = None
+    shift: int | None = None
+
+    def __call__(self, acc, axis=-1):
+        """Requantize ``acc``; ``axis`` is the output-channel axis."""
+        shape = [1] * acc.ndim
+        shape[axis] = -1
+        if self.scale is not None:
+            return ort_requantize(acc, self.scale.reshape(shape), self.zero, self.bits)
+        return requantize(acc, self.multiplier.reshape(shape), self.shift, self.bits)
+
+    @property
+    def hardware(self):
+        """The array's requantizer can run it exactly: a fixed point and zero point 0."""
+        return self.multiplier is not None and self.zero == 0
+
+
+@dataclass(frozen=True)
+class _Op:
+    """Fields common to every operation: the ONNX node it came from, its tensors."""
+    node: str
+    inputs: tuple
+    output: str
+
+    kind = "op"
+
+
+@dataclass(frozen=True)
+class Quantize(_Op):
+    """A float input to ``bits``-bit unsigned integers (onnxruntime's QuantizeLinear)."""
+    scale: float = 1.0
+    zero: int = 0
+    bits: int = 8
+    kind = "quantize"
+
+    def __call__(self, x):
+        return ort_quantize(x, self.scale, self.zero, self.bits)
+
+
+@dataclass(frozen=True)
+class Dequantize(_Op):
+    """Integers to float32: ``(q - zero) * scale`` (onnxruntime's DequantizeLinear); for
+    accumulators, ``scale`` is per output channel (the last axis)."""
+    scale: np.ndarray = None
+    zero: int = 0
+    kind = "dequantize"
+
+    def __call__(self, q):
+        scale = np.asarray(self.scale, dtype=_F32)
+        if scale.ndim and q.ndim > 2:        # per channel of a convolution: axis 1
+            scale = scale.reshape(-1, *([1] * (q.ndim - 2)))
+        return (q - self.zero).astype(_F32) * scale
+
+
+@dataclass(frozen=True)
+class Dense(_Op):
+    """``acc = a W^T + bias`` over the last axis of ``a``, then :class:`Requant` (None: the
+    int32 accumulators are the output, as MatMulInteger gives them).
+
+    ``weight`` is int64 (out, in) signed ``w_bits``; ``bias`` int64 (out,) with the input
+    zero point ``a_zero`` already folded in; ``a_bits`` the unsigned input precision.
+    """
+    weight: np.ndarray = None
+    bias: np.ndarray = None
+    a_zero: int = 0
+    w_bits: int = 8
+    a_bits: int = 8
+    requant: Requant | None = None
+    kind = "dense"
+
+    def accumulate(self, a):
+        return a @ self.weight.T + self.bias
+
+    def __call__(self, a):
+        acc = self.accumulate(a)
+        return acc if self.requant is None else self.requant(acc)
+
+    def gemm_shape(self, input_shape):
+        """``(m, n, k)`` of the GEMM for an input of ``input_shape``."""
+        return (math.prod(input_shape[:-1]), *self.weight.shape)
+
+    def accumulator_range(self):
+        """Per output channel, the smallest and largest accumulator the inputs can give."""
+        top = (1 << self.a_bits) - 1
+        flat = self.weight.reshape(self.weight.shape[0], -1)
+        return (self.bias + top * np.minimum(flat, 0).sum(axis=1),
+                self.bias + top * np.maximum(flat, 0).sum(axis=1))
+
+
+@dataclass(frozen=True)
+class Conv(Dense):
+    """A 2-D convolution as a GEMM on the array: ``weight`` (out, c, kh, kw) flattened to
+    (out, c*kh*kw) times the :func:`im2col` patches of the input, padded with ``a_zero``."""
+    strides: tuple = (1, 1)
+    pads: tuple = (0, 0, 0, 0)
+    dilations: tuple = (1, 1)
+    kind = "conv"
+
+    def patches(self, a):
+        return im2col(a, self.weight.shape[2:], self.strides, self.pads, self.dilations,
+                      self.a_zero)
+
+    def accumulate(self, a):
+        cols, (oh, ow) = self.patches(a)
+        acc = cols @ self.weight.reshape(self.weight.shape[0], -1).T + self.bias
+        return acc.reshape(len(a), oh, ow, -1).transpose(0, 3, 1, 2)
+
+    def __call__(self, a):
+        acc = self.accumulate(a)
+        return acc if self.requant is None else self.requant(acc, axis=1)
+
+    def gemm_shape(self, input_shape):
+        n, _, h, w = input_shape
+        kh, kw = self.weight.shape[2:]
+        oh = conv_output_size(h, kh, self.strides[0], self.pads[0], self.pads[2],
+                              self.dilations[0])
+        ow = conv_output_size(w, kw, self.strides[1], self.pads[1], self.pads[3],
+                              self.dilations[1])
+        return n * oh * ow, self.weight.shape[0], math.prod(self.weight.shape[1:])
+
+
+@dataclass(frozen=True)
+class Relu(_Op):
+    """ReLU on a quantized tensor: ``max(q, zero)`` (``zero`` means real 0)."""
+    zero: int = 0
+    kind = "relu"
+
+    def __call__(self, q):
+        return np.maximum(q, self.zero)
+
+
+def _pool_windows(q, kernel, strides, pads, fill):
+    """The pooling windows of ``q`` (n, c, h, w): (n, c, oh, ow, kh*kw), padding ``fill``."""
+    n, c, h, w = q.shape
+    cols, (oh, ow) = im2col(q, kernel, strides, pads, (1, 1), fill)
+    return cols.reshape(n, oh, ow, c, -1).transpose(0, 3, 1, 2, 4)
+
+
+@dataclass(frozen=True)
+class MaxPool(_Op):
+    """Max pooling on a quantized tensor (exact: the maximum commutes with dequantization)."""
+    kernel: tuple = (2, 2)
+    strides: tuple = (2, 2)
+    pads: tuple = (0, 0, 0, 0)
+    kind = "maxpool"
+
+    def __call__(self, q):
+        return _pool_windows(q, self.kernel, self.strides, self.pads, -1).max(axis=-1)
+
+
+@dataclass(frozen=True)
+class AveragePool(_Op):
+    """Average pooling of quantized inputs into other quantization parameters; no padding.
+
+    As onnxruntime's QLinearAveragePool (``float_path`` False): ``saturate(round_half_even(
+    sum(q - z_x) * x_scale / count / y_scale) + z_y)`` in float32. As its float AveragePool
+    between DequantizeLinear and QuantizeLinear, which it does not fuse (``float_path``
+    True): the dequantized values summed one by one in float32 (window row by row), divided
+    by the count, then QuantizeLinear.
+    """
+    kernel: tuple = (2, 2)
+    strides: tuple = (2, 2)
+    x_scale: float = 1.0
+    x_zero: int = 0
+    y_scale: float = 1.0
+    y_zero: int = 0
+    float_path: bool = False
+    kind = "avgpool"
+
+    def __call__(self, q):
+        windows = _pool_windows(q, self.kernel, self.strides, (0, 0, 0, 0), 0)
+        count = _F32(windows.shape[-1])
+        if self.float_path:
+            real = (windows - self.x_zero).astype(_F32) * _F32(self.x_scale)
+            total = real[..., 0]
+            for i in range(1, windows.shape[-1]):
+                total = total + real[..., i]
+            return ort_quantize(total / count, self.y_scale, self.y_zero)
+        total = (windows - self.x_zero).sum(axis=-1).astype(_F32)
+        y = np.rint(total * _F32(self.x_scale) / count / _F32(self.y_scale))
+        return np.clip(y.astype(np.int64) + self.y_zero, 0, 255)
+
+
+@dataclass(frozen=True)
+class Add(_Op):
+    """Quantized addition (QLinearAdd): dequantize both in float32, add, quantize:
+    ``saturate(round_half_even((s_a (a - z_a) + s_b (b - z_b)) / s_c) + z_c)``.
+    ``constant`` is the second operand when it is an initializer (a bias), else None."""
+    scales: tuple = (1.0, 1.0, 1.0)
+    zeros: tuple = (0, 0, 0)
+    constant: np.ndarray | None = None
+    kind = "add"
+
+    def __call__(self, a, b=None):
+        b = self.constant if b is None else b
+        (sa, sb, sc), (za, zb, zc) = self.scales, self.zeros
+        real = (a - za).astype(_F32) * _F32(sa) + (b - zb).astype(_F32) * _F32(sb)
+        return np.clip(np.rint(real / _F32(sc)).astype(np.int64) + zc, 0, 255)
+
+
+@dataclass(frozen=True)
+class Reshape(_Op):
+    """Reshape keeping the batch axis: ``shape`` is the rest (Flatten: ``(-1,)``)."""
+    shape: tuple = (-1,)
+    kind = "reshape"
+
+    def __call__(self, q):
+        return q.reshape(len(q), *self.shape)
+
+
+@dataclass(frozen=True)
+class IntegerGraph:
+    """An imported model: inputs, operations in order, outputs.
+
+    Attributes
+    ----------
+    inputs : tuple of (name, shape without the batch, dtype)
+        The model's inputs (``dtype`` a NumPy dtype: float32 for a float model input, uint8
+        for an integer one).
+    outputs : tuple of (name, dtype)
+        The model's outputs and their dtypes (float32 after a DequantizeLinear, uint8 for a
+        quantized output, int32 for MatMulInteger's accumulators).
+    ops : tuple of operations
+    source : str
+        ``"onnxruntime"`` (a model quantized by onnxruntime, run as it runs it) or
+        ``"ptq"`` (a float model quantized by the project's own post-training quantization).
+    """
+    inputs: tuple
+    outputs: tuple
+    ops: tuple
+    source: str = "onnxruntime"
+
+    def run(self, feeds, keep=False):
+        """The outputs for ``feeds`` (``{name: array}``, or one array for a single input),
+        in the output dtypes; with ``keep``, also every tensor by name."""
+        if not isinstance(feeds, dict):
+            if len(self.inputs) != 1:
+                raise ValueError(f"the model has {len(self.inputs)} inputs: give a dict")
+            feeds = {self.inputs[0][0]: feeds}
+        env = {}
+        for name, shape, dtype in self.inputs:
+            if name not in feeds:
+                raise ValueError(f"input {name!r} is missing")
+            x = np.asarray(feeds[name])
+            if tuple(x.shape[1:]) != tuple(shape):
+                raise ValueError(f"input {name!r} must have shape (batch, "
+                                 f"{', '.join(map(str, shape))}), not {x.shape}")
+            env[name] = x.astype(np.int64) if np.dtype(dtype).kind in "iu" else x
+        for op in self.ops:
+            env[op.output] = op(*(env[name] for name in op.inputs))
+        outputs = [env[name].astype(dtype) for name, dtype in self.outputs]
+        return (outputs, env) if keep else outputs
