@@ -25,7 +25,7 @@ a pipeline of its own. ``golden.csc.spmv_cycles`` gives the unit's cycle count.
 import math
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -158,6 +158,80 @@ class Readout(wiring.Signature):
             "bias":       In(signed(acc_width)),
             "multiplier": In(MULTIPLIER_BITS),
         })
+
+
+class ColumnQueue(wiring.Component):
+    """A PE's column queue: first word fall-through, in distributed RAM, its slot write apart
+    from keeping what was written.
+
+    ``w_write`` writes ``w_data`` into the next free slot; ``w_en``, in the same cycle, keeps
+    it (the next write goes to the slot after). So the memory's write enable, which reaches
+    every cell, waits only on registers (``w_write`` and the level), not on the test that
+    decides whether the column is kept.
+
+    Parameters
+    ----------
+    width : int
+        Bits of an entry.
+    depth : int
+        Entries, 2..256.
+
+    Attributes
+    ----------
+    w_data : In(width)
+    w_write : In(1)
+        Write ``w_data`` into the next free slot (while there is one).
+    w_en : In(1)
+        Keep the entry written in this cycle.
+    r_data : Out(width)
+        The oldest entry kept, while ``r_rdy``.
+    r_rdy : Out(1)
+    r_en : In(1)
+        Drop the oldest entry.
+    level : Out(range(depth + 1))
+        Entries kept.
+    """
+
+    def __init__(self, width, depth):
+        _check("depth", depth, 2, 256)
+        self._width, self._depth = width, depth
+        super().__init__({
+            "w_data":  In(width),
+            "w_write": In(1),
+            "w_en":    In(1),
+            "r_data":  Out(width),
+            "r_rdy":   Out(1),
+            "r_en":    In(1),
+            "level":   Out(range(depth + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        m.submodules.storage = storage = Memory(shape=self._width, depth=depth, init=[])
+        write = storage.write_port()
+        read = storage.read_port(domain="comb")
+        produce = Signal(range(depth))
+        consume = Signal(range(depth))
+        room = self.level != depth
+        keeping = self.w_write & self.w_en & room
+        taking = self.r_rdy & self.r_en
+        m.d.comb += [write.addr.eq(produce), write.data.eq(self.w_data),
+                     write.en.eq(self.w_write & room),
+                     read.addr.eq(consume), self.r_data.eq(read.data),
+                     self.r_rdy.eq(self.level != 0)]
+
+        def following(pointer):
+            return Mux(pointer == depth - 1, 0, pointer + 1)
+        with m.If(keeping):
+            m.d.sync += produce.eq(following(produce))
+        with m.If(taking):
+            m.d.sync += consume.eq(following(consume))
+        with m.If(keeping & ~taking):
+            m.d.sync += self.level.eq(self.level + 1)
+        with m.If(taking & ~keeping):
+            m.d.sync += self.level.eq(self.level - 1)
+        return m
 
 
 def _check(name, value, lo, hi):
@@ -319,8 +393,9 @@ class SpMVPE(wiring.Component):
     def _pointer_fetch(self, m, pointers, pointer_write):
         """Read ``p[j]`` and ``p[j+1]`` of the activation taken, in the cycle it is taken; register
         them and ``x``; the next cycle offers the column. Returns the queue, the column
-        offered (its start, entry count, whether that is at most 2, and ``x``; ``valid`` when it
-        holds entries of this PE) and whether an activation is reading its pointers.
+        (its layout; its start, entry count, whether that is at most 2, and ``x``; whether it
+        is offered, that is holds entries of this PE; whether its pointers are registered, so
+        that the queue writes it) and whether an activation is reading its pointers.
 
         The pointer memory's write port and its ``p[j]`` read port share one address (the
         loader's, while it writes), so that yosys builds the memory from one dual-port
@@ -329,7 +404,7 @@ class SpMVPE(wiring.Component):
         ptr_bits = self.pointer_bits
         layout = data.StructLayout({"start": ptr_bits, "count": ptr_bits, "short": 1,
                                     "x": self._act_bits})
-        m.submodules.queue = queue = fifo.SyncFIFO(width=layout.size, depth=self._queue_depth)
+        m.submodules.queue = queue = ColumnQueue(layout.size, self._queue_depth)
         taking = self.act.valid & self.act.ready
         write = pointers.write_port()
         start_port = pointers.read_port(transparent_for=(write,))
@@ -359,7 +434,7 @@ class SpMVPE(wiring.Component):
         # the walk from the queue (so no long path reaches it).
         in_flight = taking + fetched + pointed
         m.d.sync += self.act.ready.eq(queue.level + in_flight < self._queue_depth)
-        return queue, (layout, column, offered), fetched | pointed
+        return queue, (layout, column, offered, pointed), fetched | pointed
 
     def _walk(self, m, queue, column, weights, entry_write):
         """Walk the columns a pair of entries per cycle: the queue's oldest, or with an empty
@@ -372,7 +447,7 @@ class SpMVPE(wiring.Component):
         shares its address with the write port (the loader's, while it writes), so that
         yosys builds the memory once from true dual-port block RAM."""
         ptr_bits = self.pointer_bits
-        layout, column, offered = column
+        layout, column, offered, pointed = column
         entry = self.entry_layout
 
         # The walk: the addresses of the next pair, the entries left in the column.
@@ -393,7 +468,8 @@ class SpMVPE(wiring.Component):
         waiting = queue.r_rdy & ~skip        # a column waits in the queue
         head = layout(Mux(waiting, queue.r_data, column.as_value()))
         available = waiting | offered
-        m.d.comb += [queue.w_data.eq(column), queue.w_en.eq(offered),
+        m.d.comb += [queue.w_data.eq(column), queue.w_write.eq(pointed),
+                     queue.w_en.eq(offered),
                      queue.r_en.eq(skip | (advance & next_column & waiting))]
         m.d.sync += skip.eq(advance & next_column & ~waiting & offered)
         with m.If(advance):

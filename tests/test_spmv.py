@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from golden import csc
 from golden.network import digits_network, digits_split
-from rtl.spmv import QueuedActivation, SpMV, SpMVPE
+from rtl.spmv import ColumnQueue, QueuedActivation, SpMV, SpMVPE
 from sim.runner import run, simulator_available
 from sim.tb.spmv import layer_job, load_payload
 
@@ -229,3 +229,38 @@ def test_pe_converts_to_verilog_alone():
 def test_bad_parameters_name_the_value(parameters, message):
     with pytest.raises(ValueError, match=f"^{message}$"):
         SpMV(**parameters)
+
+
+def test_column_queue_keeps_only_what_it_is_told_to_and_never_overwrites_its_head():
+    queue = ColumnQueue(8, 3)
+    taken = []
+
+    async def testbench(ctx):
+        async def step(write=None, keep=False, take=False):
+            ctx.set(queue.w_write, write is not None)
+            ctx.set(queue.w_data, write or 0)
+            ctx.set(queue.w_en, keep)
+            ctx.set(queue.r_en, take)
+            if take and ctx.get(queue.r_rdy):
+                taken.append(ctx.get(queue.r_data))
+            await ctx.tick()
+        await step(write=1)                       # written, not kept
+        assert ctx.get(queue.level) == 0 and not ctx.get(queue.r_rdy)
+        await step(write=2, keep=True)
+        await step(write=3, keep=True)
+        await step(write=9)                       # the next free slot, not kept
+        await step(write=4, keep=True)            # full now
+        assert ctx.get(queue.level) == 3
+        await step(write=5, keep=True)            # no room: neither written nor kept
+        await step(take=True)
+        await step(write=6, keep=True, take=True)
+        await step(take=True)
+        await step(take=True)
+        await step(take=True)
+        assert ctx.get(queue.level) == 0
+
+    sim = Simulator(queue)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert taken == [2, 3, 4, 6]
