@@ -16,6 +16,10 @@ with a real scale and an integer zero point: the real value is ``scale * (q - ze
   (:func:`golden.requant.requantize`), which the project's own quantization uses.
 - :class:`Relu`, :class:`MaxPool`, :class:`AveragePool`, :class:`Add`, :class:`Reshape`: the
   quantized operators between layers, run by the host.
+- :class:`MatMul` (a product of two run-time tensors, attention's ``Q K^T`` and ``P V``),
+  :class:`Softmax` (onnxruntime's QLinearSoftmax), :class:`Transpose` and
+  :class:`ReduceMax`: the operators of an attention layer between its projections, run by
+  the host.
 """
 
 import math
@@ -25,9 +29,10 @@ import numpy as np
 
 from golden.requant import requantize
 
-__all__ = ["ort_quantize", "ort_requantize", "im2col", "conv_output_size", "Requant",
-           "Quantize", "Dequantize", "Dense", "Conv", "Relu", "MaxPool", "AveragePool", "Add",
-           "Reshape", "IntegerGraph"]
+__all__ = ["ort_quantize", "ort_requantize", "im2col", "conv_output_size", "fma32",
+           "softmax_table", "Requant", "Quantize", "Dequantize", "Dense", "Conv", "Relu",
+           "MaxPool", "AveragePool", "Add", "Reshape", "MatMul", "Softmax", "Transpose",
+           "ReduceMax", "IntegerGraph"]
 
 _F32 = np.float32
 
@@ -64,11 +69,12 @@ def im2col(x, kernel, strides, pads, dilations, pad_value):
     sy, sx = strides
     dy, dx = dilations
     top, left, bottom, right = pads
-    padded = np.full((n, c, h + top + bottom, w + left + right), pad_value, dtype=np.int64)
+    dtype = np.result_type(x.dtype, np.int64)     # integers stay int64, floats float64
+    padded = np.full((n, c, h + top + bottom, w + left + right), pad_value, dtype=dtype)
     padded[:, :, top:top + h, left:left + w] = x
     oh = conv_output_size(h, kh, sy, top, bottom, dy)
     ow = conv_output_size(w, kw, sx, left, right, dx)
-    cols = np.empty((n, oh, ow, c, kh, kw), dtype=np.int64)
+    cols = np.empty((n, oh, ow, c, kh, kw), dtype=dtype)
     for i in range(kh):
         for j in range(kw):
             window = padded[:, :, i * dy:i * dy + sy * (oh - 1) + 1:sy,
@@ -283,10 +289,31 @@ class AveragePool(_Op):
         return np.clip(y.astype(np.int64) + self.y_zero, 0, 255)
 
 
+def fma32(x, y, z):
+    """``x * y + z`` rounded once to float32 (a fused multiply-add), exactly: the product of
+    two float32 is exact in float64, the sum's rounding error is recovered (TwoSum) and
+    decides the one case the float64 sum cannot, a float32 midpoint."""
+    x, y, z = (np.asarray(v, dtype=_F32) for v in (x, y, z))
+    product = x.astype(np.float64) * y.astype(np.float64)
+    z = np.broadcast_to(z.astype(np.float64), product.shape)
+    total = product + z
+    virtual = total - product
+    error = (product - (total - virtual)) + (z - virtual)
+    rounded = total.astype(_F32)
+    low = np.where(rounded.astype(np.float64) > total, np.nextafter(rounded, _F32(-np.inf)),
+                   rounded)
+    high = np.nextafter(low, _F32(np.inf))
+    midpoint = total == (low.astype(np.float64) + high.astype(np.float64)) / 2
+    return np.where(midpoint & (error > 0), high,
+                    np.where(midpoint & (error < 0), low, rounded))
+
+
 @dataclass(frozen=True)
 class Add(_Op):
-    """Quantized addition (QLinearAdd): dequantize both in float32, add, quantize:
-    ``saturate(round_half_even((s_a (a - z_a) + s_b (b - z_b)) / s_c) + z_c)``.
+    """Quantized addition (QLinearAdd), as onnxruntime's x86-64 AVX2 kernel (MLAS
+    ``MlasQLinearAddKernelAvx2Helper``) computes it, in float32 with fused multiply-adds:
+    ``r_a = s_a / s_c``, ``r_b = s_b / s_c``, ``fixed = z_c - fma(r_a, z_a, r_b * z_b)``,
+    ``c = saturate(round_half_even(fma(a, r_a, fma(b, r_b, fixed))))``.
     ``constant`` is the second operand when it is an initializer (a bias), else None."""
     scales: tuple = (1.0, 1.0, 1.0)
     zeros: tuple = (0, 0, 0)
@@ -296,8 +323,11 @@ class Add(_Op):
     def __call__(self, a, b=None):
         b = self.constant if b is None else b
         (sa, sb, sc), (za, zb, zc) = self.scales, self.zeros
-        real = (a - za).astype(_F32) * _F32(sa) + (b - zb).astype(_F32) * _F32(sb)
-        return np.clip(np.rint(real / _F32(sc)).astype(np.int64) + zc, 0, 255)
+        ratio_a, ratio_b = _F32(sa) / _F32(sc), _F32(sb) / _F32(sc)
+        fixed = _F32(zc) - fma32(ratio_a, _F32(za), ratio_b * _F32(zb))
+        a, b = np.broadcast_arrays(a, b)
+        c = fma32(a.astype(_F32), ratio_a, fma32(b.astype(_F32), ratio_b, fixed))
+        return np.clip(np.rint(c).astype(np.int64), 0, 255)
 
 
 @dataclass(frozen=True)
@@ -308,6 +338,89 @@ class Reshape(_Op):
 
     def __call__(self, q):
         return q.reshape(len(q), *self.shape)
+
+
+@dataclass(frozen=True)
+class MatMul(_Op):
+    """The product of two run-time quantized tensors (QLinearMatMul without constant weights):
+    ``acc = (a - a_zero) @ (b - b_zero)`` over the last axis of ``a`` and the second last of
+    ``b`` (leading axes batched), then :class:`Requant` with one scale for the tensor."""
+    a_zero: int = 0
+    b_zero: int = 0
+    requant: Requant = None
+    kind = "matmul"
+
+    def accumulate(self, a, b):
+        return (a - self.a_zero) @ (b - self.b_zero)
+
+    def __call__(self, a, b):
+        return self.requant(self.accumulate(a, b))
+
+
+def softmax_table(x_scale, size):
+    """onnxruntime's QLinearSoftmax lookup table (float32, 256 entries) for inputs of scale
+    ``x_scale`` reduced over ``size`` values: ``table[i] = exp((i - 255) * x_scale + shift)``
+    in double, rounded to float32, ``shift = max(0, ln(FLT_MAX / size) - 5)`` keeping the
+    sum of ``size`` entries below FLT_MAX."""
+    shift = max(0.0, float(np.log(np.finfo(_F32).max / _F32(size))) - 5.0) / float(_F32(x_scale))
+    i = np.arange(256, dtype=np.float64)
+    return np.exp((i - 255 + shift) * float(_F32(x_scale))).astype(_F32)
+
+
+@dataclass(frozen=True)
+class Softmax(_Op):
+    """onnxruntime's QLinearSoftmax over the last axis (uint8 in and out), exactly.
+
+    Each row's values are looked up in :func:`softmax_table` shifted so the row's largest
+    value is entry 255: ``e_j = table[255 - max + q_j]``; the row sum ``s`` is accumulated
+    in float32 in order; ``y_j = min(255, round_half_even((e_j * floor(1 / y_scale)) / s) +
+    y_zero)``, in float32. (So the output scale that counts is ``1 / floor(1 / y_scale)``:
+    onnxruntime's quantization tool writes 1/256.)
+    """
+    x_scale: float = 1.0
+    y_scale: float = 1.0
+    y_zero: int = 0
+    kind = "softmax"
+
+    def __call__(self, q):
+        table = softmax_table(self.x_scale, q.shape[-1])
+        e = table[255 - q.max(axis=-1, keepdims=True) + q]
+        total = e[..., 0]
+        for j in range(1, q.shape[-1]):
+            total = total + e[..., j]
+        y_inverse = _F32(np.floor(_F32(1.0) / _F32(self.y_scale)))
+        y = np.rint((e * y_inverse) / total[..., None]).astype(np.int64) + self.y_zero
+        return np.minimum(y, 255)
+
+
+@dataclass(frozen=True)
+class Transpose(_Op):
+    """A transposition of a quantized tensor; ``perm`` keeps the batch axis first."""
+    perm: tuple = (0,)
+    kind = "transpose"
+
+    def __call__(self, q):
+        return q.transpose(self.perm)
+
+
+@dataclass(frozen=True)
+class ReduceMax(_Op):
+    """The maximum over ``axes`` (never the batch), then the dequantized maximum quantized to
+    the output's parameters, as onnxruntime runs a float ReduceMax between DequantizeLinear
+    and QuantizeLinear: the maximum commutes with the (non-decreasing) float32
+    dequantization, so taking it on the integers is exact."""
+    axes: tuple = (1,)
+    keepdims: bool = False
+    x_scale: float = 1.0
+    x_zero: int = 0
+    y_scale: float = 1.0
+    y_zero: int = 0
+    kind = "reducemax"
+
+    def __call__(self, q):
+        top = q.max(axis=self.axes, keepdims=self.keepdims)
+        return ort_quantize((top - self.x_zero).astype(_F32) * _F32(self.x_scale),
+                            self.y_scale, self.y_zero)
 
 
 @dataclass(frozen=True)

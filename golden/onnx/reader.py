@@ -12,7 +12,8 @@ import numpy as np
 
 from golden.onnx.fixed import exact_fixed_point
 from golden.onnx.graph import (Add, AveragePool, Conv, Dense, Dequantize, IntegerGraph,
-                               MaxPool, Quantize, Relu, Requant, Reshape)
+                               MatMul, MaxPool, Quantize, ReduceMax, Relu, Requant, Reshape,
+                               Softmax, Transpose)
 
 __all__ = ["OnnxImportError", "SUPPORTED", "read_quantized", "is_quantized"]
 
@@ -20,11 +21,12 @@ __all__ = ["OnnxImportError", "SUPPORTED", "read_quantized", "is_quantized"]
 SUPPORTED = {
     "QuantizeLinear": "float model input to uint8 (host)",
     "DequantizeLinear": "uint8 or int32 to a float32 output (host)",
-    "QLinearMatMul": "dense layer on the array, constant int8 weights",
+    "QLinearMatMul": "dense layer on the array, constant int8 weights; or the product of "
+                     "two run-time uint8 tensors (attention's Q K^T, P V; host)",
     "MatMulInteger": "dense layer on the array, int32 accumulators out",
     "QGemm (com.microsoft)": "dense layer on the array, int32 bias",
     "Gemm (QDQ)": "dense layer on the array, int32 bias",
-    "MatMul (QDQ)": "dense layer on the array",
+    "MatMul (QDQ)": "dense layer on the array; or two run-time tensors (host)",
     "QLinearConv": "2-D convolution, im2col GEMM on the array (group 1)",
     "ConvInteger": "2-D convolution, int32 accumulators out",
     "Conv (QDQ)": "2-D convolution, im2col GEMM on the array",
@@ -36,12 +38,12 @@ SUPPORTED = {
     "AveragePool (QDQ)": "2-D average pooling, no padding (host)",
     "Flatten": "reshape keeping the batch axis (host)",
     "Reshape": "reshape keeping the batch axis (host)",
+    "QLinearSoftmax (com.microsoft)": "softmax over the last axis, onnxruntime's lookup "
+                                      "table (host)",
+    "Transpose": "transposition keeping the batch axis first (host)",
+    "ReduceMax": "maximum over non-batch axes, between DequantizeLinear and QuantizeLinear "
+                 "(host)",
 }
-#: Float operators of a QDQ graph that run quantized between a DequantizeLinear and a
-#: QuantizeLinear.
-_QDQ_COMPUTE = ("MatMul", "Gemm", "Conv", "Add", "AveragePool")
-#: Operators that commute with dequantization: applied to the integers directly.
-_PASSTHROUGH = ("Relu", "MaxPool", "Flatten", "Reshape")
 _FLOAT, _UINT8, _INT32 = 1, 2, 6
 #: Width of the accelerator's requantization multiplier (rtl.accel.isa.Param).
 HARDWARE_MULTIPLIER_BITS = 16
@@ -356,13 +358,16 @@ class _Reader:
 
     def defer(self, node):
         out = node.output[0]
+        if not any(name in self.alias for name in node.input):
+            _fail(node, f"input {node.input[0]!r} is not the output of a DequantizeLinear; "
+                        f"supported in QDQ: DequantizeLinear -> operator -> QuantizeLinear")
         users = self.consumers.get(out, [])
         if not users or any(user.op_type != "QuantizeLinear" for user in users):
             _fail(node, "its float output is used without a QuantizeLinear; supported in QDQ: "
                         "DequantizeLinear -> operator -> QuantizeLinear")
         self.pending[out] = node
 
-    op_MatMul = op_Gemm = op_Conv = op_AveragePool = defer
+    op_MatMul = op_Gemm = op_Conv = op_AveragePool = op_ReduceMax = op_Softmax = defer
 
     def op_Add(self, node):
         if node.input[0] in self.alias or node.input[1] in self.alias:
@@ -382,6 +387,18 @@ class _Reader:
         if kind == "AveragePool":
             source = self.alias[node.input[0]]
             self.average_pool(node, source, out, out_scale, out_zero, float_path=True)
+            return
+        if kind == "Softmax":
+            self.softmax(node, self.alias[node.input[0]], out, out_scale, out_zero)
+            return
+        if kind == "ReduceMax":
+            self.reduce_max(node, self.alias[node.input[0]], out, out_scale, out_zero)
+            return
+        if kind == "MatMul" and node.input[1] in self.alias:
+            a, b = (self.alias.get(name) for name in node.input[:2])
+            if a is None:
+                _fail(node, f"input {node.input[0]!r} is not a dequantized activation")
+            self.matmul(node, a, b, out, out_scale, out_zero)
             return
         a = node.input[0]
         if a not in self.alias:
@@ -434,6 +451,11 @@ class _Reader:
     def op_QLinearMatMul(self, node):
         a, a_s, a_z, b, b_s, b_z, y_s, y_z = node.input
         a_scale, a_zero = self.activation(node, a, a_s, a_z)
+        if b not in self.consts:
+            self.activation(node, b, b_s, b_z)
+            out_scale, out_zero = self.out_params(node, y_s, y_z, node.output[0])
+            self.matmul(node, a, b, node.output[0], out_scale, out_zero)
+            return
         w = self.weights(node, self.const(node, b, "weight"), self.const(node, b_z, "weight "
                          "zero point"), "weights")
         if w.ndim != 2:
@@ -442,6 +464,25 @@ class _Reader:
         out_scale, out_zero = self.out_params(node, y_s, y_z, node.output[0])
         self.dense(node, a, a_scale, a_zero, w.T, w_scale, np.zeros(w.shape[1], np.int64),
                    node.output[0], out_scale, out_zero)
+
+    def matmul(self, node, a, b, out, out_scale, out_zero):
+        """Append a :class:`MatMul` of the run-time uint8 tensors ``a`` and ``b``."""
+        a_scale, a_zero = self.activation(node, a)
+        b_scale, b_zero = self.activation(node, b)
+        shape_a, shape_b = self.shapes[a], self.shapes[b]
+        if len(shape_a) != len(shape_b) or len(shape_a) < 2 or \
+                shape_a[:-2] != shape_b[:-2] or shape_a[-1] != shape_b[-2]:
+            _fail(node, f"operands of shapes {shape_a} and {shape_b} past the batch; "
+                        f"supported: (..., m, k) times (..., k, n), the same leading axes")
+        if shape_a[-1] * 255 * 255 >= 1 << 31:
+            _fail(node, f"{shape_a[-1]} products per accumulator can exceed 32 bits; "
+                        f"supported: int32 accumulators")
+        # onnxruntime: a_scale * b_scale / y_scale, float32, in that order.
+        scale = (np.float32(a_scale) * np.float32(b_scale)) / np.float32(out_scale)
+        self.ops.append(MatMul(node.name or out, (a, b), out, a_zero=a_zero, b_zero=b_zero,
+                               requant=Requant(8, out_zero, np.array([scale], np.float32))))
+        self.quant[out] = (out_scale, out_zero, np.uint8)
+        self.shapes[out] = (*shape_a[:-1], shape_b[-1])
 
     def op_MatMulInteger(self, node):
         a, b = node.input[:2]
@@ -546,6 +587,49 @@ class _Reader:
                             zeros=(a_zero, b_zero, out_zero)))
         self.shapes[node.output[0]] = self.shapes[a]
 
+    def op_QLinearSoftmax(self, node):
+        from onnx import helper
+        x, x_s, x_z, y_s, y_z = node.input
+        opset = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get("opset", 13)
+        if opset < 13:
+            _fail(node, f"opset {opset} (a softmax over all axes from 1); supported: opset 13 "
+                        f"or later, the last axis")
+        self.activation(node, x, x_s, x_z)
+        out_scale, out_zero = self.out_params(node, y_s, y_z, node.output[0])
+        self.softmax(node, x, node.output[0], out_scale, out_zero)
+
+    def softmax(self, node, x, out, out_scale, out_zero):
+        """Append a :class:`Softmax` of ``x`` over the node's ``axis`` (the last)."""
+        from onnx import helper
+        axis = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get("axis", -1)
+        if axis not in (-1, len(self.shapes[x])):
+            _fail(node, f"axis {axis}; supported: the last axis")
+        x_scale, _ = self.activation(node, x)
+        self.ops.append(Softmax(node.name or out, (x,), out, x_scale=x_scale,
+                                y_scale=out_scale, y_zero=out_zero))
+        self.quant[out] = (out_scale, out_zero, np.uint8)
+        self.shapes[out] = self.shapes[x]
+
+    def reduce_max(self, node, source, out, out_scale, out_zero):
+        from onnx import helper
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        rank = len(self.shapes[source]) + 1
+        axes = attrs.get("axes")
+        if axes is None or len(node.input) > 1:
+            _fail(node, "axes not given as an attribute; supported: opset 17 or earlier, "
+                        "axes listed")
+        axes = tuple(sorted(a % rank for a in axes))
+        if 0 in axes:
+            _fail(node, "reduces the batch axis; supported: axes past the batch")
+        x_scale, x_zero = self.activation(node, source)
+        keepdims = bool(attrs.get("keepdims", 1))
+        self.ops.append(ReduceMax(node.name or out, (source,), out, axes=axes,
+                                  keepdims=keepdims, x_scale=x_scale, x_zero=x_zero,
+                                  y_scale=out_scale, y_zero=out_zero))
+        self.shapes[out] = tuple(1 if i in axes else size
+                                 for i, size in enumerate(self.shapes[source], start=1)
+                                 if keepdims or i not in axes)
+
     def pool_attributes(self, node, source):
         from onnx import helper
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -616,6 +700,19 @@ class _Reader:
                                               node.output[0], kernel=kernel, strides=strides,
                                               pads=pads), source, is_alias,
                                 self.pooled_shape(self.shapes[source], kernel, strides, pads))
+
+    def op_Transpose(self, node):
+        from onnx import helper
+        source, is_alias = self.passthrough_source(node)
+        shape = self.shapes[source]
+        perm = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get(
+            "perm", list(reversed(range(len(shape) + 1))))
+        perm = tuple(int(p) for p in perm)
+        if not perm or perm[0] != 0:
+            _fail(node, f"perm {list(perm)}; supported: the batch axis kept first")
+        self.finish_passthrough(node, Transpose(node.name or node.output[0], (source,),
+                                                node.output[0], perm=perm), source, is_alias,
+                                tuple(shape[p - 1] for p in perm[1:]))
 
     def op_Flatten(self, node):
         from onnx import helper
