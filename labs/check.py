@@ -169,6 +169,16 @@ class Files:
             raise StudentError(f"{filename or self.lab.files[0]} defines no {name}")
         return getattr(module, name)
 
+    def own(self, name, *golden):
+        """The student's function ``name``, refused (StudentError) when its code names one of
+        the ``golden`` functions it is meant to replace."""
+        function = self.get(name)
+        names = function.__code__.co_names if hasattr(function, "__code__") else ()
+        called = [g for g in golden if g in names]
+        if called:
+            raise StudentError(f"{name} calls {called[0]}: write it yourself")
+        return function
+
     def call(self, function, *args, **kwargs):
         """Call a student's function; its exception becomes a one-line StudentError."""
         try:

@@ -14,11 +14,14 @@ import labs.grading.bitbrick
 from labs.__main__ import main
 from labs.check import grade, lab
 
-#: Parts of each lab that run in seconds (lab 1's 8-bit modes take ~20 s, lab 2's Verilator
-#: run ~5 s once built, ~75 s to build).
+#: Parts of each lab that run in seconds (lab 1's 8-bit modes take ~20 s, lab 2's and lab 4's
+#: Verilator runs ~5-15 s once built, a minute or more to build).
 FAST_PARTS = {1: ["brick", "slices", "fused 2/4-bit"],
               2: ["skew", "row timing", "cycle model", "utilization"],
-              3: None}
+              3: None,
+              4: ["encode", "PE work", "load balance"],
+              5: None,
+              6: None}
 
 
 def seeded(tmp_path, number, patches):
@@ -44,19 +47,19 @@ def failed(report):
     return {part.name: part.feedback for part in report.parts if part.score < part.points}
 
 
-@pytest.mark.parametrize("number", [1, 2, 3])
+@pytest.mark.parametrize("number", [1, 2, 3, 4, 5, 6])
 def test_reference_solution_passes_the_fast_parts(number):
     report = grade(number, solution=True, parts=FAST_PARTS[number])
     assert report.passed, failed(report)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("number", [1, 2])
+@pytest.mark.parametrize("number", [1, 2, 4])
 def test_reference_solution_passes_every_part(number, capsys):
     assert main(["check", str(number), "--solution"]) == 0, capsys.readouterr().out
 
 
-@pytest.mark.parametrize("number", [1, 2, 3])
+@pytest.mark.parametrize("number", [1, 2, 3, 4, 5, 6])
 def test_untouched_starter_fails_every_part_it_has_an_answer_for(number):
     report = grade(number, parts=FAST_PARTS[number])
     assert not report.passed
@@ -165,6 +168,158 @@ def test_lab3_checker_catches_a_typical_mistake(tmp_path, mistake):
     assert failed(report)[part].startswith(feedback), failed(report)[part]
 
 
+LAB4_MISTAKES = {
+    "relative index off by one": (
+        [("zs.append(row - previous - 1)", "zs.append(row - previous)")],
+        "encode", "random 13x9 on 3 PEs, z_bits=4, PE 0, column 0 (non-zero local rows "
+                  "[0, 3, 4]), entry 0: expected (value, z) = (57, 0), got (57, 1)"),
+    "padding one row too early": (
+        [("while row - previous - 1 > z_max:", "while row - previous - 1 >= z_max:")],
+        "encode", "random 20x11 on 2 PEs, z_bits=2, PE 0, column 10 (non-zero local rows "
+                  "[3]), entry 0: expected (value, z) = (82, 3), got (0, 3)"),
+    "rows dealt to the PEs in blocks": (
+        [("local = np.asarray(w)[pe::n_pes]",
+          "local = np.array_split(np.asarray(w), n_pes)[pe]")],
+        "encode", "random 13x9 on 3 PEs, z_bits=4, PE 0, column 0 (non-zero local rows "
+                  "[0, 3, 4]), entry 1: expected (value, z) = (49, 2), got (22, 3)"),
+    "padding entry counted as a weight": (
+        [("weights += int(np.count_nonzero(column))", "weights += len(column)")],
+        "PE work", "24x20 matrix on 3 PEs, z_bits=2, 12 non-zero activations: PE 0 "
+                   "multiplies 27 weights, got 30"),
+    "columns of zero activations counted": (
+        [("active = np.flatnonzero(np.asarray(x) != 0)", "active = np.arange(len(x))")],
+        "PE work", "24x20 matrix on 3 PEs, z_bits=2, 12 non-zero activations: PE 0 "
+                   "multiplies 27 weights, got 48"),
+    "golden.csc.encode called": (
+        [("from golden.csc import PEColumns",
+          "from golden import csc\nfrom golden.csc import PEColumns"),
+         ("    z_max = (1 << z_bits) - 1\n    images = []\n",
+          "    return csc.encode(w, n_pes, z_bits)\n")],
+        "encode", "encode calls encode: write it yourself"),
+    "total cycles taken for the compute cycles": (
+        [("cycles, _ = spmv_cycles(", "_, cycles = spmv_cycles(")],
+        "load balance", "40x24 matrix, 16 non-zero activations, 1 PE (work per PE [185]): "
+                        "expected cycles 204, got 244"),
+}
+
+
+@pytest.mark.parametrize("mistake", LAB4_MISTAKES)
+def test_lab4_checker_catches_a_typical_mistake(tmp_path, mistake):
+    patches, part, feedback = LAB4_MISTAKES[mistake]
+    report = grade(4, directory=seeded(tmp_path, 4, patches), parts=FAST_PARTS[4])
+    assert part in failed(report)
+    assert failed(report)[part].startswith(feedback), failed(report)[part]
+
+
+@pytest.mark.slow
+def test_lab4_verilator_part_catches_total_cycles_for_compute_cycles(tmp_path):
+    directory = seeded(tmp_path, 4, LAB4_MISTAKES["total cycles taken for the compute cycles"][0])
+    report = grade(4, directory=directory, parts=["RTL on Verilator"])
+    assert failed(report)["RTL on Verilator"] == (
+        "on Verilator, the digits layer 0 (64x64, 80% pruned) on SpMV(n_pes=3, z_bits=3, "
+        "lanes=4, queue_depth=6): the unit took 161 cycles from its first activation beat to "
+        "its first result, your sweep gives 183")
+
+
+LAB5_MISTAKES = {
+    "ties broken toward the higher index": (
+        [("ties = np.flatnonzero(scores == threshold)[:k",
+          "ties = np.flatnonzero(scores == threshold)[::-1][:k")],
+        "threshold filter", "ties at the threshold (k=4, scores [3, 7, 5, 7, 5, 1, 5, 7, 5, "
+                            "0]): expected indices [1, 2, 3, 7], got [1, 3, 7, 8]"),
+    "threshold of the (k+1)-th largest": (
+        [("threshold = int(np.sort(scores)[::-1][k - 1])",
+          "threshold = int(np.sort(scores)[::-1][k])")],
+        "engine (RTL)", "the engine rtl.topk.TopK in the Amaranth simulator (k=6, scores "
+                        "[5, -3, 9, 5, 0, 9, -7, 5, 2, 5, 11, -3, 5, 0, 9, 1, 5, 2, -1, 9, 3, "
+                        "5, 8]): expected threshold 8 (the 6-th largest), got 5"),
+    "indices in order of score": (
+        [("return np.flatnonzero(selected), threshold",
+          'return np.argsort(-scores, kind="stable")[:k], threshold')],
+        "threshold filter", "random (k=7, 40 scores): expected indices [1, 3, 8, 19, 27, 29, "
+                            "31], got [19, 8, 27, 29, 31, 3, 1]"),
+    "importance not cumulative": (
+        [("importance[alive] += block.sum(axis=(0, 1))",
+          "importance[alive] = block.sum(axis=(0, 1))")],
+        "cascade", "24 tokens, 3 heads, keep [16, 12, 8, 4]: after layer 1 expected tokens "
+                   "[0, 4, 8, 11, 12, 13, 15, 16, 18, 19, 20, 22], got"),
+    "pruned queries still counted": (
+        [("block = probs[layer][:, alive][:, :, alive]", "block = probs[layer][:, :, alive]")],
+        "cascade", "12 tokens, 2 heads, keep [9, 6, 3]: after layer 2 expected tokens "
+                   "[0, 1, 2], got [0, 2, 3]"),
+    "golden.topk.topk called": (
+        [("from golden.topk import attention_probabilities",
+          "from golden.topk import attention_probabilities, topk"),
+         ("    scores = np.asarray(scores)\n    k = min(k, len(scores))\n",
+          "    return topk(scores, k)\n")],
+        "threshold filter", "threshold_filter calls topk: write it yourself"),
+    "schedule one layer late": (
+        [("ratio ** ((layer + 1) / layers)", "ratio ** (layer / layers)")],
+        "schedule", "schedule(tokens=64, layers=6, ratio=0.5): expected [58, 51, 46, 41, 36, "
+                    "32], got [64, 58, 51, 46, 41, 36]"),
+}
+
+
+@pytest.mark.parametrize("mistake", LAB5_MISTAKES)
+def test_lab5_checker_catches_a_typical_mistake(tmp_path, mistake):
+    patches, part, feedback = LAB5_MISTAKES[mistake]
+    report = grade(5, directory=seeded(tmp_path, 5, patches))
+    assert part in failed(report)
+    assert failed(report)[part].startswith(feedback), failed(report)[part]
+
+
+LAB6_MISTAKES = {
+    "LUTs read from the logic cells": (
+        [('figures["cells"], figures["cells_available"] = logic["used"], logic["available"]\n',
+          'figures["cells"], figures["cells_available"] = logic["used"], logic["available"]\n'
+          '    figures["lut"] = logic["used"]\n')],
+        "read report", "fusion_array_1x1_2.synth-ice40-up5k: expected lut 678 (report.json "
+                       "resources.lut.used), got 1034"),
+    "Fmax read from the constraint": (
+        [('min(clock["achieved"]', 'min(clock["constraint"]')],
+        "read report", "fusion_array_1x1_2.synth-ice40-up5k: expected fmax_mhz 44.1"),
+    "flip-flops of one cell type only": (
+        [("if cell.startswith(tuple(names)))", "if cell in names)")],
+        "read report", "fusion_array_1x1_2.synth-ice40-up5k: expected ff 558"),
+    "fit judged by LUT4 instead of logic cells": (
+        [('if design["cells"] <= design["cells_available"]',
+          'if design["lut"] <= design["cells_available"]')],
+        "largest array", "its LUT4 fit but not its logic cells: of 1x2 (1436 of 5280 cells, "
+                         "37.4 MHz), 2x2 (2588 of 5280 cells, 39.5 MHz), 2x3 (5400 of 5280 "
+                         "cells, 30.0 MHz) at 12 MHz, expected 2x2, got 2x3"),
+    "a mixed array's peak at mode 8x8": (
+        [('width = 2 if bits == "mixed" else bits', 'width = 8 if bits == "mixed" else bits')],
+        "throughput", "peak_gops(rows=8, cols=8, bits='mixed', fmax_mhz=103.6): expected "
+                      "212.1728 GOPS (16 multiplies per PE per cycle), got 13.2608"),
+}
+
+
+@pytest.mark.parametrize("mistake", LAB6_MISTAKES)
+def test_lab6_checker_catches_a_typical_mistake(tmp_path, mistake):
+    patches, part, feedback = LAB6_MISTAKES[mistake]
+    report = grade(6, directory=seeded(tmp_path, 6, patches))
+    assert part in failed(report)
+    assert failed(report)[part].startswith(feedback), failed(report)[part]
+
+
+@pytest.mark.slow
+def test_lab6_solution_reads_a_live_synthesis_as_gen_synth_reports_it(tmp_path):
+    """Array 1x1 8-bit on the iCE40 UP5K (about 10 s): the reference solution's figures of
+    the fresh reports equal gen.synth's report and nextpnr's."""
+    from gen.cli import main as gen_main
+    from labs.check import Files
+    from labs.grading.board import expected_figures
+    assert gen_main(["--array", "1x1", "--bits", "8", "--synth", "ice40-up5k",
+                     "--out", str(tmp_path)]) == 0
+    directory = tmp_path / "fusion_array_1x1_8.synth-ice40-up5k"
+    read_report = Files(lab(6), lab(6).solution_directory).get("read_report")
+    got = read_report(directory, "ice40-up5k")
+    want = expected_figures(directory, "ice40-up5k")
+    assert {key: got[key] for key in want} == pytest.approx(
+        {key: value for key, (value, _) in want.items()}, abs=0.05)
+    assert got["lut"] < got["cells"] <= got["cells_available"] == 5280
+
+
 def test_a_file_that_does_not_import_is_one_line_and_the_check_goes_on(tmp_path, capsys):
     directory = seeded(tmp_path, 3, [("def prune(w, sparsity):", "def prune(w, sparsity)")])
     line = line_of(directory / "quantize_prune.py", "def prune(w, sparsity)")
@@ -208,11 +363,11 @@ def test_a_hung_part_is_stopped_and_the_others_graded(tmp_path, monkeypatch):
 def test_cli_lists_the_labs_and_rejects_an_unknown_lab_in_one_line():
     listed = subprocess.run([sys.executable, "-m", "labs", "list"], capture_output=True,
                             text=True, check=True).stdout.splitlines()
-    assert [line.split()[0] for line in listed] == ["1", "2", "3"]
+    assert [line.split()[0] for line in listed] == ["1", "2", "3", "4", "5", "6"]
     bad = subprocess.run([sys.executable, "-m", "labs", "check", "9"], capture_output=True,
                          text=True)
     assert bad.returncode == 2
-    assert bad.stderr == "error: no lab '9': the labs are 1, 2, 3\n"
+    assert bad.stderr == "error: no lab '9': the labs are 1, 2, 3, 4, 5, 6\n"
 
 
 def test_cli_exit_status_and_json_score_file(tmp_path, capsys):

@@ -1,0 +1,74 @@
+"""Lab 5: top-k as a threshold filter, and SpAtten's cascade token pruning.
+
+Your file: fill in the TODO blocks, then run ``python -m labs check 5``. The handout is
+labs/05_token_pruning/README.md.
+"""
+
+import math
+
+import numpy as np
+
+from golden.topk import attention_probabilities
+
+
+def threshold_filter(scores, k):
+    """The ``k`` largest of ``scores`` as the top-k engine gives them.
+
+    The threshold is the ``k``-th largest score (the smallest score when ``k`` is at least
+    the batch's length). Every score above it is selected; of the scores equal to it, the
+    lowest indices, as many as are still needed to make ``k``.
+
+    Returns
+    -------
+    (indices, threshold)
+        The selected indices in ascending order (an int array of ``min(k, len(scores))``),
+        and the threshold.
+    """
+    scores = np.asarray(scores)
+    # TODO 1: the threshold, then the scores above it and the ties at it that make k.
+    return np.arange(min(k, len(scores))), int(scores.max())
+
+
+def cascade(probs, keep):
+    """SpAtten's cascade token pruning: the tokens alive after each layer.
+
+    ``probs`` is ``(layers, heads, tokens, tokens)`` (query, key) integer attention
+    probabilities. In layer ``l`` each token alive gets, added to its cumulative importance,
+    the probability it receives as a key from every alive query of every head; then the
+    ``keep[l]`` most important alive tokens survive (``threshold_filter``). A pruned token is
+    never revived. Returns a list of ascending index arrays, one per layer.
+    """
+    probs = np.asarray(probs)
+    alive = np.arange(probs.shape[2])
+    survivors = []
+    for layer, count in enumerate(keep):
+        # TODO 2: accumulate the importance of the alive tokens from the alive queries of
+        # this layer, then keep the count most important (with threshold_filter).
+        survivors.append(alive[:count])
+    return survivors
+
+
+def schedule(tokens, layers, ratio):
+    """Tokens kept after each layer for a final keep ``ratio``: a geometric cascade, layer
+    ``l`` (from 0) keeping ``ceil(tokens * ratio ** ((l + 1) / layers))``."""
+    # TODO 3
+    return [tokens] * layers
+
+
+def recall(probs, keep):
+    """The share of the last layer's attention, computed without pruning (every head and
+    query), that falls on the tokens the cascade keeps to the end."""
+    # TODO 4: what each token receives in the last layer, unpruned; the survivors' share.
+    return 1.0
+
+
+def accuracy_curve(probs, ratios):
+    """``{ratio: recall}`` of the cascade ``schedule`` of each keep ratio."""
+    # TODO 5
+    return {ratio: 1.0 for ratio in ratios}
+
+
+if __name__ == "__main__":
+    probs = attention_probabilities(tokens=64, heads=4, layers=6, seed=0)
+    for ratio, value in accuracy_curve(probs, (1.0, 0.75, 0.5, 0.25, 0.1)).items():
+        print(f"keep {ratio:5.0%}: {value:.1%} of the last layer's attention kept")
