@@ -35,9 +35,9 @@ from golden.prune import magnitude_prune
 from golden.quant import activation_scale, kmeans_codebook, quantize_activations, quantize_weights
 from golden.requant import quantize_multiplier, requantize
 
-__all__ = ["LAYER_SIZES", "SPARSITIES", "PRECISIONS", "digits_split", "FloatMLP", "float_network",
-           "QuantizedLayer", "QuantizedMLP", "quantize_mlp", "digits_network", "accuracy_table",
-           "accumulator_bits"]
+__all__ = ["LAYER_SIZES", "SPARSITIES", "PRECISIONS", "digits_split", "FloatMLP", "Adam",
+           "mlp_gradients", "float_network", "QuantizedLayer", "QuantizedMLP", "quantize_mlp",
+           "digits_network", "accuracy_table", "accumulator_bits"]
 
 #: Neurons per layer, input first.
 LAYER_SIZES = (64, 64, 32, 10)
@@ -110,13 +110,49 @@ def _labels(y, count):
     return y
 
 
+class Adam:
+    """Adam (0.9, 0.999, eps 1e-8) over a list of parameter arrays, updated in place."""
+
+    def __init__(self, params):
+        self.params = params
+        self.moments = [np.zeros_like(p) for p in params]
+        self.velocities = [np.zeros_like(p) for p in params]
+        self.steps = 0
+
+    def step(self, grads, rate):
+        """One update with the gradients ``grads`` (one per parameter) at learning ``rate``."""
+        self.steps += 1
+        for k, (param, grad) in enumerate(zip(self.params, grads)):
+            self.moments[k] = 0.9 * self.moments[k] + 0.1 * grad
+            self.velocities[k] = 0.999 * self.velocities[k] + 0.001 * grad * grad
+            m_hat = self.moments[k] / (1 - 0.9 ** self.steps)
+            v_hat = self.velocities[k] / (1 - 0.999 ** self.steps)
+            param -= rate * m_hat / (np.sqrt(v_hat) + 1e-8)
+
+
+def mlp_gradients(logits, onehot, inputs, weights, passes):
+    """Softmax cross-entropy gradients of an MLP, the weights' then the biases'.
+
+    ``inputs[i]`` is layer ``i``'s input, ``weights[i]`` the weights its forward pass used
+    and ``passes[i]`` where layer ``i``'s output let the gradient through (ReLU, clamps).
+    """
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    delta = (p - onehot) / len(logits)
+    depth = len(weights)
+    grads_w, grads_b = [None] * depth, [None] * depth
+    for i in reversed(range(depth)):
+        grads_w[i] = delta.T @ inputs[i]
+        grads_b[i] = delta.sum(axis=0)
+        if i:
+            delta = (delta @ weights[i]) * passes[i - 1]
+    return [*grads_w, *grads_b]
+
+
 def _train(weights, biases, x, y, masks, epochs, seed, lr=3e-3, batch=64):
     """Adam on softmax cross-entropy, keeping masked weights at zero."""
     rng = np.random.default_rng(seed)
-    params = [*weights, *biases]
-    moments = [np.zeros_like(p) for p in params]
-    velocities = [np.zeros_like(p) for p in params]
-    step = 0
+    adam = Adam([*weights, *biases])
     depth = len(weights)
     onehot = np.eye(LAYER_SIZES[-1])[y]
     for _ in range(epochs):
@@ -124,28 +160,13 @@ def _train(weights, biases, x, y, masks, epochs, seed, lr=3e-3, batch=64):
         for start in range(0, len(x), batch):
             idx = order[start:start + batch]
             a = x[idx]
-            inputs, pre = [], []
+            inputs, passes = [], []
             for i in range(depth):
                 inputs.append(a)
                 z = a @ weights[i].T + biases[i]
-                pre.append(z)
+                passes.append(z > 0)
                 a = np.maximum(z, 0) if i < depth - 1 else z
-            p = np.exp(a - a.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            delta = (p - onehot[idx]) / len(idx)
-            grads_w, grads_b = [None] * depth, [None] * depth
-            for i in reversed(range(depth)):
-                grads_w[i] = delta.T @ inputs[i]
-                grads_b[i] = delta.sum(axis=0)
-                if i:
-                    delta = (delta @ weights[i]) * (pre[i - 1] > 0)
-            step += 1
-            for k, (param, grad) in enumerate(zip(params, [*grads_w, *grads_b])):
-                moments[k] = 0.9 * moments[k] + 0.1 * grad
-                velocities[k] = 0.999 * velocities[k] + 0.001 * grad * grad
-                m_hat = moments[k] / (1 - 0.9 ** step)
-                v_hat = velocities[k] / (1 - 0.999 ** step)
-                param -= lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+            adam.step(mlp_gradients(a, onehot[idx], inputs, weights, passes), lr)
             for w, mask in zip(weights, masks):
                 w *= mask
 

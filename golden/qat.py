@@ -44,8 +44,9 @@ import numpy as np
 
 from golden.bitfusion import BITS, lanes
 from golden.checks import integer, real
-from golden.network import (LAYER_SIZES, PRECISIONS, FloatMLP, _layer_bits, digits_network,
-                            digits_split, float_network, quantize_mlp)
+from golden.network import (LAYER_SIZES, PRECISIONS, Adam, FloatMLP, _layer_bits,
+                            digits_network, digits_split, float_network, mlp_gradients,
+                            quantize_mlp)
 from golden.quant import activation_scale, quantize_weights
 from golden.systolic import Tiling, gemm_cycles
 
@@ -160,11 +161,8 @@ def _fine_tune(bits, seed, epochs, lr):
     x = x_train / 16.0
     onehot = np.eye(LAYER_SIZES[-1])[y_train]
     rng = np.random.default_rng(seed + 2)
-    params = [*weights, *biases]
-    moments = [np.zeros_like(p) for p in params]
-    velocities = [np.zeros_like(p) for p in params]
+    adam = Adam([*weights, *biases])
     steps = epochs * math.ceil(len(x) / STEP_IMAGES)
-    step = 0
     for _ in range(epochs):
         scales = _calibrate(weights, biases, x, bits)
         order = rng.permutation(len(x))
@@ -182,23 +180,8 @@ def _fine_tune(bits, seed, epochs, lr):
                 if not last:
                     a, mask = _fake_activations(z, bits[i + 1][1], scales[i + 1])
                     passes.append(mask)
-            p = np.exp(z - z.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            delta = (p - onehot[idx]) / len(idx)
-            grads_w, grads_b = [None] * depth, [None] * depth
-            for i in reversed(range(depth)):
-                grads_w[i] = delta.T @ inputs[i]
-                grads_b[i] = delta.sum(axis=0)
-                if i:
-                    delta = (delta @ fake[i]) * passes[i - 1]
-            rate = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-            step += 1
-            for k, (param, grad) in enumerate(zip(params, [*grads_w, *grads_b])):
-                moments[k] = 0.9 * moments[k] + 0.1 * grad
-                velocities[k] = 0.999 * velocities[k] + 0.001 * grad * grad
-                m_hat = moments[k] / (1 - 0.9 ** step)
-                v_hat = velocities[k] / (1 - 0.999 ** step)
-                param -= rate * m_hat / (np.sqrt(v_hat) + 1e-8)
+            rate = lr * 0.5 * (1 + math.cos(math.pi * adam.steps / steps))
+            adam.step(mlp_gradients(z, onehot[idx], inputs, fake, passes), rate)
     scales = _calibrate(weights, biases, x, bits)
     return FloatMLP(tuple(weights), tuple(biases)), scales
 
