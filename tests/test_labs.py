@@ -257,13 +257,49 @@ LAB5_MISTAKES = {
         [("ratio ** ((layer + 1) / layers)", "ratio ** (layer / layers)")],
         "schedule", "schedule(tokens=64, layers=6, ratio=0.5): expected [58, 51, 46, 41, 36, "
                     "32], got [64, 58, 51, 46, 41, 36]"),
+    "trained model pruned by the last layer's probability, not the cumulative one": (
+        [("importance[rows, alive] += env[op.output].sum(axis=1)",
+          "importance[rows, alive] = env[op.output].sum(axis=1)")],
+        "trained model", "keep ratio 0.75 (tokens kept after each layer [7, 6]): after layer 1, "
+                         "test image 0: expected tokens [1, 3, 4, 5, 6, 7], got [1, 2, 3, 4, 5, "
+                         "7] (cumulative importance of its tokens [1, 2, 3, 4, 5, 6, 7]: [847, "
+                         "323, 349, 846, 403, 633, 366])"),
+    "trained model's importance summed over the keys (what a query gives)": (
+        [("importance[rows, alive] += env[op.output].sum(axis=1)",
+          "importance[rows, alive] += env[op.output].sum(axis=2)")],
+        "trained model", "keep ratio 0.75 (tokens kept after each layer [7, 6]): after layer 0, "
+                         "test image 0: expected tokens [1, 2, 3, 4, 5, 6, 7], got [0, 1, 2, 3, "
+                         "5, 6, 7]"),
+    "trained model's last pruned tokens still pooled": (
+        [("            env[op.output] = env[op.output][rows, chosen]\n",
+          "            if layer < layers - 1:\n"
+          "                env[op.output] = env[op.output][rows, chosen]\n")],
+        "trained model", "keep ratio 0.75 (tokens kept after each layer [7, 6]): test image 0 "
+                         "(its survivors right): expected logits [-3.186, -13.542, -10.621, "
+                         "-2.390, -3.983, -10.090, -13.011, 14.073, -8.232, 3.452], got "
+                         "[-5.045, -18.322, -10.887, -1.328,"),
+    "trained model's survivors as positions among the alive tokens": (
+        [("            alive = alive[rows, chosen]\n", "            alive = chosen\n")],
+        "trained model", "keep ratio 0.75 (tokens kept after each layer [7, 6]): after layer 1, "
+                         "test image 0: expected tokens [1, 3, 4, 5, 6, 7], got [0, 2, 3, 4, 5, "
+                         "6]"),
+    "golden.onnx.attention.run_pruned called": (
+        [("from golden.onnx.attention import TOKENS, digits_attention, graph_tensor",
+          "from golden.onnx.attention import TOKENS, digits_attention, graph_tensor, run_pruned"),
+         ("    layers = len(keep)\n", "    return run_pruned(graph, images, keep)[:2]\n")],
+        "trained model", "prune_tokens calls run_pruned: write it yourself"),
+    "accuracy with the final count kept after every layer, not the schedule": (
+        [("prune_tokens(graph, images, schedule(TOKENS, layers, ratio))",
+          "prune_tokens(graph, images, [math.ceil(TOKENS * ratio)] * layers)")],
+        "accuracy curve", "accuracy_curve at keep ratio 0.75 (tokens kept after each layer [7, "
+                          "6]), 360 test images: expected 0.9194, got 0.8750"),
 }
 
 
 @pytest.mark.parametrize("mistake", LAB5_MISTAKES)
 def test_lab5_checker_catches_a_typical_mistake(tmp_path, mistake):
     patches, part, feedback = LAB5_MISTAKES[mistake]
-    report = grade(5, directory=seeded(tmp_path, 5, patches))
+    report = grade(5, directory=seeded(tmp_path, 5, patches), parts=[part])
     assert part in failed(report)
     assert failed(report)[part].startswith(feedback), failed(report)[part]
 

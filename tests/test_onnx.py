@@ -324,12 +324,13 @@ def _avx2():
         return False
 
 
-@pytest.mark.parametrize("size", [3, 8, 17])
+@pytest.mark.parametrize("size", [1, 3, 8, 17])
 def test_qlinear_softmax_equals_onnxruntime_and_not_a_float_softmax(size):
     """QLinearSoftmax over the last axis, random input scales, zero points and rows (the row
     maximum moves the lookup table), output scale 1/256 as the quantization tool writes it
     and 0.0049 (onnxruntime multiplies by floor(1 / y_scale) = 204): equal to onnxruntime on
-    every element, where a float softmax quantized to the output scale is not."""
+    every element, where a float softmax quantized to the output scale is not (but for rows
+    of one value, whose float32 product overflows in the kernel: 204 or 255 both ways)."""
     rng = np.random.default_rng(SEED + size)
     float_misses = 0
     for scale in (0.004, 0.03, 0.2, 1.5):
@@ -350,7 +351,7 @@ def test_qlinear_softmax_equals_onnxruntime_and_not_a_float_softmax(size):
             probs /= probs.sum(axis=-1, keepdims=True)
             naive = np.clip(np.rint(probs / np.float32(y_scale)), 0, 255)
             float_misses += int((naive != want).sum())
-    assert float_misses > 0
+    assert (float_misses > 0) == (size > 1)
 
 
 def test_qlinear_matmul_of_two_run_time_tensors_equals_onnxruntime():

@@ -15,11 +15,13 @@ tokens are removed from the layer's output, so the next layer's projections, att
 the final pooling see only the survivors; a pruned token never returns.
 """
 
+import functools
+
 import numpy as np
 
 from golden.topk import topk
 
-__all__ = ["TOKENS", "float_attention", "graph_tensor", "run_pruned"]
+__all__ = ["TOKENS", "float_attention", "graph_tensor", "run_pruned", "digits_attention"]
 
 #: Tokens per image: its rows.
 TOKENS = 8
@@ -137,3 +139,22 @@ def run_pruned(graph, images, keep):
             layer += 1
     (out, out_dtype), = graph.outputs
     return env[out].astype(out_dtype), survivors, probabilities, env
+
+
+@functools.lru_cache(maxsize=None)
+def digits_attention(pruning=False):
+    """The attention model of docs/results.md (*ONNX models*) on the 8x8 digits, each image's
+    8 rows its tokens: trained in NumPy (:func:`golden.onnx.train.train_attention`, seed 0;
+    ``pruning``: with a random 2..8 tokens kept in every mini-batch), quantized by onnxruntime
+    (8-bit, QOperator, per tensor) and imported as an integer graph. Returns ``(graph, test
+    images, test labels)``: 360 held-out digits. About 3 s, then memoized."""
+    import logging
+
+    from golden.onnx import load
+    from golden.onnx.build import quantize_onnxruntime
+    from golden.onnx.train import digits_images, train_attention
+    logging.getLogger().setLevel(logging.ERROR)     # onnxruntime's quantization advice
+    x_train, x_test, y_train, y_test = digits_images()
+    model = train_attention(x_train, y_train, pruning=pruning)
+    graph = load(quantize_onnxruntime(model.onnx_model(), x_train, "QOperator"))
+    return graph, x_test, y_test

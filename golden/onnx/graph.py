@@ -389,8 +389,13 @@ class Softmax(_Op):
         for j in range(1, q.shape[-1]):
             total = total + e[..., j]
         y_inverse = _F32(np.floor(_F32(1.0) / _F32(self.y_scale)))
-        y = np.rint((e * y_inverse) / total[..., None]).astype(np.int64) + self.y_zero
-        return np.minimum(y, 255)
+        with np.errstate(over="ignore"):
+            y = (e * y_inverse) / total[..., None]
+        # Where the float32 product overflows (a row of few values and a small y_scale),
+        # onnxruntime's compiled kernel gives the quotient of the exact product.
+        wide = (e.astype(np.float64) * float(y_inverse)) / total[..., None]
+        y = np.where(np.isfinite(y), y, wide)
+        return np.minimum(np.rint(y) + self.y_zero, 255).astype(np.int64)
 
 
 @dataclass(frozen=True)

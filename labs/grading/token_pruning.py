@@ -2,8 +2,11 @@
 """Grading of lab 5 (top-k and token pruning): the student's threshold filter against
 golden.topk.topk and, for one batch, against the top-k engine (rtl.topk.TopK) in the
 Amaranth simulator; the cascade against golden.topk.cascade_token_pruning; the keep schedule
-and the attention recall against their definitions."""
+and the attention recall against their definitions; the cascade on the trained attention
+model's integer graph, and its accuracy against keep ratio, against
+golden.onnx.attention.run_pruned."""
 
+import functools
 import math
 
 import numpy as np
@@ -12,8 +15,11 @@ from golden.topk import attention_probabilities, cascade_token_pruning, topk
 from labs.check import Divergence, Part, StudentError
 
 NUMBER = 5
-TITLE = "Top-k and token pruning: a threshold filter, SpAtten's cascade, recall against keep"
+TITLE = "Top-k and token pruning: a threshold filter, SpAtten's cascade, accuracy against keep"
 FILES = ["token_pruning.py"]
+
+#: Keep ratios of the trained model's cascade: ceil(8 * ratio) of its 8 tokens survive.
+RATIOS = (1.0, 0.75, 0.6, 0.5, 0.25)
 
 #: The engine of the RTL part and its batch: ties across the threshold, negative scores.
 ENGINE = {"n_max": 64, "k_max": 8, "par": 4, "score_bits": 12, "signed_scores": True}
@@ -170,8 +176,8 @@ def _share(value, what):
 
 
 def check_curve(files):
-    """``recall`` and ``accuracy_curve`` against the golden cascade."""
-    recall, curve = files.get("recall"), files.get("accuracy_curve")
+    """``recall`` and ``recall_curve`` against the golden cascade."""
+    recall, curve = files.get("recall"), files.get("recall_curve")
     probs = attention_probabilities(tokens=32, heads=2, layers=4, seed=3)
     keep = [24, 16, 12, 6]
     got = _share(files.call(recall, probs.copy(), keep), "recall")
@@ -182,14 +188,103 @@ def check_curve(files):
     ratios = (1.0, 0.5, 0.2)
     table = files.call(curve, probs.copy(), ratios)
     if not isinstance(table, dict) or set(table) != set(ratios):
-        raise StudentError(f"accuracy_curve must return {{ratio: recall}} for the ratios "
+        raise StudentError(f"recall_curve must return {{ratio: recall}} for the ratios "
                            f"{ratios}, not {table!r:.60}")
     for ratio in ratios:
         schedule = [math.ceil(32 * ratio ** ((layer + 1) / 4)) for layer in range(4)]
         want = reference_recall(probs, schedule)
+        got = _share(table[ratio], "a recall_curve value")
+        if abs(got - want) > 1e-9:
+            raise Divergence(f"recall_curve at keep ratio {ratio} (keep {schedule}): "
+                             f"expected {want:.4f}, got {got:.4f}")
+
+
+@functools.cache
+def trained_graph():
+    """The attention model trained without pruning, as golden.onnx.attention gives it."""
+    try:
+        from golden.onnx.attention import digits_attention
+        return digits_attention(False)
+    except ImportError as error:
+        raise StudentError(f"the trained model needs onnx, onnxruntime and scikit-learn "
+                           f"({error.name} is missing): pip install -e '.[labs]'") from None
+
+
+def _keep(ratio, layers):
+    """The cascade of keep ``ratio`` on 8 tokens (as ``schedule``), and its description."""
+    keep = [math.ceil(8 * ratio ** ((layer + 1) / layers)) for layer in range(layers)]
+    return keep, f"keep ratio {ratio} (tokens kept after each layer {keep})"
+
+
+def _pruned_run(files, function, graph, images, keep):
+    """The student's ``(logits, survivors)``, checked for shape."""
+    got = files.call(function, graph, images.copy(), list(keep))
+    if not isinstance(got, tuple) or len(got) != 2:
+        raise StudentError(f"prune_tokens must return a pair (logits, survivors), not "
+                           f"{got!r:.60}")
+    logits, survivors = np.asarray(got[0]), got[1]
+    if logits.shape != (len(images), 10):
+        raise StudentError(f"prune_tokens' logits must be ({len(images)}, 10), not of shape "
+                           f"{logits.shape}")
+    if not isinstance(survivors, (list, tuple)) or len(survivors) != len(keep) or any(
+            np.shape(alive) != (len(images), count) for alive, count in zip(survivors, keep)):
+        raise StudentError(f"prune_tokens' survivors must be a list of {len(keep)} arrays, "
+                           f"layer l's of shape ({len(images)}, keep[l]), for keep {keep}")
+    return logits, [np.asarray(alive) for alive in survivors]
+
+
+def _row(values):
+    return "[" + ", ".join(f"{value:.3f}" for value in values) + "]"
+
+
+def check_model(files):
+    """``prune_tokens`` on the trained model's integer graph keeps run_pruned's tokens of
+    every test image after every layer, and gives its logits."""
+    from golden.onnx.attention import run_pruned
+    function = files.own("prune_tokens", "run_pruned", "topk", "cascade_token_pruning")
+    graph, images, _ = trained_graph()
+    layers = sum(1 for op in graph.ops if op.kind == "softmax")
+    for ratio in RATIOS:
+        keep, shown = _keep(ratio, layers)
+        want_logits, want, probabilities, _ = run_pruned(graph, images, keep)
+        logits, survivors = _pruned_run(files, function, graph, images, keep)
+        for layer in range(layers):
+            wrong = np.flatnonzero((survivors[layer] != want[layer]).any(axis=1))
+            if len(wrong):
+                image = wrong[0]
+                before = want[layer - 1][image] if layer else np.arange(8)
+                importance = sum(p[image].sum(axis=0) for p in probabilities[:layer + 1])
+                raise Divergence(f"{shown}: after layer {layer}, test image {image}: expected "
+                                 f"tokens {want[layer][image].tolist()}, got "
+                                 f"{survivors[layer][image].tolist()} (cumulative importance "
+                                 f"of its tokens {before.tolist()}: "
+                                 f"{importance[before].tolist()})")
+        wrong = np.flatnonzero((logits != want_logits).any(axis=1))
+        if len(wrong):
+            image = wrong[0]
+            raise Divergence(f"{shown}: test image {image} (its survivors right): expected "
+                             f"logits {_row(want_logits[image])}, got {_row(logits[image])} "
+                             f"(are the pruned tokens cut from each layer's output?)")
+
+
+def check_accuracy(files):
+    """``accuracy_curve`` on the trained model gives run_pruned's test accuracy at each keep
+    ratio."""
+    from golden.onnx.attention import run_pruned
+    function = files.get("accuracy_curve")
+    graph, images, labels = trained_graph()
+    layers = sum(1 for op in graph.ops if op.kind == "softmax")
+    table = files.call(function, graph, images.copy(), labels.copy(), RATIOS)
+    if not isinstance(table, dict) or set(table) != set(RATIOS):
+        raise StudentError(f"accuracy_curve must return {{ratio: accuracy}} for the ratios "
+                           f"{RATIOS}, not {table!r:.60}")
+    for ratio in RATIOS:
+        keep, shown = _keep(ratio, layers)
+        logits, *_ = run_pruned(graph, images, keep)
+        want = float((logits.argmax(axis=1) == labels).mean())
         got = _share(table[ratio], "an accuracy_curve value")
         if abs(got - want) > 1e-9:
-            raise Divergence(f"accuracy_curve at keep ratio {ratio} (keep {schedule}): "
+            raise Divergence(f"accuracy_curve at {shown}, {len(images)} test images: "
                              f"expected {want:.4f}, got {got:.4f}")
 
 
@@ -199,4 +294,6 @@ PARTS = [
     Part("cascade", 2, check_cascade, timeout=30),
     Part("schedule", 1, check_schedule, timeout=30),
     Part("recall curve", 2, check_curve, timeout=60),
+    Part("trained model", 3, check_model, timeout=120),
+    Part("accuracy curve", 1, check_accuracy, timeout=120),
 ]

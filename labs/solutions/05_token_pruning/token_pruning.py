@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from golden.onnx.attention import TOKENS, digits_attention, graph_tensor
 from golden.topk import attention_probabilities
 
 
@@ -69,13 +70,72 @@ def recall(probs, keep):
     return float(received[cascade(probs, keep)[-1]].sum() / received.sum())
 
 
-def accuracy_curve(probs, ratios):
+def recall_curve(probs, ratios):
     """``{ratio: recall}`` of the cascade ``schedule`` of each keep ratio."""
     layers, _, tokens, _ = np.shape(probs)
     return {ratio: recall(probs, schedule(tokens, layers, ratio)) for ratio in ratios}
 
 
+def prune_tokens(graph, images, keep):
+    """Run the integer attention ``graph`` on ``images`` (n, 8, 8) with cascade token
+    pruning: after layer ``l``, the ``keep[l]`` alive tokens of each image with the largest
+    cumulative importance (the uint8 probability each has received as a key from the alive
+    queries of every layer so far) survive (``threshold_filter``); the others are cut from
+    the layer's output, so the later layers and the pooling never see them.
+
+    Returns
+    -------
+    (logits, survivors)
+        The float logits (n, 10), and per layer an (n, keep[l]) int array of each image's
+        surviving tokens, ascending.
+    """
+    layers = len(keep)
+    probs_name = [graph_tensor(graph, f"p{layer}") for layer in range(layers)]
+    out_name = [graph_tensor(graph, f"h{layer + 1}") for layer in range(layers)]
+    (name, _, dtype), = graph.inputs
+    env = {name: np.asarray(images, dtype=dtype)}
+    n = len(images)
+    rows = np.arange(n)[:, None]
+    alive = np.tile(np.arange(TOKENS), (n, 1))
+    importance = np.zeros((n, TOKENS), dtype=np.int64)
+    layer, survivors = 0, []
+    for op in graph.ops:
+        env[op.output] = op(*(env[i] for i in op.inputs))
+        if layer == layers:
+            continue
+        if op.output == probs_name[layer]:          # (n, alive, alive): query, key
+            importance[rows, alive] += env[op.output].sum(axis=1)
+        elif op.output == out_name[layer]:          # (n, alive, width): the layer's output
+            chosen = np.stack([threshold_filter(importance[i, alive[i]], keep[layer])[0]
+                               for i in range(n)])
+            alive = alive[rows, chosen]
+            env[op.output] = env[op.output][rows, chosen]
+            survivors.append(alive)
+            layer += 1
+    (out, out_dtype), = graph.outputs
+    return env[out].astype(out_dtype), survivors
+
+
+def accuracy_curve(graph, images, labels, ratios):
+    """``{ratio: accuracy}``: the share of ``images`` classified as their ``labels`` with the
+    cascade ``schedule`` of each keep ratio (``prune_tokens``)."""
+    layers = sum(1 for op in graph.ops if op.kind == "softmax")
+    curve = {}
+    for ratio in ratios:
+        logits, _ = prune_tokens(graph, images, schedule(TOKENS, layers, ratio))
+        curve[ratio] = float((logits.argmax(axis=1) == labels).mean())
+    return curve
+
+
 if __name__ == "__main__":
     probs = attention_probabilities(tokens=64, heads=4, layers=6, seed=0)
-    for ratio, value in accuracy_curve(probs, (1.0, 0.75, 0.5, 0.25, 0.1)).items():
+    for ratio, value in recall_curve(probs, (1.0, 0.75, 0.5, 0.25, 0.1)).items():
         print(f"keep {ratio:5.0%}: {value:.1%} of the last layer's attention kept")
+    ratios = (1.0, 0.75, 0.5, 0.25)
+    curves = {pruning: accuracy_curve(*digits_attention(pruning), ratios)
+              for pruning in (False, True)}
+    print("\ntrained attention model (2 layers), 360 held-out digits:")
+    for ratio in ratios:
+        print(f"keep {ratio:5.0%} (tokens after each layer {schedule(TOKENS, 2, ratio)}): "
+              f"accuracy {curves[False][ratio]:.1%} trained without pruning, "
+              f"{curves[True][ratio]:.1%} with pruning")
