@@ -95,7 +95,20 @@ def test_bad_model_exits_2_with_one_line_naming_the_node(files, capsys, tmp_path
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--on", "board"], "--on must be golden or rtl"),
+    (["--on", "fpga"], "--on must be golden, rtl or board, not 'fpga'"),
+    (["--on", "board"], "--on board needs --port PORT (the board's serial port) or --sim"),
+    (["--on", "board", "--port", "/nonexistent/ttyUSB9"],
+     "--port /nonexistent/ttyUSB9: [Errno 2] could not open port"),
+    (["--on", "board", "--port", "loop://"],        # pyserial's echo: no accelerator there
+     "--port loop://: no accelerator answers IDENTIFY"),
+    (["--on", "board", "--sim", "icebreaker", "--array", "4x4"],
+     "the simulated icebreaker holds an accelerator with a 2x1 8-bit array, not the "
+     "--array 4x4 asked for"),
+    (["--on", "board", "--sim", "icebreaker", "--bits", "mixed"],
+     "with a 2x1 8-bit array, not the --bits mixed asked for"),
+    (["--on", "board", "--sim", "icestick"], "--sim must be icebreaker or ulx3s-85f, not "
+                                             "'icestick'"),
+    (["--port", "loop://"], "--port is for --on board, not --on golden"),
     (["--array", "3by3"], "--array must be ROWSxCOLS"),
     (["--bits", "3"], "--bits must be mixed, 8, 4 or 2"),
     (["--inputs", "MISSING.npy"], "--inputs MISSING.npy"),
@@ -153,3 +166,55 @@ def test_rtl_runs_the_cnn_and_the_float_mlp_bit_exact(files, capsys):
     assert np.array_equal(np.load(files / "small_rtl.npy"), np.load(files / "small_golden.npy"))
     text = capsys.readouterr().out
     assert text.count("every result word equals") == 2 and "rtl: 2 accelerator runs" in text
+
+
+def _board_layer(files, extra=()):
+    return [str(files / "layer.onnx"), "--inputs", str(files / "layer_x.npy"), "--on", "board",
+            "--sim", "icebreaker", *extra]
+
+
+def test_board_runs_one_small_layer_bit_exact_on_the_simulated_board(files, capsys):
+    """One dense layer (5 -> 6, QDQ) through the host driver on the simulated iCEBreaker
+    (2x1 8-bit accelerator): its program loaded once, three rows in pages of two."""
+    out = files / "layer_board.npy"
+    assert infer.main(_board_layer(files, ["--out", str(out)])) == 0
+    want, = run_onnxruntime(onnx.load(files / "layer.onnx"), np.load(files / "layer_x.npy"))
+    assert np.array_equal(np.load(out), want)
+    text = capsys.readouterr().out
+    assert "on the 2x1 8 array" in text
+    assert "board: 1 program loaded" in text and "2 batches run" in text
+    assert "every result word equals the golden model's" in text
+
+
+def test_board_result_word_that_differs_exits_1(files, capsys, monkeypatch):
+    """A board word unequal to the golden model's is a mismatch: here the golden side's
+    first accumulator is made one larger than the board's."""
+    work = infer.segment_work
+
+    def off_by_one(graph, env):
+        for number, segment, first, last, rows, want in work(graph, env):
+            want = want.copy()
+            want[0, 0] += 1
+            yield number, segment, first, last, rows, want
+
+    monkeypatch.setattr(infer, "segment_work", off_by_one)
+    out = files / "layer_board_wrong.npy"
+    assert infer.main(_board_layer(files, ["--out", str(out)])) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("MISMATCH: the board differs from the golden model: segment 0 "
+                          "(gemm0 .. gemm0), row 0 of 3, output 0:")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_board_runs_the_cnn_bit_exact_on_the_simulated_board(files, capsys, tmp_path):
+    """The CNN (its convolution on 72 patch rows in pages of four, then the dense layer) on
+    the simulated iCEBreaker: about 40 s of simulation."""
+    x = np.load(files / "cnn_x.npy")[:2]
+    np.save(tmp_path / "x.npy", x)
+    assert infer.main([str(files / "cnn.onnx"), "--inputs", str(tmp_path / "x.npy"), "--out",
+                       str(tmp_path / "y.npy"), "--on", "board", "--sim", "icebreaker"]) == 0
+    want, = run_onnxruntime(onnx.load(files / "cnn.onnx"), x)
+    assert np.array_equal(np.load(tmp_path / "y.npy"), want)
+    text = capsys.readouterr().out
+    assert "board: 2 programs loaded" in text and "19 batches run" in text
