@@ -20,10 +20,12 @@ __all__ = ["UsageError", "Unfinished", "OneLineParser", "options_named", "parse_
 #: :func:`options_named`).
 UNITS = {"array": "gen.systolic", "spmv": "gen.spmv", "topk": "gen.topk", "accel": "gen.accel"}
 
-#: Steps that may follow generation (synthesis, board bitstreams), each a module with
+#: Steps that may follow generation (synthesis, board bitstreams; the resource estimate's
+#: ``--estimate`` takes the place of generation, its check refuses an array that cannot fit
+#: before synthesis), each a module with
 #: ``add_arguments(parser)``, ``DEFAULTS``, ``check(args)``, ``run(args, design, paths)`` and
 #: ``directory(args, design)``, where its files go (None when the step is not asked for).
-STEPS = ("gen.synth", "gen.board")
+STEPS = ("gen.synth", "gen.board", "gen.estimate")
 
 EXAMPLES = """\
 examples:
@@ -34,6 +36,7 @@ examples:
   python -m gen --unit accel --array 8x8 --bits mixed   the accelerator: array, sparse unit, top-k
   python -m gen --board ulx3s-85f                 bitstream of the board's accelerator
   python -m gen --unit array --board icebreaker --program   array 2x2, flashed if possible
+  python -m gen --array 16x16 --bits 4 --estimate   LUT4, FF, DSP, BRAM on each device, at once
 
 files: OUT/<top>.v, .il and .json, <top> naming every parameter that is not the default
 (fusion_array_8x8_mixed, fusion_array_2x2_mixed_edge1, ...); --synth DEVICE writes
@@ -187,6 +190,9 @@ def main(argv=None):
         steps = [importlib.import_module(step) for step in STEPS]
         for step in steps:
             step.check(args)
+        if args.estimate:           # the model's figures alone, in under a second
+            print(importlib.import_module("gen.estimate").describe(args))
+            return 0
         unit = importlib.import_module(UNITS[args.unit])
         with options_named(unit.OPTIONS):
             design = unit.design(args)

@@ -26,8 +26,9 @@ from rtl.ooc import PortWrapper
 
 __all__ = ["DEVICES", "FOLD_SMALL_MODULES", "HIDE_PORT_FIELD_ALIASES", "ROUTER",
            "ROW_FIFOS_IN_BRAM", "TOOLS", "SynthesisError", "add_arguments", "check", "run",
-           "directory", "parse_seeds", "synth_directory", "tool", "resources", "synthesize", "nextpnr_command",
-           "packed_utilization", "overflow_message", "format_report"]
+           "directory", "parse_seeds", "synth_directory", "tool", "cell_counts", "resources",
+           "synthesize", "nextpnr_command", "packed_utilization", "overflow_message",
+           "format_report"]
 
 
 @dataclass(frozen=True)
@@ -292,10 +293,14 @@ def _run_yosys(synth, work, progress, what):
     return status, (work / "yosys.log").read_text(errors="replace")
 
 
+def cell_counts(cells, family):
+    """LUT4, FF, DSP and BRAM counts of yosys's ``stat -json`` cells (``{type: count}``)."""
+    return {resource: _count(cells, names) for resource, names in CELLS[family].items()}
+
+
 def resources(component, name, family, work):
     """LUT4, FF, DSP and BRAM counts of ``component`` after yosys alone (no place and route)."""
-    cells = _yosys(component, name, family, Path(work))
-    return {resource: _count(cells, names) for resource, names in CELLS[family].items()}
+    return cell_counts(_yosys(component, name, family, Path(work)), family)
 
 
 def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None, seeds=(1,)):

@@ -241,6 +241,8 @@ VARIANTS = {
     "synth": [(["--array", "2x2"], ["--synth", "ice40-up5k"]),
               (["--array", "2x2", "--synth", "ice40-up5k"], ["--synth", "ecp5-25k"])],
     "freq": [(["--array", "2x2", "--synth", "ice40-up5k"], ["--freq", "50"])],
+    "estimate": [(["--array", "2x2"], ["--estimate"])],     # writes nothing: prints instead
+    "force": [(["--array", "2x2", "--synth", "ice40-up5k"], ["--force"])],
     "seeds": [(["--array", "2x2", "--synth", "ice40-up5k"], ["--seeds", "1,2,3"]),
               (["--array", "2x2", "--synth", "ice40-up5k"], ["--seeds", "1"])],
     "board": [(["--array", "2x2"], ["--board", "icebreaker"]),
