@@ -474,12 +474,11 @@ class SpMVPE(wiring.Component):
         m.d.sync += skip.eq(advance & next_column & ~waiting & offered)
         with m.If(advance):
             with m.If(next_column):
-                # The column's registers load whether or not one is available (then they are
-                # not looked at), so that their enable does not wait for the column's test.
-                m.d.sync += [walking.eq(available),
-                             first_addr.eq(head.start), second_addr.eq(head.start + 1),
-                             left.eq(head.count), last.eq(head.short), first.eq(1),
-                             x.eq(head.x)]
+                m.d.sync += walking.eq(available)
+                with m.If(available):
+                    m.d.sync += [first_addr.eq(head.start), second_addr.eq(head.start + 1),
+                                 left.eq(head.count), last.eq(head.short), first.eq(1),
+                                 x.eq(head.x)]
             with m.Else():
                 m.d.sync += [first_addr.eq(first_addr + 2), second_addr.eq(second_addr + 2),
                              left.eq(left - 2), last.eq(left <= 4), first.eq(0)]
