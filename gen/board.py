@@ -164,9 +164,10 @@ def build_board(engine, board, build_dir, baud=115200, progress=None):
     # flattened 8x8 array trips an assertion in this yosys), iCE40 keeps the row
     # FIFOs in block RAM. The accelerator, whose logic is what runs out, keeps them in block
     # RAM on ECP5 too and maps to LUT4s alone (no PFUMX/L6MUX21 wide LUTs: 11% fewer LUT and
-    # carry slices on the array); its port-field aliases are hidden from the start (ABC9
-    # asserts on them, see gen.synth.HIDE_PORT_FIELD_ALIASES); on iCE40 its multipliers go to
-    # the DSPs (WEIGHT is in SPRAM there, see rtl.accel.memory).
+    # carry slices on the array); on ECP5 the port-field aliases are hidden from the start
+    # (ABC9 asserts on them, see gen.synth.HIDE_PORT_FIELD_ALIASES: on the accelerator, and
+    # on the array since its rows are modules of their own); on iCE40 the accelerator's
+    # multipliers go to the DSPs (WEIGHT is in SPRAM there, see rtl.accel.memory).
     accelerator = isinstance(engine, Accelerator)
     if family == "ice40":
         flow = {"script_after_read": ROW_FIFOS_IN_BRAM,
@@ -176,7 +177,8 @@ def build_board(engine, board, build_dir, baud=115200, progress=None):
                                      f"{HIDE_PORT_FIELD_ALIASES}",
                 "synth_opts": "-noflatten -nowidelut"}
     else:
-        flow = {"script_after_read": FOLD_SMALL_MODULES, "synth_opts": "-noflatten"}
+        flow = {"script_after_read": f"{FOLD_SMALL_MODULES}; {HIDE_PORT_FIELD_ALIASES}",
+                "synth_opts": "-noflatten"}
     plan = platform.prepare(BoardTop(engine, baud), name="top",
                             nextpnr_opts=f"--router {ROUTER[family]} --report {REPORT}", **flow)
     try:

@@ -9,7 +9,8 @@ words are skewed (row ``r`` by ``r`` cycles, column ``c`` by ``c``, each by an
 registered, and forwarded PE to PE: activations to the right, weights down. The step's mode,
 ``first``/``last`` flags and valid bit travel with the activations (each PE
 forwards its own registered copy), so tiles of different modes follow each other
-through the array without a bubble.
+through the array without a bubble. A row of PEs, with the operands they pass on, is an
+:class:`ArrayRow`.
 
 When a PE finishes a tile its sum rides a delay line of ``C-1-c`` cycles, so a
 whole row of results arrives at once and is written to that row's result FIFO (one
@@ -23,7 +24,7 @@ stalls the operand streams and never loses a result.
 
 import math
 
-from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth import Cat, Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,9 +32,9 @@ from rtl.fusion import (FusionMode, FusionPE, SliceSteer, StepControl, check_acc
                         lanes, mode_const, modes, step_peak, word_bits)
 from rtl.pipeline import delay
 
-__all__ = ["ArrayConfig", "DrainColumn", "EdgeSkew", "SystolicArray", "default_drain_rows",
-           "default_fifo_depth", "k_step_bound", "k_step_bounds", "k_steps_fit",
-           "operand_layout", "peak_macs", "result_layout"]
+__all__ = ["ArrayConfig", "ArrayRow", "DrainColumn", "EdgeSkew", "SystolicArray",
+           "default_drain_rows", "default_fifo_depth", "k_step_bound", "k_step_bounds",
+           "k_steps_fit", "operand_layout", "peak_macs", "result_layout", "shared"]
 
 #: Width of the K-step and tile counts of a configuration.
 COUNT_BITS = 16
@@ -105,6 +106,19 @@ def result_layout(acc_width, cols, drain_rows):
     """The payload of ``result``: ``drain_rows`` rows of ``cols`` signed sums, row 0 and column 0
     in the low bits."""
     return data.ArrayLayout(data.ArrayLayout(signed(acc_width), cols), drain_rows)
+
+
+def shared(platform, component, name):
+    """``component`` as a submodule, or what stands for it on ``platform``.
+
+    A generator converts each module that a design repeats once: its platform
+    (:class:`gen.emit.ModuleLibrary`) has ``share(component, name)``, which returns an
+    instance of the module ``name``, built from the first component given that name, so
+    ``name`` must tell apart the components that differ. On any other platform (none in the
+    Amaranth simulator) the submodule is ``component`` itself.
+    """
+    share = getattr(platform, "share", None)
+    return component if share is None else share(component, name)
 
 
 class EdgeSkew(wiring.Component):
@@ -212,6 +226,72 @@ class DrainColumn(wiring.Component):
                     m.d.comb += self.beat.payload.eq(Cat(f.r_data for f in members[g]))
         with m.If(self.beat.valid & self.beat.ready):
             m.d.sync += group.eq(group.rotate_left(1))
+        return m
+
+
+class ArrayRow(wiring.Component):
+    """One row of an array's PE grid: its PEs, the operands they pass on, their sums lined up.
+
+    The row's activation operand and step control enter PE 0 and move a PE to the right each
+    cycle (each PE forwards its own registered control); the weight operands are registered
+    as they enter, column ``c``'s into PE ``c``, and the same registers feed the row below.
+    PE ``c`` finishes a tile ``c`` cycles after PE 0, so its sum is delayed ``cols - 1 - c``
+    cycles and the row's sums leave together.
+
+    All rows of an array are the same, so a generator converts one whatever the size (see
+    :func:`shared`).
+
+    Parameters
+    ----------
+    cols, precision, acc_width, pe : as :class:`SystolicArray`
+    operand_bits : int
+        Width of a PE operand (``pe``'s ``w`` and ``a``). The row carries operands as plain
+        bits, which the PEs read in their own layout: the fields of a row's worth of
+        :data:`~rtl.fusion.BrickOperands` took a third of the time of converting an array.
+
+    Attributes
+    ----------
+    control : In(StepControl)
+        The control of the step whose activation operand is on ``a``.
+    a : In(operand_bits)
+        The row's activation operand, when PE 0 takes it.
+    w : In(data.ArrayLayout(unsigned(operand_bits), cols))
+        Each column's weight operand, a cycle before the column's PE takes it.
+    w_below : Out(data.ArrayLayout(unsigned(operand_bits), cols))
+        ``w`` registered: what the PEs take, and the ``w`` of the row below.
+    results : Out(data.ArrayLayout(signed(acc_width), cols))
+        The row's sums of a finished tile, every column's at once.
+    written : Out(1)
+        ``results`` holds a finished tile's sums (for one cycle).
+    """
+
+    def __init__(self, cols, precision, acc_width, pe, operand_bits):
+        self._cols, self._precision, self._acc_width, self._pe = cols, precision, acc_width, pe
+        operands = data.ArrayLayout(unsigned(operand_bits), cols)
+        super().__init__({
+            "control": In(StepControl),
+            "a":       In(operand_bits),
+            "w":       In(operands),
+            "w_below": Out(operands),
+            "results": Out(data.ArrayLayout(signed(acc_width), cols)),
+            "written": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cols = self._cols
+        a_in, ctrl_in = self.a, self.control
+        w = delay(m, self.w, 1, "w")
+        results = []
+        for c in range(cols):
+            pe = self._pe(self._precision, self._acc_width)
+            m.submodules[f"pe{c}"] = shared(platform, pe, "pe")
+            m.d.comb += [pe.control.eq(ctrl_in), pe.a.eq(a_in), pe.w.eq(w[c])]
+            results.append(delay(m, pe.result, cols - 1 - c, f"deskew{c}"))
+            if c < cols - 1:
+                a_in, ctrl_in = delay(m, a_in, 1, f"fwd_a{c}"), pe.forward
+        m.d.comb += [self.w_below.eq(w), self.results.eq(Cat(results)),
+                     self.written.eq(pe.result_valid)]
         return m
 
 
@@ -383,58 +463,59 @@ class SystolicArray(wiring.Component):
         m.d.comb += [control.mode.eq(mode), control.valid.eq(take), control.first.eq(first),
                      control.last.eq(last)]
 
-        def edge(side, index, word):
-            """The registered operand of row/column ``index`` and its skewed control."""
+        def edge(side, index, word, registers):
+            """The operand of row/column ``index`` after ``registers`` registers, and its skewed
+            control."""
             skewed_control, skewed_word = control, word
             if index:
-                skew = m.submodules[f"skew_{side}{index}"] = EdgeSkew(self.word_bits, index)
+                skew = EdgeSkew(self.word_bits, index)
+                m.submodules[f"skew_{side}{index}"] = shared(platform, skew, f"skew{index}")
                 m.d.comb += [skew.control.eq(control), skew.word.eq(word)]
                 skewed_control, skewed_word = skew.skewed_control, skew.skewed_word
             operand = skewed_word
             if self._pe.steered:
-                steer = m.submodules[f"steer_{side}{index}"] = SliceSteer(self._precision, side)
+                steer = SliceSteer(self._precision, side)
+                m.submodules[f"steer_{side}{index}"] = shared(platform, steer, f"steer_{side}")
                 m.d.comb += [steer.mode.eq(skewed_control.mode), steer.word.eq(skewed_word)]
                 operand = steer.bricks
-            return (delay(m, operand, self._edge_registers, f"steered_{side}{index}"),
-                    skewed_control)
+            return delay(m, operand, registers, f"steered_{side}{index}"), skewed_control
         a_edges = []
         for r in range(rows):
-            operand, skewed_control = edge("a", r, self.act.payload[r])
+            operand, skewed_control = edge("a", r, self.act.payload[r], self._edge_registers)
             a_edges.append((operand, delay(m, skewed_control, self._edge_registers,
                                            f"edge_control{r}")))
-        w_edge = [edge("w", c, self.wgt.payload[c])[0] for c in range(cols)]
+        # A column's last edge register is the first row's weight register (see ArrayRow).
+        w_edge = [edge("w", c, self.wgt.payload[c], self._edge_registers - 1)[0]
+                  for c in range(cols)]
 
-        # The PE grid: each PE takes the control its left neighbour forwards, and the operands
-        # a register after it; results are de-skewed along each row, so a whole row is
-        # written at once.
-        results = [[None] * cols for _ in range(rows)]
-        written = Signal(rows)
+        # The PE grid, row after row: each row takes its activations and control from its edge
+        # and its weights from the row above (the first row from the column edges); its sums
+        # leave de-skewed, so a whole row is written at once.
+        operand_bits = Shape.cast(a_edges[0][0].shape()).width
+        w_in = Cat(w_edge)
+        results, written = [], Signal(rows)
         for r in range(rows):
             a_in, ctrl_in = a_edges[r]
-            for c in range(cols):
-                pe = m.submodules[f"pe_{r}_{c}"] = self._pe(self._precision, self._acc_width)
-                w_in = w_edge[c]
-                m.d.comb += [pe.control.eq(ctrl_in), pe.a.eq(a_in), pe.w.eq(w_in)]
-                results[r][c] = delay(m, pe.result, cols - 1 - c, f"deskew_{r}_{c}")
-                if c == cols - 1:
-                    m.d.comb += written[r].eq(pe.result_valid)
-                if c < cols - 1:
-                    a_in = delay(m, a_in, 1, f"fwd_a_{r}_{c}")
-                    ctrl_in = pe.forward
-                if r < rows - 1:
-                    w_edge[c] = delay(m, w_in, 1, f"fwd_w_{r}_{c}")
+            row = ArrayRow(cols, self._precision, self._acc_width, self._pe, operand_bits)
+            m.submodules[f"row{r}"] = shared(platform, row, "row")
+            m.d.comb += [row.control.eq(ctrl_in), row.a.eq(a_in), row.w.eq(w_in),
+                         written[r].eq(row.written)]
+            w_in = row.w_below
+            results.append(row.results)
 
         # Drain: one DrainColumn per column, all in step (same writes, same ready); the
-        # first speaks for all of them.
+        # first speaks for all of them. (Whole ports are assigned at once: a signal assigned
+        # in many slices costs the conversion time in proportion to their number.)
         drains = []
         for c in range(cols):
-            drain = m.submodules[f"drain{c}"] = DrainColumn(
-                rows, self._drain_rows, self._acc_width, self._fifo_depth)
+            drain = DrainColumn(rows, self._drain_rows, self._acc_width, self._fifo_depth)
+            m.submodules[f"drain{c}"] = shared(platform, drain, "drain_column")
             m.d.comb += [drain.written.eq(written), drain.beat.ready.eq(self.result.ready),
-                         *(drain.results[r].eq(results[r][c]) for r in range(rows)),
-                         *(self.result.payload[j][c].eq(drain.beat.payload[j])
-                           for j in range(self._drain_rows))]
+                         drain.results.eq(Cat(results[r][c] for r in range(rows)))]
             drains.append(drain)
+        m.d.comb += self.result.payload.eq(Cat(drains[c].beat.payload[j]
+                                               for j in range(self._drain_rows)
+                                               for c in range(cols)))
         m.d.comb += [self.result.valid.eq(drains[0].beat.valid),
                      drained.eq(self.result.valid & self.result.ready & drains[0].tile_end)]
         return m

@@ -26,8 +26,8 @@ BENCHMARKS = {
     "topk": "sim.bench_topk",
     "synth": "sim.bench_synth",
     "accel": "sim.bench_accel",
-    "sweep": "sim.bench_sweep",
     "gen": "sim.bench_gen",
+    "sweep": "sim.bench_sweep",
 }
 
 
