@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 
 from gen.cli import OneLineParser, UsageError
+from sim.infer import accel_config
 
 #: Tokens kept after each layer in the pruning table, by default.
 KEEP = (8, 6, 4, 2)
@@ -154,8 +155,8 @@ def main(argv=None):
     parser, args = parse_args(argv)
     cnn = _cnn_example()
     try:
-        config = cnn.accelerator(args.array, args.bits, False)
-        rtl_config = cnn.accelerator(args.array, args.bits, True) if args.on == "rtl" \
+        config = accel_config(args.array, args.bits, False)
+        rtl_config = accel_config(args.array, args.bits, True) if args.on == "rtl" \
             else None
     except UsageError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

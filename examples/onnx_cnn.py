@@ -23,7 +23,8 @@ import argparse
 import logging
 import sys
 
-from gen.cli import OneLineParser, UsageError, parse_array
+from gen.cli import OneLineParser, UsageError
+from sim.infer import accel_config
 
 #: Test images run on the RTL by default.
 RTL_IMAGES = 1
@@ -49,19 +50,6 @@ def parse_args(argv):
     if args.on not in ("golden", "rtl"):
         parser.error(f"--on must be golden or rtl, not {args.on!r}")
     return parser, args
-
-
-def accelerator(array, bits, rtl):
-    """The accelerator configuration for ``--array`` and ``--bits`` (array and memories only
-    for the RTL: the layers give their accumulators)."""
-    from rtl.accel.config import AccelConfig
-    from sim.infer import _precision
-    rows, cols = parse_array(array)
-    try:
-        extra = {"spmv": None, "topk": None} if rtl else {}
-        return AccelConfig(rows=rows, cols=cols, precision=_precision(bits), **extra)
-    except (ValueError, TypeError) as error:
-        raise UsageError(f"--array/--bits: {error}") from None
 
 
 def cnn_results(channels=8, epochs=20, seed=0):
@@ -140,8 +128,8 @@ def main(argv=None):
     logging.getLogger().setLevel(logging.ERROR)     # onnxruntime's quantization advice
     parser, args = parse_args(argv)
     try:
-        config = accelerator(args.array, args.bits, False)
-        rtl_config = accelerator(args.array, args.bits, True) if args.on == "rtl" else None
+        config = accel_config(args.array, args.bits, False)
+        rtl_config = accel_config(args.array, args.bits, True) if args.on == "rtl" else None
     except UsageError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     results = cnn_results(args.channels, args.epochs, args.seed)

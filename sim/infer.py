@@ -124,16 +124,22 @@ def _load_npy(option, path):
         raise UsageError(f"{option} {path}: {error}") from None
 
 
-def config_of(args, rtl):
+def accel_config(array, bits, rtl):
+    """The accelerator configuration for ``--array RxC`` and ``--bits B`` (for the RTL, the
+    array and memories only: the layers give their accumulators)."""
     from rtl.accel.config import AccelConfig
-    rows, cols = parse_array(args.array or DEFAULT_ARRAY)
-    precision = _precision(args.bits or DEFAULT_BITS)
+    rows, cols = parse_array(array)
+    precision = _precision(bits)
     try:
-        if rtl:     # the array and memories only: the layers give their accumulators
+        if rtl:
             return AccelConfig(rows=rows, cols=cols, precision=precision, spmv=None, topk=None)
         return AccelConfig(rows=rows, cols=cols, precision=precision)
     except (ValueError, TypeError) as error:
         raise UsageError(f"--array/--bits: {error}") from None
+
+
+def config_of(args, rtl):
+    return accel_config(args.array or DEFAULT_ARRAY, args.bits or DEFAULT_BITS, rtl)
 
 
 def check_board_options(args):

@@ -14,6 +14,7 @@ from golden.onnx.attention import graph_tensor, run_pruned
 from golden.onnx.graph import Conv, Dense, IntegerGraph
 from golden.onnx.train import FloatAttention, digits_images, train_attention
 from golden.topk import cascade_token_pruning
+from sim.infer import accel_config
 from sim.runner import simulator_available
 
 logging.getLogger().setLevel(logging.ERROR)    # quantize_static's pre-processing advice
@@ -76,7 +77,7 @@ def test_cnn_convolution_maps_to_the_array_through_im2col(cnn, cnn_example, caps
     _, graph, *_ = cnn["onnxruntime"]["QOperator", False]
     convs = [op for op in graph.ops if isinstance(op, Conv)]
     assert len(convs) == 1 and convs[0].gemm_shape((360, 1, 8, 8)) == (360 * 64, 8, 9)
-    cnn_example.print_plan(graph, cnn["images"], cnn_example.accelerator("8x8", "mixed", False))
+    cnn_example.print_plan(graph, cnn["images"], accel_config("8x8", "mixed", False))
     text = capsys.readouterr().out
     assert "conv       array  8x8" in text and "2 array layers" in text
 
@@ -106,7 +107,7 @@ def test_pruning_table_is_what_the_docs_say(attention, attention_example, cnn_ex
     70% at 4 tokens; the one trained with pruning stays within 2 points of its unpruned
     accuracy down to 4 tokens and above 88% at 2. The array cycles fall with k; the float
     and integer accuracies stay within 2 points of each other."""
-    config = cnn_example.accelerator("8x8", "mixed", False)
+    config = accel_config("8x8", "mixed", False)
     plain, pruned = (attention_example.pruning_table(attention[p], (8, 6, 4, 2), config)
                      for p in (False, True))
     assert plain[2][2] < 0.7
@@ -195,7 +196,7 @@ def test_rtl_runs_one_layer_of_each_bit_exact(cnn, attention, cnn_example, capsy
     """The CNN's convolution (its im2col patches of one image) and the attention model's
     first query projection (8 tokens of one image) on a 2x2 8-bit accelerator under
     Verilator: every result word is the golden model's."""
-    config = cnn_example.accelerator("2x2", "8", True)
+    config = accel_config("2x2", "8", True)
     _, cnn_graph, *_ = cnn["onnxruntime"]["QOperator", False]
     _, cnn_env = cnn_graph.run(cnn["images"][:1], keep=True)
     conv = next(op for op in cnn_graph.ops if isinstance(op, Conv))

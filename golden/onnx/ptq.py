@@ -17,7 +17,7 @@ from golden.bitfusion import check_bits
 from golden.network import CALIBRATION_PERCENTILE
 from golden.onnx.graph import (Conv, Dense, Dequantize, IntegerGraph, MaxPool, Quantize,
                                Requant, Reshape, im2col)
-from golden.onnx.reader import OnnxImportError, _fail
+from golden.onnx.reader import OnnxImportError, _fail, input_shape
 from golden.quant import activation_scale, asymmetric_params, quantize_weights
 from golden.requant import quantize_multiplier
 
@@ -137,14 +137,9 @@ def quantize_float(model, calibration, bits=8):
         raise OnnxImportError("the project's quantization takes a model of one input and one "
                               "output")
     value = inputs[0]
-    shape = []
-    for axis, dim in enumerate(value.type.tensor_type.shape.dim[1:], start=1):
-        if not dim.HasField("dim_value"):
-            raise OnnxImportError(f"input {value.name!r}: axis {axis} is dynamic "
-                                  f"({dim.dim_param or '?'}); supported: a dynamic batch only")
-        shape.append(dim.dim_value)
+    shape = input_shape(value)
     x = np.asarray(calibration, dtype=np.float64)
-    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape) or not len(x):
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or not len(x):
         raise OnnxImportError(f"calibration inputs must have shape (n, "
                               f"{', '.join(map(str, shape))}), not {x.shape}")
     stages = _chain(model)
@@ -204,5 +199,5 @@ def quantize_float(model, calibration, bits=8):
             a_scale, a_zero, a_bits = next_scale, 0, layer_bits[number + 1]
     output = graph.output[0].name
     ops.append(Dequantize("output", (current,), output, scale=acc_scale.astype(np.float32)))
-    return IntegerGraph(((value.name, tuple(shape), np.float32),), ((output, np.float32),),
+    return IntegerGraph(((value.name, shape, np.float32),), ((output, np.float32),),
                         tuple(ops), "ptq")

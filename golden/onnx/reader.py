@@ -71,6 +71,19 @@ def is_quantized(model):
                                           "MatMulInteger", "ConvInteger"})
 
 
+def input_shape(value):
+    """The shape of a graph input ``value`` past its batch axis; every one of those axes must
+    have a fixed size."""
+    shape = []
+    for axis, dim in enumerate(value.type.tensor_type.shape.dim[1:], start=1):
+        if not dim.HasField("dim_value"):
+            raise OnnxImportError(
+                f"input {value.name!r}: axis {axis} is dynamic ({dim.dim_param or '?'}); "
+                f"supported: a dynamic batch (axis 0) only, every other axis a fixed size")
+        shape.append(dim.dim_value)
+    return tuple(shape)
+
+
 class _Reader:
     """The state of one import: constants, quantized tensors, float aliases, the ops."""
 
@@ -238,23 +251,15 @@ class _Reader:
             if value.name in self.consts:
                 continue
             tensor = value.type.tensor_type
-            dims = tensor.shape.dim
-            shape = []
-            for axis, dim in enumerate(dims[1:], start=1):
-                if not dim.HasField("dim_value"):
-                    label = dim.dim_param or "?"
-                    raise OnnxImportError(
-                        f"input {value.name!r}: axis {axis} is dynamic ({label}); supported: "
-                        f"a dynamic batch (axis 0) only, every other axis a fixed size")
-                shape.append(dim.dim_value)
+            shape = input_shape(value)
             dtype = {_FLOAT: np.float32, _UINT8: np.uint8}.get(tensor.elem_type)
             if dtype is None:
                 raise OnnxImportError(f"input {value.name!r}: element type {tensor.elem_type}; "
                                       f"supported: float32 or uint8")
             if dtype == np.uint8:           # its scale and zero point: its first reader's
                 self.quant[value.name] = (None, 0, np.uint8)
-            inputs.append((value.name, tuple(shape), dtype))
-            self.shapes[value.name] = tuple(shape)
+            inputs.append((value.name, shape, dtype))
+            self.shapes[value.name] = shape
         return tuple(inputs)
 
     def read_outputs(self):
