@@ -39,8 +39,8 @@ from rtl.fusion import BitWidth, lanes, mode_const, modes
 from rtl.spmv import Entry, Load, LoadKind
 from rtl.topk import TopK
 
-__all__ = ["ENGINES", "OUTPUTS", "SPMV_VALUE_BITS", "SPMV_Z_BITS", "fields", "array_mode",
-           "LayerPlan", "Program", "compile_network", "Timing", "AccelModel"]
+__all__ = ["ENGINES", "OUTPUTS", "SPMV_VALUE_BITS", "SPMV_Z_BITS", "fields", "array_cycles",
+           "array_mode", "LayerPlan", "Program", "compile_network", "Timing", "AccelModel"]
 
 #: The engines a layer can run on.
 ENGINES = ("array", "spmv")
@@ -258,6 +258,13 @@ def _check_engines(engines, depth):
         raise ValueError(f"engines must be one of {ENGINES} per layer ({depth}), not "
                          f"{engines!r}")
     return tuple(engines)
+
+
+def array_cycles(config, tiling):
+    """:func:`golden.systolic.gemm_cycles` of ``tiling`` on the array of the accelerator
+    ``config`` (its drain rows, FIFO depth, PE latency and edge registers)."""
+    return gemm_cycles(tiling, config.drain_rows, config.fifo_depth, config.pe_latency,
+                       config.edge_registers)
 
 
 def array_mode(precision, w_bits, a_bits):
@@ -747,8 +754,7 @@ class Timing:
         return cycle
 
     def gemm(self, pc, tiling):
-        c = self.config
-        cycles = gemm_cycles(tiling, c.drain_rows, c.fifo_depth, c.pe_latency, c.edge_registers)
+        cycles = array_cycles(self.config, tiling)
         self.hand_over(pc, Opcode.GEMM, Engine.ARRAY, cycles + self.GEMM_EXTRA, cycles)
 
     def spmv(self, pc, vector_cycles):

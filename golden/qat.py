@@ -48,7 +48,7 @@ from golden.network import (LAYER_SIZES, PRECISIONS, Adam, FloatMLP, _layer_bits
                             digits_network, digits_split, float_network, mlp_gradients,
                             quantize_mlp)
 from golden.quant import activation_scale, quantize_weights
-from golden.systolic import Tiling, gemm_cycles
+from golden.systolic import Tiling
 
 __all__ = ["QAT_PRECISIONS", "PERCENTILES", "CLIP_FRACTIONS", "EPOCHS", "LEARNING_RATE",
            "METHODS", "fine_tune", "qat_network", "layer_cycles",
@@ -252,9 +252,7 @@ def _layer_cycles(config, batch):
             if mode is not None:
                 tiling = Tiling(program.batch, plan.outputs, plan.inputs, config.rows,
                                 config.cols, lanes(*mode))
-                cycles[w_bits, a_bits] = gemm_cycles(tiling, config.drain_rows,
-                                                     config.fifo_depth, config.pe_latency,
-                                                     config.edge_registers)
+                cycles[w_bits, a_bits] = accel.array_cycles(config, tiling)
         table.append(cycles)
     return table
 

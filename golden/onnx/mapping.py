@@ -16,10 +16,10 @@ whose images are its patches.
 import math
 from dataclasses import dataclass
 
-from golden.accel import array_mode
+from golden.accel import array_cycles, array_mode
 from golden.network import QuantizedLayer, QuantizedMLP
 from golden.onnx.graph import Conv, Dense, Reshape
-from golden.systolic import Tiling, gemm_cycles
+from golden.systolic import Tiling
 
 __all__ = ["MappedOp", "plan", "Segment", "segments", "gemm_inputs",
            "total_cycles", "macs"]
@@ -59,7 +59,7 @@ def plan(graph, shapes, config):
                              f"mode; the {config.precision}-bit array has none holding it")
         from golden.bitfusion import lanes
         tiling = Tiling(m, n, k, config.rows, config.cols, lanes(*mode))
-        cycles = gemm_cycles(tiling, config.drain_rows, config.fifo_depth)
+        cycles = array_cycles(config, tiling)
         where = ("accumulators" if op.requant is None else
                  "array" if op.requant.hardware else "host")
         rows.append(MappedOp(i, op.node, op.kind, "array", f"{mode[0]}x{mode[1]}", cycles,
