@@ -24,7 +24,7 @@ stalls the operand streams and never loses a result.
 
 import math
 
-from amaranth import Cat, Module, Shape, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -170,6 +170,13 @@ class DrainColumn(wiring.Component):
     array spreads a single select over every result bit. The columns of an array get the
     same writes and the same ``ready``, so they move in step.
 
+    The beat leaves through a skid register of the column's own: the FIFOs are read while
+    it is empty (a register), not on ``beat.ready``, so the result stream's ``ready``
+    reaches one register in each column (whether the skid holds a beat) and never the
+    FIFOs' read logic. A beat read while ``beat.ready`` is low waits in the skid and is
+    offered from there; with the skid empty the FIFOs' beat is offered directly, so the
+    skid adds no cycle: the beats leave in the same cycles as without it.
+
     Parameters
     ----------
     rows, drain_rows, acc_width, fifo_depth : int
@@ -215,17 +222,33 @@ class DrainColumn(wiring.Component):
         group = Signal(groups, init=1)          # one-hot: the group of rows that leaves next
         members = [fifos[g * self._drain_rows:(g + 1) * self._drain_rows] for g in range(groups)]
         ready = Signal(groups)
+        # The group's beat at the FIFOs' outputs, and the skid holding one the stream refused.
+        read = Signal(self.beat.payload.shape())
+        skid = Signal(self.beat.payload.shape())
+        skid_valid = Signal()
+        skid_end = Signal()
         for g in range(groups):
             m.d.comb += ready[g].eq(group[g] & Cat(f.r_rdy for f in members[g]).all())
             for f in members[g]:
-                m.d.comb += f.r_en.eq(ready[g] & self.beat.ready)
-        m.d.comb += [self.beat.valid.eq(ready.any()), self.tile_end.eq(group[-1])]
+                m.d.comb += f.r_en.eq(ready[g] & ~skid_valid)
+        reading = ready.any() & ~skid_valid
         with m.Switch(group):
             for g in range(groups):
                 with m.Case(1 << g):
-                    m.d.comb += self.beat.payload.eq(Cat(f.r_data for f in members[g]))
-        with m.If(self.beat.valid & self.beat.ready):
+                    m.d.comb += read.eq(Cat(f.r_data for f in members[g]))
+        with m.If(reading):
             m.d.sync += group.eq(group.rotate_left(1))
+        m.d.comb += [self.beat.valid.eq(skid_valid | ready.any()),
+                     self.beat.payload.eq(Mux(skid_valid, skid, read)),
+                     self.tile_end.eq(Mux(skid_valid, skid_end, group[-1]))]
+        # The skid takes every beat read (it only counts when the stream refuses it), so
+        # ``ready`` reaches one register per column.
+        with m.If(reading):
+            m.d.sync += [skid.eq(read), skid_end.eq(group[-1])]
+        with m.If(self.beat.ready):
+            m.d.sync += skid_valid.eq(0)
+        with m.Elif(reading):
+            m.d.sync += skid_valid.eq(1)
         return m
 
 

@@ -2,9 +2,11 @@
 """The fusion PE and the systolic array, as generated Verilog under cocotb, against golden."""
 
 import itertools
+import subprocess
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from golden.bitfusion import lanes, value_range
@@ -13,7 +15,8 @@ from golden.systolic import Mode, Tiling, gemm_cycles, pack_steps, tile_gemm, un
 from golden.network import PRECISIONS, digits_network, digits_split
 from rtl.baseline import PlainArray, PlainPE
 from rtl.fusion import BrickOperands, FusionMAC, FusionPE, PESignature, mode_const, modes
-from rtl.systolic import SystolicArray, k_step_bound
+from gen.synth import tool
+from rtl.systolic import DrainColumn, SystolicArray, k_step_bound
 from sim.runner import run, simulator_available
 
 ICARUS = pytest.mark.skipif(not simulator_available("icarus"),
@@ -287,3 +290,20 @@ def test_back_to_back_one_step_tiles_lose_no_result_at_any_fifo_depth(fifo_depth
     assert tiling.k_steps == 1 and tiling.tiles == 6
     assert len(beats) == tiling.tiles, f"fifo_depth {fifo_depth}: {len(beats)} beats"
     assert np.array_equal(unpack_results(beats, tiling, array.drain_rows), a @ w)
+
+
+def test_result_ready_reaches_no_row_fifo_read_enable(tmp_path):
+    """The result stream's ``ready`` reaches no row FIFO's read enable: yosys follows the
+    logic from the drain column's ``beat.ready`` up to the first flip-flop or memory (issue
+    19: the fan-out of ``ready`` into every FIFO's read logic limited the 8x8 array's
+    Fmax). Without the skid register the cone holds every ``row_fifoN.r_en``."""
+    (tmp_path / "drain.il").write_text(
+        rtlil.convert(DrainColumn(4, 2, 8, 2), name="top", emit_src=False))
+    script = ("read_rtlil drain.il; hierarchy -top top; proc; flatten; opt_clean; "
+              "tee -q -o cone.txt select -list w:beat__ready %co*:-$dff,$adff,$mem_v2")
+    done = subprocess.run([tool("YOSYS"), "-q", "-p", script], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    cone = (tmp_path / "cone.txt").read_text().split()
+    assert "top/beat__ready" in cone and len(cone) > 1       # the skid flag's next state
+    assert not [name for name in cone if "r_en" in name or "r_port" in name], cone
