@@ -186,6 +186,7 @@ class ColumnQueue(wiring.Component):
     r_data : Out(width)
         The oldest entry kept, while ``r_rdy``.
     r_rdy : Out(1)
+        Some entry is kept (a register).
     r_en : In(1)
         Drop the oldest entry.
     level : Out(range(depth + 1))
@@ -218,8 +219,7 @@ class ColumnQueue(wiring.Component):
         taking = self.r_rdy & self.r_en
         m.d.comb += [write.addr.eq(produce), write.data.eq(self.w_data),
                      write.en.eq(self.w_write & room),
-                     read.addr.eq(consume), self.r_data.eq(read.data),
-                     self.r_rdy.eq(self.level != 0)]
+                     read.addr.eq(consume), self.r_data.eq(read.data)]
 
         def following(pointer):
             return Mux(pointer == depth - 1, 0, pointer + 1)
@@ -227,10 +227,12 @@ class ColumnQueue(wiring.Component):
             m.d.sync += produce.eq(following(produce))
         with m.If(taking):
             m.d.sync += consume.eq(following(consume))
+        # ``r_rdy`` is a register beside the level (its test would otherwise lie on the path
+        # of the walk's head multiplexer).
         with m.If(keeping & ~taking):
-            m.d.sync += self.level.eq(self.level + 1)
+            m.d.sync += [self.level.eq(self.level + 1), self.r_rdy.eq(1)]
         with m.If(taking & ~keeping):
-            m.d.sync += self.level.eq(self.level - 1)
+            m.d.sync += [self.level.eq(self.level - 1), self.r_rdy.eq(self.level != 1)]
         return m
 
 
@@ -472,10 +474,13 @@ class SpMVPE(wiring.Component):
                      queue.w_en.eq(offered),
                      queue.r_en.eq(skip | (advance & next_column & waiting))]
         m.d.sync += skip.eq(advance & next_column & ~waiting & offered)
+        # A new column's registers load from any column registered, kept or not, so that
+        # their enable does not wait for the test whether it holds entries; ``walking`` says
+        # whether what they hold is a column to walk.
         with m.If(advance):
             with m.If(next_column):
                 m.d.sync += walking.eq(available)
-                with m.If(available):
+                with m.If(waiting | pointed):
                     m.d.sync += [first_addr.eq(head.start), second_addr.eq(head.start + 1),
                                  left.eq(head.count), last.eq(head.short), first.eq(1),
                                  x.eq(head.x)]
