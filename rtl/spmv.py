@@ -733,11 +733,15 @@ class SpMV(wiring.Component):
             for pe in pes:
                 m.d.comb += pe.table.eq(codebook)
         # The PEs' words are registered on their way (a word is written a cycle after it is
-        # taken, before any activation can be).
-        pe_word = Signal(Load)
-        m.d.sync += pe_word.eq(load)
+        # taken, before any activation can be), in a register of each PE's own, loaded with
+        # the words for that PE: one register for all would drive every PE's memory
+        # addresses from one place.
         for i, pe in enumerate(pes):
-            m.d.sync += pe.load.valid.eq(loading & (load.pe == i))
+            pe_word = Signal(Load, name=f"pe{i}_word")
+            for_pe = loading & (load.pe == i)
+            m.d.sync += pe.load.valid.eq(for_pe)
+            with m.If(for_pe):
+                m.d.sync += pe_word.eq(load)
             m.d.comb += pe.load.payload.eq(pe_word)
 
         # Activation front end: one non-zero activation per cycle to every PE, when every PE
