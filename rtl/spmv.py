@@ -304,7 +304,8 @@ class SpMVPE(wiring.Component):
         below ``queue_depth``, as of the previous cycle.
     load : In(stream.Signature(Load))
         Loader words meant for this PE (its ``pe`` field is not looked at), always ready:
-        entries, pointers, biases and multipliers are written; other kinds are ignored.
+        entries, pointers, biases and multipliers are written in the cycle after the word
+        is taken; other kinds are ignored.
     table : In(Codebook)
         The shared codebook; only with ``codebook``.
     busy : Out(1)
@@ -370,29 +371,33 @@ class SpMVPE(wiring.Component):
                                           depth=self._local_rows, init=[])
         m.submodules.multiplier = multiplier = Memory(shape=MULTIPLIER_BITS,
                                                       depth=self._local_rows, init=[])
-        pointer_write, entry_write = self._loader(m, bias, multiplier)
-        queue, column, fetching = self._pointer_fetch(m, pointers, pointer_write)
-        pair, stall, half, walking = self._walk(m, queue, column, weights, entry_write)
+        word, pointer_write, entry_write = self._loader(m, bias, multiplier)
+        queue, column, fetching = self._pointer_fetch(m, pointers, word, pointer_write)
+        pair, stall, half, walking = self._walk(m, queue, column, weights, word, entry_write)
         weighing = self._accumulate(m, pair, stall, half, bias, multiplier)
         m.d.comb += self.busy.eq(fetching | walking | weighing)
         return m
 
     def _loader(self, m, bias, multiplier):
-        """Write the loader's biases and multipliers; returns whether a pointer and whether an
-        entry is written (the pointer and weight memories share their write address with a
-        read port, see :meth:`_pointer_fetch` and :meth:`_walk`)."""
-        load = self.load.payload
+        """Register each loader word taken and write its biases and multipliers in the next
+        cycle; returns the word register, whether a pointer and whether an entry is written
+        then (the pointer and weight memories share their write address with a read port, see
+        :meth:`_pointer_fetch` and :meth:`_walk`)."""
         m.d.comb += self.load.ready.eq(1)
-        writing = self.load.valid
+        load = Signal(Load)
+        writing = Signal()
+        m.d.sync += writing.eq(self.load.valid)
+        with m.If(self.load.valid):
+            m.d.sync += load.eq(self.load.payload)
         for memory, value, kind in ((bias, load.data.bias, LoadKind.BIAS),
                                     (multiplier, load.data.multiplier, LoadKind.MULTIPLIER)):
             port = memory.write_port()
             m.d.comb += [port.addr.eq(load.addr), port.data.eq(value),
                          port.en.eq(writing & (load.kind == kind))]
-        return (writing & (load.kind == LoadKind.POINTER) & (load.addr <= self._cols),
+        return (load, writing & (load.kind == LoadKind.POINTER) & (load.addr <= self._cols),
                 writing & (load.kind == LoadKind.ENTRY))
 
-    def _pointer_fetch(self, m, pointers, pointer_write):
+    def _pointer_fetch(self, m, pointers, word, pointer_write):
         """Read ``p[j]`` and ``p[j+1]`` of the activation taken, in the cycle it is taken; register
         them and ``x``; the next cycle offers the column. Returns the queue, the column
         (its layout; its start, entry count, whether that is at most 2, and ``x``; whether it
@@ -411,8 +416,8 @@ class SpMVPE(wiring.Component):
         write = pointers.write_port()
         start_port = pointers.read_port(transparent_for=(write,))
         end_port = pointers.read_port(transparent_for=(write,))
-        address = Mux(pointer_write, self.load.payload.addr, self.act.payload.j)
-        m.d.comb += [write.addr.eq(address), write.data.eq(self.load.payload.data.pointer),
+        address = Mux(pointer_write, word.addr, self.act.payload.j)
+        m.d.comb += [write.addr.eq(address), write.data.eq(word.data.pointer),
                      write.en.eq(pointer_write),
                      start_port.addr.eq(address), end_port.addr.eq(self.act.payload.j + 1)]
         fetched = Signal()
@@ -438,7 +443,7 @@ class SpMVPE(wiring.Component):
         m.d.sync += self.act.ready.eq(queue.level + in_flight < self._queue_depth)
         return queue, (layout, column, offered, pointed), fetched | pointed
 
-    def _walk(self, m, queue, column, weights, entry_write):
+    def _walk(self, m, queue, column, weights, word, entry_write):
         """Walk the columns a pair of entries per cycle: the queue's oldest, or with an empty
         queue the column just offered. Returns the pair (its register, its first and second
         entries and whether each carries a weight), the stall (two weights in the pair: the
@@ -446,8 +451,9 @@ class SpMVPE(wiring.Component):
         pair is under way.
 
         The weight memory has two read ports, the pair's first and second entries; the first
-        shares its address with the write port (the loader's, while it writes), so that
-        yosys builds the memory once from true dual-port block RAM."""
+        shares its address register with the write port (it holds the loader's address while
+        entries are written), so that yosys builds the memory once from true dual-port block
+        RAM."""
         ptr_bits = self.pointer_bits
         layout, column, offered, pointed = column
         entry = self.entry_layout
@@ -487,14 +493,18 @@ class SpMVPE(wiring.Component):
             with m.Else():
                 m.d.sync += [first_addr.eq(first_addr + 2), second_addr.eq(second_addr + 2),
                              left.eq(left - 2), last.eq(left <= 4), first.eq(0)]
+        # An entry taken from the loader puts its address in ``first_addr`` (no column is
+        # walked between vectors), so the memory's address, which reaches every one of its
+        # blocks, comes straight from a register.
+        with m.If(self.load.valid & (self.load.payload.kind == LoadKind.ENTRY)):
+            m.d.sync += first_addr.eq(self.load.payload.addr)
 
         write = weights.write_port()
         first_port = weights.read_port(transparent_for=(write,))
         second_port = weights.read_port(transparent_for=(write,))
-        address = Mux(entry_write, self.load.payload.addr, first_addr)
-        m.d.comb += [write.addr.eq(address), write.data.eq(self.load.payload.data.entry),
+        m.d.comb += [write.addr.eq(first_addr), write.data.eq(word.data.entry),
                      write.en.eq(entry_write),
-                     first_port.addr.eq(address), second_port.addr.eq(second_addr),
+                     first_port.addr.eq(first_addr), second_port.addr.eq(second_addr),
                      first_port.en.eq(advance), second_port.en.eq(advance)]
         # The pair being read: its column's flags, aligned with the memory's data, which go
         # straight into a register (a block RAM's output is slow), then into the pair
@@ -732,17 +742,10 @@ class SpMV(wiring.Component):
                 m.d.sync += codebook[load.addr[:CODEBOOK_BITS]].eq(load.data.codebook)
             for pe in pes:
                 m.d.comb += pe.table.eq(codebook)
-        # The PEs' words are registered on their way (a word is written a cycle after it is
-        # taken, before any activation can be), in a register of each PE's own, loaded with
-        # the words for that PE: one register for all would drive every PE's memory
-        # addresses from one place.
+        # Each PE registers the words for it (and writes them a cycle after they are taken,
+        # before any activation can be).
         for i, pe in enumerate(pes):
-            pe_word = Signal(Load, name=f"pe{i}_word")
-            for_pe = loading & (load.pe == i)
-            m.d.sync += pe.load.valid.eq(for_pe)
-            with m.If(for_pe):
-                m.d.sync += pe_word.eq(load)
-            m.d.comb += pe.load.payload.eq(pe_word)
+            m.d.comb += [pe.load.valid.eq(loading & (load.pe == i)), pe.load.payload.eq(load)]
 
         # Activation front end: one non-zero activation per cycle to every PE, when every PE
         # has room (so a PE's ``act.valid`` is never up while its ``ready`` is down). The
