@@ -241,9 +241,10 @@ class DrainColumn(wiring.Component):
         m.d.comb += [self.beat.valid.eq(skid_valid | ready.any()),
                      self.beat.payload.eq(Mux(skid_valid, skid, read)),
                      self.tile_end.eq(Mux(skid_valid, skid_end, group[-1]))]
-        # The skid takes every beat read (it only counts when the stream refuses it), so
-        # ``ready`` reaches one register per column.
-        with m.If(reading):
+        # The empty skid takes whatever the FIFOs offer (it only counts when the stream
+        # refuses a beat read), so ``ready`` reaches one register per column and the skid's
+        # enable is a register.
+        with m.If(~skid_valid):
             m.d.sync += [skid.eq(read), skid_end.eq(group[-1])]
         with m.If(self.beat.ready):
             m.d.sync += skid_valid.eq(0)
