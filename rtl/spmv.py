@@ -304,8 +304,8 @@ class SpMVPE(wiring.Component):
         below ``queue_depth``, as of the previous cycle.
     load : In(stream.Signature(Load))
         Loader words meant for this PE (its ``pe`` field is not looked at), always ready:
-        entries, pointers, biases and multipliers are written in the cycle after the word
-        is taken; other kinds are ignored.
+        pointers, biases and multipliers are written in the cycle after the word is taken,
+        entries in the one after that; other kinds are ignored.
     table : In(Codebook)
         The shared codebook; only with ``codebook``.
     busy : Out(1)
@@ -384,11 +384,10 @@ class SpMVPE(wiring.Component):
         then (the pointer and weight memories share their write address with a read port, see
         :meth:`_pointer_fetch` and :meth:`_walk`)."""
         m.d.comb += self.load.ready.eq(1)
+        # The word register takes the payload in every cycle (no enable for ``valid`` to reach).
         load = Signal(Load)
         writing = Signal()
-        m.d.sync += writing.eq(self.load.valid)
-        with m.If(self.load.valid):
-            m.d.sync += load.eq(self.load.payload)
+        m.d.sync += [writing.eq(self.load.valid), load.eq(self.load.payload)]
         for memory, value, kind in ((bias, load.data.bias, LoadKind.BIAS),
                                     (multiplier, load.data.multiplier, LoadKind.MULTIPLIER)):
             port = memory.write_port()
@@ -493,17 +492,19 @@ class SpMVPE(wiring.Component):
             with m.Else():
                 m.d.sync += [first_addr.eq(first_addr + 2), second_addr.eq(second_addr + 2),
                              left.eq(left - 2), last.eq(left <= 4), first.eq(0)]
-        # An entry taken from the loader puts its address in ``first_addr`` (no column is
-        # walked between vectors), so the memory's address, which reaches every one of its
-        # blocks, comes straight from a register.
-        with m.If(self.load.valid & (self.load.payload.kind == LoadKind.ENTRY)):
-            m.d.sync += first_addr.eq(self.load.payload.addr)
+        # An entry's address goes from the loader's word into ``first_addr`` (no column is
+        # walked between vectors) and the entry is written in the next cycle, so the memory's
+        # address, which reaches every one of its blocks, comes straight from a register.
+        entry_data, entry_written = Signal(entry), Signal()
+        m.d.sync += [entry_data.eq(word.data.entry), entry_written.eq(entry_write)]
+        with m.If(entry_write):
+            m.d.sync += first_addr.eq(word.addr)
 
         write = weights.write_port()
         first_port = weights.read_port(transparent_for=(write,))
         second_port = weights.read_port(transparent_for=(write,))
-        m.d.comb += [write.addr.eq(first_addr), write.data.eq(word.data.entry),
-                     write.en.eq(entry_write),
+        m.d.comb += [write.addr.eq(first_addr), write.data.eq(entry_data),
+                     write.en.eq(entry_written),
                      first_port.addr.eq(first_addr), second_port.addr.eq(second_addr),
                      first_port.en.eq(advance), second_port.en.eq(advance)]
         # The pair being read: its column's flags, aligned with the memory's data, which go
@@ -742,8 +743,8 @@ class SpMV(wiring.Component):
                 m.d.sync += codebook[load.addr[:CODEBOOK_BITS]].eq(load.data.codebook)
             for pe in pes:
                 m.d.comb += pe.table.eq(codebook)
-        # Each PE registers the words for it (and writes them a cycle after they are taken,
-        # before any activation can be).
+        # Each PE registers the words for it (and writes them one or two cycles after they
+        # are taken, before any activation can reach them).
         for i, pe in enumerate(pes):
             m.d.comb += [pe.load.valid.eq(loading & (load.pe == i)), pe.load.payload.eq(load)]
 
