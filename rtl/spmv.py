@@ -912,12 +912,16 @@ class SpMV(wiring.Component):
         for i in lanes:
             clamped = Mux(kept[i], Mux(above[i], top, rounded[i]), 0)
             m.d.comb += beat[i].eq(Mux(requantize, clamped, Mux(mask1[i], acc1[i], 0)))
+        # The empty skid takes every beat (it only counts once ``skid_valid`` is set), so its
+        # enable is a register.
         skid = Signal.like(self.result.payload, reset_less=True)
+        with m.If(~skid_valid):
+            m.d.sync += skid.eq(beat)
         with m.If(~self.result.valid | self.result.ready):
             with m.If(skid_valid):
                 m.d.sync += [self.result.payload.eq(skid), skid_valid.eq(0)]
             with m.Else():
                 m.d.sync += [self.result.valid.eq(arriving), self.result.payload.eq(beat)]
         with m.Elif(~skid_valid & arriving):
-            m.d.sync += [skid.eq(beat), skid_valid.eq(1)]
+            m.d.sync += skid_valid.eq(1)
         return valid1 | valid2 | valid3 | valid4 | valid5 | valid6
