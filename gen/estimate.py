@@ -4,15 +4,12 @@ that ``--synth`` and ``--board`` make before they synthesize (``--force``: synth
 The model is linear in the array's parts. Per device family and PE kind (the fusion PE of
 each precision, the plain ``a*b`` PE), each resource (LUT4, FF, DSP, BRAM) is::
 
-    a * R*C  +  b * drain_rows*C  +  c  +  d * R*C*(C-1)/2  +  s * (R*(R-1) + C*(C-1))/2
-             +  e * (edge_registers - 2) * (R + C)
+    a * R*C  +  b * drain_rows*C  +  c  +  e * (edge_registers - 2) * (R + C)
 
 ``R*C`` counts the PEs and their row FIFOs; ``drain_rows*C`` the sums of a result beat (the
-drain columns' output, the result stream and what reads it); ``c`` the control;
-``R*C*(C-1)/2`` the registers of the delay lines that line up a row's sums (``C-1-c`` cycles
-after column ``c``); ``(R*(R-1) + C*(C-1))/2`` the registers of the edge skews (``r`` cycles
-for row ``r``, ``c`` for column ``c``); the last term the edge registers left out (or added)
-between each row's and column's steer and its first PE. On iCE40, swept widely (``python -m sim.bench sweep``), ``a``, ``b``, ``c`` and
+drain columns' output, the result stream and what reads it); ``c`` the control; the last
+term the edge registers left out (or added) between each row's and column's steer and its
+first PE. On iCE40, swept widely (``python -m sim.bench sweep``), ``a``, ``b``, ``c`` and
 ``e`` are fitted per PE kind to :data:`MEASUREMENTS` by least squares; on ECP5, measured at
 three sizes, the iCE40 model of the PE kind is scaled by one factor per resource fitted to
 the ECP5 measurements (see :func:`fit`). Every measurement has 32-bit accumulators; other
@@ -111,44 +108,32 @@ MEASUREMENTS = [
     ("ice40", "4x4", "8", 2, None, 5927, 5634, 0, 32, 9739, "sweep, yosys"),
     ("ice40", "4x4", "mixed", 2, None, 10654, 7779, 0, 32, 15976, "sweep, yosys"),
     ("ice40", "4x4", "plain", 2, None, 2258, 4325, 16, 32, 6274, "sweep, yosys"),
-    ("ecp5", "1x1", "2", 2, None, 567, 698, 0, 0, None, "sweep"),
-    ("ecp5", "1x1", "4", 2, None, 535, 594, 0, 0, None, "sweep"),
-    ("ecp5", "1x1", "8", 2, None, 539, 555, 0, 0, None, "sweep"),
-    ("ecp5", "1x1", "mixed", 2, None, 815, 726, 0, 0, None, "sweep"),
-    ("ecp5", "1x1", "plain", 2, None, 287, 448, 1, 0, None, "sweep"),
-    ("ecp5", "1x2", "2", 2, None, 979, 1265, 0, 0, None, "sweep"),
-    ("ecp5", "1x2", "4", 2, None, 912, 1113, 0, 0, None, "sweep"),
-    ("ecp5", "1x2", "8", 2, None, 888, 1057, 0, 0, None, "sweep"),
-    ("ecp5", "1x2", "mixed", 2, None, 1387, 1321, 0, 0, None, "sweep"),
-    ("ecp5", "1x2", "plain", 2, None, 413, 796, 2, 0, None, "sweep"),
-    ("ecp5", "2x2", "2", 2, None, 1920, 2096, 0, 0, None, "sweep"),
-    ("ecp5", "2x2", "4", 2, None, 1777, 1880, 0, 0, None, "sweep"),
-    ("ecp5", "2x2", "8", 2, None, 1779, 1806, 0, 0, None, "sweep"),
-    ("ecp5", "2x2", "mixed", 2, None, 2553, 2208, 0, 0, None, "sweep"),
-    ("ecp5", "2x2", "plain", 2, None, 783, 1295, 4, 0, None, "sweep"),
-    ("ecp5", "4x4", "2", 2, None, 6800, 7695, 0, 0, None, "sweep"),
-    ("ecp5", "4x4", "4", 2, None, 6380, 7231, 0, 0, None, "sweep"),
-    ("ecp5", "4x4", "8", 2, None, 6340, 7099, 0, 0, None, "sweep"),
-    ("ecp5", "4x4", "mixed", 2, None, 8848, 8143, 0, 0, None, "sweep"),
-    ("ecp5", "4x4", "plain", 2, None, 2423, 4889, 16, 0, None, "sweep"),
+    ("ecp5", "2x2", "2", 2, None, 1658, 2029, 0, 0, None, "results"),
+    ("ecp5", "2x2", "4", 2, None, 1524, 1645, 0, 0, None, "results"),
+    ("ecp5", "2x2", "8", 2, None, 1513, 1505, 0, 0, None, "results"),
+    ("ecp5", "2x2", "mixed", 2, None, 2321, 2141, 0, 0, None, "results"),
+    ("ecp5", "2x2", "plain", 2, None, 522, 1228, 4, 0, None, "results"),
+    ("ecp5", "4x4", "2", 2, None, 6648, 7562, 0, 0, None, "results"),
+    ("ecp5", "4x4", "4", 2, None, 6172, 6314, 0, 0, None, "results"),
+    ("ecp5", "4x4", "8", 2, None, 6156, 5874, 0, 0, None, "results"),
+    ("ecp5", "4x4", "mixed", 2, None, 8610, 8010, 0, 0, None, "results"),
+    ("ecp5", "4x4", "plain", 2, None, 2208, 4756, 16, 0, None, "results"),
     ("ecp5", "8x8", "2", 2, None, 25380, 33051, 0, 0, None, "results"),
-    ("ecp5", "8x8", "4", 2, None, 24045, 32516, 0, 0, None, "synth"),
+    ("ecp5", "8x8", "4", 2, None, 23633, 28635, 0, 0, None, "results"),
     ("ecp5", "8x8", "8", 2, None, 23603, 27115, 0, 0, None, "results"),
     ("ecp5", "8x8", "mixed", 2, None, 31863, 34843, 0, 0, None, "results"),
     ("ecp5", "8x8", "plain", 2, None, 7840, 22623, 64, 0, None, "results"),
 ]
 
 #: The model's terms (see the module's docstring): the array's parts and the options.
-BASE_TERMS = ("pes", "result_sums", "one", "deskew", "skew")
+BASE_TERMS = ("pes", "result_sums", "one")
 OPTION_TERMS = ("edge_extra",)
 
 
 def _terms(rows, cols, edge_registers, drain_rows):
     from rtl.systolic import default_drain_rows
     return {"pes": rows * cols, "result_sums": (drain_rows or default_drain_rows(rows)) * cols,
-            "one": 1, "deskew": rows * cols * (cols - 1) / 2,
-            "skew": (rows * (rows - 1) + cols * (cols - 1)) / 2,
-            "edge_extra": (edge_registers - 2) * (rows + cols)}
+            "one": 1, "edge_extra": (edge_registers - 2) * (rows + cols)}
 
 
 def _family(device):

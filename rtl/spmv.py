@@ -405,17 +405,16 @@ class SpMVPE(wiring.Component):
 
         The pointer memory's write port and its ``p[j]`` read port share one address (the
         loader's, while it writes), so that yosys builds the memory from one dual-port
-        block RAM rather than two copies. The reads are not transparent to the write (which
-        does not happen while activations are taken): a read transparent to the other port's
-        write needs an address comparison and a multiplexer after the block RAM's output."""
+        block RAM rather than two copies; both reads are transparent to the write, which
+        does not happen while activations are taken."""
         ptr_bits = self.pointer_bits
         layout = data.StructLayout({"start": ptr_bits, "count": ptr_bits, "short": 1,
                                     "x": self._act_bits})
         m.submodules.queue = queue = ColumnQueue(layout.size, self._queue_depth)
         taking = self.act.valid & self.act.ready
         write = pointers.write_port()
-        start_port = pointers.read_port()
-        end_port = pointers.read_port()
+        start_port = pointers.read_port(transparent_for=(write,))
+        end_port = pointers.read_port(transparent_for=(write,))
         address = Mux(pointer_write, word.addr, self.act.payload.j)
         m.d.comb += [write.addr.eq(address), write.data.eq(word.data.pointer),
                      write.en.eq(pointer_write),
@@ -453,8 +452,7 @@ class SpMVPE(wiring.Component):
         The weight memory has two read ports, the pair's first and second entries; the first
         shares its address register with the write port (it holds the loader's address while
         entries are written), so that yosys builds the memory once from true dual-port block
-        RAM. The reads are not transparent to the write, which happens only between vectors
-        (see :meth:`_pointer_fetch`)."""
+        RAM."""
         ptr_bits = self.pointer_bits
         layout, column, offered, pointed = column
         entry = self.entry_layout
@@ -503,8 +501,8 @@ class SpMVPE(wiring.Component):
             m.d.sync += first_addr.eq(word.addr)
 
         write = weights.write_port()
-        first_port = weights.read_port()
-        second_port = weights.read_port()
+        first_port = weights.read_port(transparent_for=(write,))
+        second_port = weights.read_port(transparent_for=(write,))
         m.d.comb += [write.addr.eq(first_addr), write.data.eq(entry_data),
                      write.en.eq(entry_written),
                      first_port.addr.eq(first_addr), second_port.addr.eq(second_addr),
