@@ -452,7 +452,8 @@ class SpMVPE(wiring.Component):
         The weight memory has two read ports, the pair's first and second entries; the first
         shares its address register with the write port (it holds the loader's address while
         entries are written), so that yosys builds the memory once from true dual-port block
-        RAM."""
+        RAM. The second is not transparent to the write (which happens only between vectors):
+        that would put an address comparison and a multiplexer after the block RAM."""
         ptr_bits = self.pointer_bits
         layout, column, offered, pointed = column
         entry = self.entry_layout
@@ -502,7 +503,7 @@ class SpMVPE(wiring.Component):
 
         write = weights.write_port()
         first_port = weights.read_port(transparent_for=(write,))
-        second_port = weights.read_port(transparent_for=(write,))
+        second_port = weights.read_port()
         m.d.comb += [write.addr.eq(first_addr), write.data.eq(entry_data),
                      write.en.eq(entry_written),
                      first_port.addr.eq(first_addr), second_port.addr.eq(second_addr),
@@ -881,15 +882,21 @@ class SpMV(wiring.Component):
         mask4 = stage("scaled_mask", n, mask3)
         scaled = [stage("scaled", signed(scaled_bits), (high[i] << split) + low[i], i)
                   for i in lanes]
-        # Rounding: (v + 2^(s-1)) >> s = ((2v >> s) + 1) >> 1. Each lane shifts by a copy of
-        # ``shift`` of its own (distinct initial values keep yosys from merging the copies):
-        # one register driving every lane's shifter is too slow a net.
+        # Rounding: (v + 2^(s-1)) >> s = ((2v >> s) + 1) >> 1. Each half of each lane's
+        # shifter shifts by a copy of ``shift`` of its own (distinct initial values keep yosys
+        # from merging the copies): one register driving a whole shifter, let alone every
+        # lane's, is too slow a net.
         valid5 = stage("shifted_valid", 1, valid4)
         mask5 = stage("shifted_mask", n, mask4)
-        shifts = [Signal(6, name=f"shift{i}", init=i % 64) for i in lanes]
-        m.d.sync += [shift.eq(setup.shift) for shift in shifts]
-        shifted = [stage("shifted", signed(scaled_bits + 1), (scaled[i] << 1) >> shifts[i], i)
-                   for i in lanes]
+        half_bits = (scaled_bits + 1) // 2
+        shifted = []
+        for i in lanes:
+            low, high = (Signal(6, name=f"shift{i}_{h}", init=(2 * i + h) % 64) for h in (0, 1))
+            m.d.sync += [low.eq(setup.shift), high.eq(setup.shift)]
+            doubled = scaled[i] << 1
+            shifted.append(stage("shifted", signed(scaled_bits + 1),
+                                 Cat((doubled >> low)[:half_bits],
+                                     (doubled >> high)[half_bits:scaled_bits + 1]), i))
         # Clamp to 0..2^out_bits - 1: below 0 when shifted < -1 (negative, not all ones),
         # above when shifted + 1 reaches 2^(out_bits+1) (bits 17 and up set, or the low 17
         # bits at least 2^(out_bits+1) - 1).
