@@ -4,15 +4,18 @@ that ``--synth`` and ``--board`` make before they synthesize (``--force``: synth
 The model is linear in the array's parts. Per device family and PE kind (the fusion PE of
 each precision, the plain ``a*b`` PE), each resource (LUT4, FF, DSP, BRAM) is::
 
-    a * R*C  +  b * drain_rows*C  +  c  +  e * (edge_registers - 2) * (R + C)
+    a * R*C  +  b * drain_rows*C  +  c  +  d * R*C*(C-1)/2  +  s * (R*(R-1) + C*(C-1))/2
+             +  e * (edge_registers - 2) * (R + C)
 
 ``R*C`` counts the PEs and their row FIFOs; ``drain_rows*C`` the sums of a result beat (the
-drain columns' output, the result stream and what reads it); ``c`` the control; the last
-term the edge registers left out (or added) between each row's and column's steer and its
-first PE. On iCE40, swept widely (``python -m sim.bench sweep``), ``a``, ``b``, ``c`` and
-``e`` are fitted per PE kind to :data:`MEASUREMENTS` by least squares; on ECP5, measured at
-three sizes, the iCE40 model of the PE kind is scaled by one factor per resource fitted to
-the ECP5 measurements (see :func:`fit`). Every measurement has 32-bit accumulators; other
+drain columns' output, the result stream and what reads it); ``c`` the control;
+``R*C*(C-1)/2`` the registers of the delay lines that line up a row's sums (``C-1-c`` cycles
+after column ``c``); ``(R*(R-1) + C*(C-1))/2`` the registers of the edge skews (``r`` cycles
+for row ``r``, ``c`` for column ``c``); the last term the edge registers left out (or added)
+between each row's and column's steer and its first PE. On iCE40, swept widely (``python -m
+sim.bench sweep``), the coefficients are fitted per PE kind to :data:`MEASUREMENTS` by least
+squares; on ECP5, measured at five sizes, the iCE40 model of the PE kind is scaled by one
+factor per resource fitted to the ECP5 measurements (see :func:`fit`). Every measurement has 32-bit accumulators; other
 ``--acc-bits`` are not modelled. :func:`held_out_errors` measures the model on points left
 out of its fit (docs/sweep.md).
 """
@@ -29,26 +32,32 @@ __all__ = ["MEASUREMENTS", "CAPACITY", "add_arguments", "check", "run", "directo
 RESOURCES = ("lut", "ff", "dsp", "bram")
 #: Each resource as the messages name it.
 NAMES = {"lut": "LUT4", "ff": "FF", "dsp": "DSP", "bram": "BRAM", "cells": "logic cells"}
+#: ``cells`` as the messages name them on ECP5.
+ECP5_CELLS = "LUT/carry slices"
 
 #: Each device's resources as nextpnr counts them. On iCE40 a logic cell holds one LUT4 and
 #: one flip-flop: what must fit is the cells (``cells``), LUT4s and flip-flops packed into
-#: them; on ECP5 LUT4s and flip-flops are counted apart.
+#: them. On ECP5 flip-flops are counted apart, and ``cells`` are nextpnr's LUT/carry slices
+#: (``TRELLIS_COMB``): one per LUT4, two per carry cell, and those that distributed RAM takes;
+#: the LUT4s alone leave out the carries, a third of an 8x8 array's slices.
 CAPACITY = {
     "ice40-up5k": {"cells": 5280, "dsp": 8, "bram": 30},
     "ice40-hx8k": {"cells": 7680, "dsp": 0, "bram": 32},
-    "ecp5-25k": {"lut": 24288, "ff": 24288, "dsp": 28, "bram": 56},
-    "ecp5-45k": {"lut": 43848, "ff": 43848, "dsp": 72, "bram": 108},
-    "ecp5-85k": {"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208},
+    "ecp5-25k": {"lut": 24288, "ff": 24288, "cells": 24288, "dsp": 28, "bram": 56},
+    "ecp5-45k": {"lut": 43848, "ff": 43848, "cells": 43848, "dsp": 72, "bram": 108},
+    "ecp5-85k": {"lut": 83640, "ff": 83640, "cells": 83640, "dsp": 156, "bram": 208},
 }
 
 #: Measured arrays: family, shape, PE kind (``2``, ``4``, ``8``, ``mixed``, ``plain``), edge
 #: registers, result rows per beat (None: the default), LUT4, FF, DSP, BRAM, iCE40 logic
-#: cells (nextpnr's, placed or, for a design too large, packed; None on ECP5), and where the
-#: figures come from. ``sweep``: ``python -m sim.bench sweep`` on ice40-up5k, placed and
-#: routed; ``sweep, yosys``: the same, for an array that does not fit the UP5K (yosys's counts,
-#: nextpnr's cells after packing), docs/results.md section "Design-space sweep and fit
-#: prediction"; ``results``: the ECP5-85F figures of section "Synthesis: resources and Fmax
-#: beside a plain ``a*b`` array".
+#: cells or ECP5 LUT/carry slices (nextpnr's, placed or, for a design too large, packed; None
+#: where not measured), and where the figures come from. ``sweep``: ``python -m sim.bench
+#: sweep`` on ice40-up5k or ecp5-85k, placed and routed; ``sweep, yosys``: the same, for an
+#: array that does not fit the UP5K (yosys's counts, nextpnr's cells after packing);
+#: ``synth``: ``python -m gen --array 8x8 --bits B --synth ecp5-85k`` (docs/results.md,
+#: "Timing with margin"); ``results``: the older ECP5-85F figure of section "Synthesis:
+#: resources and Fmax beside a plain ``a*b`` array". The iCE40 sweep predates the array's
+#: row modules and drain skids; the ECP5 rows are the RTL with them.
 MEASUREMENTS = [
     ("ice40", "1x1", "2", 2, None, 678, 558, 0, 2, 1034, "sweep"),
     ("ice40", "1x1", "4", 2, None, 569, 490, 0, 2, 866, "sweep"),
@@ -108,32 +117,44 @@ MEASUREMENTS = [
     ("ice40", "4x4", "8", 2, None, 5927, 5634, 0, 32, 9739, "sweep, yosys"),
     ("ice40", "4x4", "mixed", 2, None, 10654, 7779, 0, 32, 15976, "sweep, yosys"),
     ("ice40", "4x4", "plain", 2, None, 2258, 4325, 16, 32, 6274, "sweep, yosys"),
-    ("ecp5", "2x2", "2", 2, None, 1658, 2029, 0, 0, None, "results"),
-    ("ecp5", "2x2", "4", 2, None, 1524, 1645, 0, 0, None, "results"),
-    ("ecp5", "2x2", "8", 2, None, 1513, 1505, 0, 0, None, "results"),
-    ("ecp5", "2x2", "mixed", 2, None, 2321, 2141, 0, 0, None, "results"),
-    ("ecp5", "2x2", "plain", 2, None, 522, 1228, 4, 0, None, "results"),
-    ("ecp5", "4x4", "2", 2, None, 6648, 7562, 0, 0, None, "results"),
-    ("ecp5", "4x4", "4", 2, None, 6172, 6314, 0, 0, None, "results"),
-    ("ecp5", "4x4", "8", 2, None, 6156, 5874, 0, 0, None, "results"),
-    ("ecp5", "4x4", "mixed", 2, None, 8610, 8010, 0, 0, None, "results"),
-    ("ecp5", "4x4", "plain", 2, None, 2208, 4756, 16, 0, None, "results"),
-    ("ecp5", "8x8", "2", 2, None, 25380, 33051, 0, 0, None, "results"),
-    ("ecp5", "8x8", "4", 2, None, 23633, 28635, 0, 0, None, "results"),
-    ("ecp5", "8x8", "8", 2, None, 23603, 27115, 0, 0, None, "results"),
-    ("ecp5", "8x8", "mixed", 2, None, 31863, 34843, 0, 0, None, "results"),
+    ("ecp5", "1x1", "2", 2, None, 567, 698, 0, 0, 1043, "sweep"),
+    ("ecp5", "1x1", "4", 2, None, 535, 594, 0, 0, 1011, "sweep"),
+    ("ecp5", "1x1", "8", 2, None, 539, 555, 0, 0, 1039, "sweep"),
+    ("ecp5", "1x1", "mixed", 2, None, 815, 726, 0, 0, 1351, "sweep"),
+    ("ecp5", "1x1", "plain", 2, None, 287, 448, 1, 0, 451, "sweep"),
+    ("ecp5", "1x2", "2", 2, None, 979, 1265, 0, 0, 1873, "sweep"),
+    ("ecp5", "1x2", "4", 2, None, 912, 1113, 0, 0, 1804, "sweep"),
+    ("ecp5", "1x2", "8", 2, None, 888, 1057, 0, 0, 1804, "sweep"),
+    ("ecp5", "1x2", "mixed", 2, None, 1387, 1321, 0, 0, 2377, "sweep"),
+    ("ecp5", "1x2", "plain", 2, None, 413, 796, 2, 0, 661, "sweep"),
+    ("ecp5", "2x2", "2", 2, None, 1920, 2096, 0, 0, 3644, "sweep"),
+    ("ecp5", "2x2", "4", 2, None, 1777, 1880, 0, 0, 3501, "sweep"),
+    ("ecp5", "2x2", "8", 2, None, 1779, 1806, 0, 0, 3533, "sweep"),
+    ("ecp5", "2x2", "mixed", 2, None, 2553, 2208, 0, 0, 4449, "sweep"),
+    ("ecp5", "2x2", "plain", 2, None, 783, 1295, 4, 0, 1201, "sweep"),
+    ("ecp5", "4x4", "2", 2, None, 6800, 7695, 0, 0, 13516, "sweep"),
+    ("ecp5", "4x4", "4", 2, None, 6380, 7231, 0, 0, 13098, "sweep"),
+    ("ecp5", "4x4", "8", 2, None, 6340, 7099, 0, 0, 13108, "sweep"),
+    ("ecp5", "4x4", "mixed", 2, None, 8848, 8143, 0, 0, 16194, "sweep"),
+    ("ecp5", "4x4", "plain", 2, None, 2423, 4889, 16, 0, 3849, "sweep"),
+    ("ecp5", "8x8", "2", 2, None, 26151, 33572, 0, 0, 52837, "synth"),
+    ("ecp5", "8x8", "4", 2, None, 24045, 32516, 0, 0, 50731, "synth"),
+    ("ecp5", "8x8", "8", 2, None, 24382, 32316, 0, 0, 51214, "synth"),
+    ("ecp5", "8x8", "mixed", 2, None, 32735, 35364, 0, 0, 61873, "synth"),
     ("ecp5", "8x8", "plain", 2, None, 7840, 22623, 64, 0, None, "results"),
 ]
 
 #: The model's terms (see the module's docstring): the array's parts and the options.
-BASE_TERMS = ("pes", "result_sums", "one")
+BASE_TERMS = ("pes", "result_sums", "one", "deskew", "skew")
 OPTION_TERMS = ("edge_extra",)
 
 
 def _terms(rows, cols, edge_registers, drain_rows):
     from rtl.systolic import default_drain_rows
     return {"pes": rows * cols, "result_sums": (drain_rows or default_drain_rows(rows)) * cols,
-            "one": 1, "edge_extra": (edge_registers - 2) * (rows + cols)}
+            "one": 1, "deskew": rows * cols * (cols - 1) / 2,
+            "skew": (rows * (rows - 1) + cols * (cols - 1)) / 2,
+            "edge_extra": (edge_registers - 2) * (rows + cols)}
 
 
 def _family(device):
@@ -163,11 +184,14 @@ def _shape(text):
 
 def fit(measurements):
     """The model fitted to ``measurements`` (dicts of the fields of :data:`MEASUREMENTS`):
-    ``{(family, pe): {resource: {term: coefficient}}}``, and under ``"ice40 cells per FF"``
-    the ``k`` of iCE40 logic cells = LUT4 + k * FF.
+    ``{(family, pe): {resource: {term: coefficient}}}``; under ``"ice40 cells per FF"`` the
+    ``k`` of iCE40 logic cells = LUT4 + k * FF, and under ``("ecp5 cells per FF", pe)`` the
+    ``k`` of ECP5 LUT/carry slices = LUT4 + k * FF of each PE kind (its carries and
+    distributed RAM grow with its flip-flops: k is 0.80 to 0.84 for the fusion PEs, 0.29 for
+    the plain one).
 
     iCE40, the family swept widely (shapes from 1x1 to 4x4, the options varied), gets each
-    term's coefficient by least squares; another family, measured at fewer shapes (ECP5: three
+    term's coefficient by least squares; another family, measured at fewer shapes (ECP5: five
     sizes), gets the iCE40 model of the same PE kind scaled to its measurements, one factor
     per resource (least squares too): the growth with the shape and the options is iCE40's,
     the cost per part the family's own.
@@ -199,6 +223,13 @@ def fit(measurements):
     ffs = np.array([m["ff"] for m in packed], dtype=float)
     model["ice40 cells per FF"] = float(ffs @ np.array([m["cells"] - m["lut"] for m in packed])
                                         / (ffs @ ffs)) if packed else 1.0
+    for pe in sorted({m["pe"] for m in measurements}):
+        placed = [m for m in measurements
+                  if m["family"] == "ecp5" and m["pe"] == pe and m["cells"] is not None]
+        if placed:
+            ffs = np.array([m["ff"] for m in placed], dtype=float)
+            model["ecp5 cells per FF", pe] = float(
+                ffs @ np.array([m["cells"] - m["lut"] for m in placed]) / (ffs @ ffs))
     return model
 
 
@@ -227,6 +258,9 @@ def estimate(device, rows, cols, pe="mixed", edge_registers=2, drain_rows=None, 
                for resource in RESOURCES}
     if _family(device) == "ice40":
         figures["cells"] = round(figures["lut"] + model["ice40 cells per FF"] * figures["ff"])
+    elif ("ecp5 cells per FF", str(pe)) in model:
+        figures["cells"] = round(figures["lut"] + model["ecp5 cells per FF", str(pe)]
+                                 * figures["ff"])
     return figures
 
 
@@ -234,7 +268,13 @@ def overflow(device, figures):
     """The resources of ``figures`` (:func:`estimate`) beyond ``device``'s capacity, each
     ``(resource, needed, available)``; empty if it fits."""
     return [(resource, figures[resource], available)
-            for resource, available in CAPACITY[device].items() if figures[resource] > available]
+            for resource, available in CAPACITY[device].items()
+            if resource in figures and figures[resource] > available]
+
+
+def _name(resource, device):
+    """``resource`` as the messages name it on ``device``."""
+    return ECP5_CELLS if resource == "cells" and _family(device) == "ecp5" else NAMES[resource]
 
 
 def held_out_errors(measurements=None):
@@ -324,7 +364,7 @@ def check(args):
     over = overflow(device, estimate(device, rows, cols, pe, edge, drain))
     if over:
         what = "the array alone" if args.unit == "accel" else "the array"
-        needs = ", ".join(f"{needed:,} {NAMES[resource]} (the device has {available:,})"
+        needs = ", ".join(f"{needed:,} {_name(resource, device)} (the device has {available:,})"
                           for resource, needed, available in over)
         raise UsageError(f"array {rows}x{cols} {_kind(pe)} does not fit {device} by the estimate: "
                          f"{what} needs about {needs}; --force to try anyway")
@@ -351,11 +391,13 @@ def describe(args):
     for device in devices:
         figures = estimate(device, rows, cols, pe, edge, drain)
         over = overflow(device, figures)
-        logic = [r for r in ("cells", "lut", "ff") if r in CAPACITY[device]]
+        logic = [r for r in ("cells", "lut", "ff") if r in CAPACITY[device] and r in figures]
         share = max(figures[r] / CAPACITY[device][r] for r in logic)
-        verdict = ("does not fit: " + ", ".join(f"{NAMES[r]} {n:,} > {a:,}" for r, n, a in over)
+        verdict = ("does not fit: " + ", ".join(f"{_name(r, device)} {n:,} > {a:,}"
+                                                for r, n, a in over)
                    if over else f"fits ({share:.0%} of the logic)")
-        cells = f"  LC {figures['cells']:>7,}" if "cells" in figures else " " * 13
+        label = "slices" if _family(device) == "ecp5" else "LC"
+        cells = f"  {label:>6} {figures['cells']:>7,}" if "cells" in figures else " " * 16
         lines.append(f"  {device:11} LUT4 {figures['lut']:>7,}  FF {figures['ff']:>7,}{cells}  "
                      f"DSP {figures['dsp']:>3}  BRAM {figures['bram']:>3}  {verdict}")
     lines.append("  (model of gen/estimate.py; its error on held-out arrays: docs/sweep.md)")

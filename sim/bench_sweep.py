@@ -7,8 +7,8 @@ beside it. Every configuration is one job on a ``dask.distributed`` cluster: a l
 runs :func:`gen.synth.synthesize` in a process of its own, killed after ``--timeout``
 seconds. Its row is cached in ``OUT/cache/<configuration>.json`` and not run again
 (``--force``: run again); a job that fails (a tool error, a design that does not fit, a
-timeout) is a row with its ``error``, and for a design yosys mapped its yosys counts (and on
-iCE40 the logic cells nextpnr packed it into). The
+timeout) is a row with its ``error``, and for a design yosys mapped its yosys counts (and the
+logic cells, or on ECP5 the LUT/carry slices, nextpnr packed it into). The
 table goes to ``OUT/sweep.csv`` and ``OUT/sweep.json``, the plot (GOPS at Fmax per mode
 against LUT4, the Pareto front marked, one panel per device) to ``OUT/sweep.png``.
 
@@ -37,8 +37,9 @@ __all__ = ["add_arguments", "run", "grid", "config_key", "measure", "measure_in_
 
 #: Precisions of the grid: the fusion array's, and ``plain`` for the 8-bit ``a*b`` array.
 PRECISIONS = ("2", "4", "8", "mixed")
-#: Columns of ``sweep.csv``, in order (``cells``: iCE40 logic cells, placed or, for a design
-#: too large, packed; ``gops_<mode>``: GOPS at Fmax in mode ``<mode>``).
+#: Columns of ``sweep.csv``, in order (``cells``: iCE40 logic cells or ECP5 LUT/carry slices,
+#: placed or, for a design too large, packed; ``gops_<mode>``: GOPS at Fmax in mode
+#: ``<mode>``).
 COLUMNS = ["device", "array", "pe", "edge_registers", "drain_rows", "target_mhz", "lut", "ff",
            "dsp", "bram", "cells", "fmax_mhz", "gops_2x2", "gops_4x4", "gops_8x8", "seconds",
            "error"]
@@ -164,9 +165,10 @@ def _yosys_counts(config, work):
     return cell_counts(cells, DEVICES[config["device"]].family)
 
 
-#: nextpnr's logic cells per family, each a LUT4 and a flip-flop on iCE40 (what the UP5K
-#: runs out of); on ECP5 LUT4s and flip-flops are counted against the device apart.
-LOGIC_CELLS = {"ice40": "ICESTORM_LC"}
+#: nextpnr's logic cells per family: on iCE40 each a LUT4 and a flip-flop (what the UP5K
+#: runs out of); on ECP5 the LUT/carry slices (a LUT4 each, two per carry cell), counted
+#: against the device apart from the flip-flops.
+LOGIC_CELLS = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
 
 
 def _logic_cells(config, work):

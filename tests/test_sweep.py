@@ -12,8 +12,8 @@ from distributed import Client, LocalCluster
 
 from gen.cli import UsageError
 from sim.bench import main as bench
-from sim.bench_sweep import (COLUMNS, _child_row, config_key, grid, pareto_front, plot, sweep,
-                             write_table)
+from sim.bench_sweep import (COLUMNS, _child_row, _logic_cells, config_key, grid, pareto_front,
+                             plot, sweep, write_table)
 
 TINY = grid(["1x1", "1x2"], ["mixed"], ["ice40-up5k"], plain=False)
 
@@ -171,3 +171,15 @@ def test_real_sweep_of_1x1_and_1x2_on_ice40(tmp_path):
         assert row["lut"] > 500 and row["ff"] > 300 and row["cells"] >= row["lut"]
     assert (out / "sweep.png").exists() and (out / "sweep.csv").exists()
     assert len(list((out / "cache").glob("*.json"))) == 2
+
+
+@pytest.mark.parametrize("device, bel", [("ice40-up5k", "ICESTORM_LC"),
+                                         ("ecp5-85k", "TRELLIS_COMB")])
+def test_cells_are_what_nextpnr_counts_against_the_device(device, bel, tmp_path):
+    # iCE40: logic cells; ECP5: LUT/carry slices (the flip-flops are counted apart), which the
+    # estimate's fit check compares with the device (a LUT4 count leaves out the carries).
+    (tmp_path / "job").mkdir()
+    report = {"utilization": {"ICESTORM_LC": {"used": 11}, "TRELLIS_COMB": {"used": 22},
+                              "TRELLIS_FF": {"used": 33}}}
+    (tmp_path / "job" / "nextpnr.json").write_text(json.dumps(report))
+    assert _logic_cells({"device": device}, tmp_path) == report["utilization"][bel]["used"]
