@@ -220,17 +220,19 @@ def fit(measurements):
     # iCE40 logic cells: every LUT4 takes one, and the flip-flops that nextpnr cannot pack
     # beside a LUT4 of theirs one each: cells = LUT4 + k * FF.
     packed = [m for m in measurements if m["family"] == "ice40" and m["cells"] is not None]
-    ffs = np.array([m["ff"] for m in packed], dtype=float)
-    model["ice40 cells per FF"] = float(ffs @ np.array([m["cells"] - m["lut"] for m in packed])
-                                        / (ffs @ ffs)) if packed else 1.0
+    model["ice40 cells per FF"] = _cells_per_ff(packed) if packed else 1.0
     for pe in sorted({m["pe"] for m in measurements}):
         placed = [m for m in measurements
                   if m["family"] == "ecp5" and m["pe"] == pe and m["cells"] is not None]
         if placed:
-            ffs = np.array([m["ff"] for m in placed], dtype=float)
-            model["ecp5 cells per FF", pe] = float(
-                ffs @ np.array([m["cells"] - m["lut"] for m in placed]) / (ffs @ ffs))
+            model["ecp5 cells per FF", pe] = _cells_per_ff(placed)
     return model
+
+
+def _cells_per_ff(measurements):
+    """The ``k`` of cells = LUT4 + k * FF that fits ``measurements`` best (least squares)."""
+    ffs = np.array([m["ff"] for m in measurements], dtype=float)
+    return float(ffs @ np.array([m["cells"] - m["lut"] for m in measurements]) / (ffs @ ffs))
 
 
 @lru_cache(maxsize=1)
@@ -256,11 +258,10 @@ def estimate(device, rows, cols, pe="mixed", edge_registers=2, drain_rows=None, 
     figures = {resource: max(0, round(sum(value * terms[term]
                                           for term, value in coefficients[resource].items())))
                for resource in RESOURCES}
-    if _family(device) == "ice40":
-        figures["cells"] = round(figures["lut"] + model["ice40 cells per FF"] * figures["ff"])
-    elif ("ecp5 cells per FF", str(pe)) in model:
-        figures["cells"] = round(figures["lut"] + model["ecp5 cells per FF", str(pe)]
-                                 * figures["ff"])
+    per_ff = (model["ice40 cells per FF"] if _family(device) == "ice40"
+              else model.get(("ecp5 cells per FF", str(pe))))
+    if per_ff is not None:
+        figures["cells"] = round(figures["lut"] + per_ff * figures["ff"])
     return figures
 
 
