@@ -165,10 +165,12 @@ class EdgeSkew(wiring.Component):
 class DrainColumn(wiring.Component):
     """One column's part of the drain: a result FIFO per row, read a group of rows per beat.
 
-    Each column keeps its own FIFOs and its own one-hot group pointer, so the read enables
-    and the result multiplexer select stay inside the column: one drain for the whole
-    array spreads a single select over every result bit. The columns of an array get the
-    same writes and the same ``ready``, so they move in step.
+    Each column keeps its own FIFOs and its own group pointer, so the read enables and the
+    result multiplexer select stay inside the column: one drain for the whole array spreads
+    a single select over every result bit. The pointer is kept twice, one-hot for the read
+    enables and binary for the multiplexer's select, so neither is decoded from the other.
+    The columns of an array get the same writes and the same ``ready``, so they move in
+    step.
 
     The beat leaves through a skid register of the column's own: the FIFOs are read while
     it is empty (a register), not on ``beat.ready``, so the result stream's ``ready``
@@ -226,26 +228,31 @@ class DrainColumn(wiring.Component):
         read = Signal(self.beat.payload.shape())
         skid = Signal(self.beat.payload.shape())
         skid_valid = Signal()
-        skid_end = Signal()
         for g in range(groups):
             m.d.comb += ready[g].eq(group[g] & Cat(f.r_rdy for f in members[g]).all())
             for f in members[g]:
                 m.d.comb += f.r_en.eq(ready[g] & ~skid_valid)
         reading = ready.any() & ~skid_valid
-        with m.Switch(group):
+        # The multiplexer's select: a binary copy of the group pointer (no decoding of the
+        # one-hot pointer in front of every result bit).
+        index = Signal(range(groups))
+        with m.Switch(index):
             for g in range(groups):
-                with m.Case(1 << g):
+                with m.Case(g):
                     m.d.comb += read.eq(Cat(f.r_data for f in members[g]))
         with m.If(reading):
-            m.d.sync += group.eq(group.rotate_left(1))
+            m.d.sync += [group.eq(group.rotate_left(1)),
+                         index.eq(Mux(index == groups - 1, 0, index + 1))]
         m.d.comb += [self.beat.valid.eq(skid_valid | ready.any()),
                      self.beat.payload.eq(Mux(skid_valid, skid, read)),
-                     self.tile_end.eq(Mux(skid_valid, skid_end, group[-1]))]
+                     # The skid's beat was read before the pointer's last step, and the
+                     # pointer stands still while the skid is full.
+                     self.tile_end.eq(Mux(skid_valid, group[0], group[-1]))]
         # The empty skid takes whatever the FIFOs offer (it only counts when the stream
         # refuses a beat read), so ``ready`` reaches one register per column and the skid's
         # enable is a register.
         with m.If(~skid_valid):
-            m.d.sync += [skid.eq(read), skid_end.eq(group[-1])]
+            m.d.sync += skid.eq(read)
         with m.If(self.beat.ready):
             m.d.sync += skid_valid.eq(0)
         with m.Elif(reading):
