@@ -70,8 +70,9 @@ def design(args):
                        "codebook": unit.codebook, "z_bits": unit.z_bits,
                        "act_bits": unit.act_bits, "act_lanes": unit.lanes,
                        "queue_depth": unit.queue_depth, "acc_width": unit.acc_width},
+        # The column pointers are one memory of the unit: word j holds every PE's p[j].
+        "memories": {"pointers": [unit.cols + 1, unit.n_pes * unit.entries.bit_length()]},
         "memories_per_pe": {"weights": [unit.entries, entry_bits],
-                            "pointers": [unit.cols + 1, unit.entries.bit_length()],
                             "accumulators": [unit.local_rows, unit.acc_width],
                             "biases": [unit.local_rows, unit.acc_width],
                             "multipliers": [unit.local_rows, MULTIPLIER_BITS]},

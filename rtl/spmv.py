@@ -2,15 +2,16 @@
 
 ``y = W x``: row ``r`` of ``W`` belongs to PE ``r mod N`` (its local row ``r // N``).
 Each :class:`SpMVPE` keeps its rows of every column as ``(value, z)`` entries in a weight
-memory and a column-pointer memory (``golden.csc`` encodes the images and
+memory; the column pointers of every PE are one memory, :class:`ColumnPointers`, read for
+all PEs at once (``golden.csc`` encodes the images and
 ``golden.csc.load_words`` gives the loader words that carry them, field by field; software
 packs them through :data:`Load`).
 
 The activation front end takes ``P`` activations per beat, finds the non-zero
 ones with a leading-one detector (a chunk of zeros costs one cycle), and
-broadcasts each non-zero ``(j, x_j)`` to every PE, one per cycle. A PE reads the
-column's start and end pointers as it takes the activation and walks or queues
-the column only when it has entries of this PE, so an empty column costs it
+broadcasts each non-zero ``x_j`` to every PE, one per cycle, while the pointer
+memory reads every PE's start and end pointers of column ``j``. A PE walks or
+queues the column only when it has entries of this PE, so an empty column costs it
 nothing. It walks a column two entries per cycle (its weight memory has two read
 ports) and sends one weight per cycle to its multiplier: a pair
 holding two weights takes two cycles, a pair with a zero-weight (padding) entry
@@ -32,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from rtl.pipeline import lowest_set
 
 __all__ = ["LoadKind", "Setup", "LoadData", "Load", "Entry", "Codebook", "Activations",
-           "Results", "QueuedActivation", "Phase", "Readout", "SpMVPE", "SpMV",
+           "Results", "ColumnSpan", "Phase", "Readout", "ColumnPointers", "SpMVPE", "SpMV",
            "accumulator_bound_bits"]
 
 #: Widths of the loader's address and data fields.
@@ -120,11 +121,11 @@ class Results(data.ArrayLayout):
         super().__init__(signed(acc_width), n_pes)
 
 
-class QueuedActivation(data.StructLayout):
-    """A non-zero activation ``x`` of column ``j``, as it waits in a PE's queue."""
+class ColumnSpan(data.StructLayout):
+    """Where a column's entries lie in a PE's weight memory: ``p[j]`` and ``p[j+1]``."""
 
-    def __init__(self, col_bits, act_bits):
-        super().__init__({"j": unsigned(col_bits), "x": unsigned(act_bits)})
+    def __init__(self, pointer_bits):
+        super().__init__({"start": unsigned(pointer_bits), "end": unsigned(pointer_bits)})
 
 
 class Phase(enum.Enum, shape=2):
@@ -236,6 +237,116 @@ class ColumnQueue(wiring.Component):
         return m
 
 
+class ColumnPointers(wiring.Component):
+    """The column pointers of every PE in one memory: word ``j`` holds each PE's ``p[j]``.
+
+    Every PE reads the pointers of the same column at once, so one memory ``n_pes``
+    pointers wide serves them all: ``ceil(n_pes * pointer_bits / 18)`` dual-port block RAMs
+    of 1,024 x 18 on ECP5 (up to 1,023 columns), where a memory per PE takes a block each.
+    Port ``start`` reads ``p[j]`` and shares its address with the write port; port ``end``
+    reads ``p[j+1]``.
+
+    A loader word writes one PE's pointer, so it is a read-modify-write of its column's
+    word: the word is read on the ``end`` port in the cycle after the loader word is taken,
+    registered in the next, and written back with the PE's pointer in place in the one
+    after. A loader word may follow one for the same column in any order: the word it reads
+    misses only its predecessor's write, whose merged word it takes from a register instead
+    (the write two cycles back is seen through the read port's transparency).
+
+    Parameters
+    ----------
+    n_pes : int
+        Processing elements, 1..64.
+    cols : int
+        Columns, 1..65535 (``cols + 1`` pointers per PE).
+    pointer_bits : int
+        Width of a pointer, 1..17.
+
+    Attributes
+    ----------
+    load : In(stream.Signature(Load))
+        Loader words, always ready: ``POINTER`` words for PE ``pe < n_pes`` and column
+        ``addr <= cols`` are written three cycles after they are taken; other words are
+        ignored.
+    busy : Out(1)
+        A pointer word taken is not yet written (its column's word may be read wrong).
+    column : In(range(cols))
+        The column ``j`` whose pointers are read in this cycle.
+    spans : Out(data.ArrayLayout(ColumnSpan(pointer_bits), n_pes))
+        Each PE's ``p[j]`` and ``p[j+1]`` of the column given in the previous cycle.
+    """
+
+    def __init__(self, *, n_pes, cols, pointer_bits):
+        _check("n_pes", n_pes, 1, 64)
+        _check("cols", cols, 1, 65535)
+        _check("pointer_bits", pointer_bits, 1, 17)
+        self._n_pes, self._cols, self._pointer_bits = n_pes, cols, pointer_bits
+        super().__init__({
+            "load":   In(stream.Signature(Load)),
+            "busy":   Out(1),
+            "column": In(range(cols)),
+            "spans":  Out(data.ArrayLayout(ColumnSpan(pointer_bits), n_pes)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n, cols = self._n_pes, self._cols
+        lanes = data.ArrayLayout(unsigned(self._pointer_bits), n)
+        m.submodules.memory = memory = Memory(shape=lanes, depth=cols + 1, init=[])
+        write = memory.write_port()
+        start = memory.read_port(transparent_for=(write,))
+        end = memory.read_port(transparent_for=(write,))
+
+        # A pointer word in three steps: taken (``word``), its column's word read
+        # (``change``), that word registered and written back changed (``changing``).
+        m.d.comb += self.load.ready.eq(1)
+        word = Signal(Load)
+        pointing = Signal()
+        m.d.sync += [word.eq(self.load.payload),
+                     pointing.eq(self.load.valid & (self.load.payload.kind == LoadKind.POINTER))]
+        change = Signal(data.StructLayout({"valid": 1, "pe": range(n), "addr": range(cols + 1),
+                                           "pointer": self._pointer_bits}))
+        changing = Signal.like(change)
+        m.d.sync += [change.valid.eq(pointing & (word.addr <= cols) & (word.pe < n)),
+                     change.pe.eq(word.pe), change.addr.eq(word.addr),
+                     change.pointer.eq(word.data.pointer), changing.eq(change)]
+        read = Signal(lanes)                  # the column's word as ``end`` read it
+        written = Signal(lanes)               # the word written in the previous cycle
+        forward = Signal()                    # ... is the word ``read`` missed
+        merged = Signal(lanes)
+        m.d.sync += [read.eq(end.data), written.eq(merged),
+                     forward.eq(changing.valid & (changing.addr == change.addr))]
+        base = lanes(Mux(forward, written, read))
+        for i in range(n):
+            m.d.comb += merged[i].eq(Mux(changing.pe == i, changing.pointer, base[i]))
+
+        address = Mux(changing.valid, changing.addr, self.column)
+        m.d.comb += [write.addr.eq(address), write.data.eq(merged), write.en.eq(changing.valid),
+                     start.addr.eq(address),
+                     end.addr.eq(Mux(pointing, word.addr, self.column + 1)),
+                     self.busy.eq(pointing | change.valid | changing.valid)]
+        for i in range(n):
+            m.d.comb += [self.spans[i].start.eq(start.data[i]), self.spans[i].end.eq(end.data[i])]
+        return m
+
+
+def _weight_banks(entries, width):
+    """Bit ranges ``(lo, hi)`` of a weight entry, one per bank of a PE's weight memory.
+
+    A bank holds at most four ECP5 block RAMs' worth of bits at the memory's depth (a true
+    dual-port block is 16,384 x 1, 8,192 x 2, 4,096 x 4, 2,048 x 9 or 1,024 x 18), so that
+    each bank's blocks, and the address registers that drive them, can sit together: the
+    default 16,384 x 12 memory is three banks of four bits (four blocks each), 8,192 x 12
+    two (eight bits, four); from 4,096 entries down one bank holds the whole entry.
+    """
+    depth = 1 << max(0, (entries - 1).bit_length())
+    if depth >= 16384:
+        bits = max(1, 4 // (depth // 16384))
+    else:
+        bits = 4 * {8192: 2, 4096: 4, 2048: 9}.get(depth, 18)
+    return [(lo, min(lo + bits, width)) for lo in range(0, width, bits)]
+
+
 def _check(name, value, lo, hi):
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
@@ -262,12 +373,12 @@ class SpMVPE(wiring.Component):
     """One processing element: pointer fetch, column queue, pair walk, multiply-accumulate.
 
     It owns its rows of the matrix: a weight memory of :class:`Entry` words (two read ports,
-    a pair of consecutive entries per cycle), the column pointers (one memory, ``p[j]`` and
-    ``p[j+1]`` read in the same cycle on its two ports), and per local row an accumulator, a
-    bias and a multiplier (distributed RAM, read in the cycle they are addressed). The
-    pointers of an activation are read in the cycle it is taken on ``act`` and registered;
-    the column, if it holds entries, then goes to the walk when the queue is empty, else to
-    the queue. The walk takes the columns in order and reads two consecutive entries per
+    a pair of consecutive entries per cycle), and per local row an accumulator, a bias and a
+    multiplier (distributed RAM, read in the cycle they are addressed). The column pointers
+    of every PE are one memory of the unit (:class:`ColumnPointers`), which reads those of
+    an activation's column in the cycle the PE takes it on ``act`` and gives them on
+    ``pointers`` in the next; the PE registers them, and the column, if it holds entries,
+    then goes to the walk when the queue is empty, else to the queue. The walk takes the columns in order and reads two consecutive entries per
     cycle; the pair is registered and gives one weight per cycle
     (the walk waits a cycle when both entries carry weights; a zero-weight, padding, entry
     only moves the row on). The weight's row is the previous row plus ``z + 1``. The weight
@@ -298,14 +409,16 @@ class SpMVPE(wiring.Component):
 
     Attributes
     ----------
-    act : In(stream.Signature(QueuedActivation(col_bits, act_bits)))
-        Non-zero activations in column order; ``ready`` (a register) while the queue's level
-        plus the activations reading their pointers (the one taken now among them) stays
-        below ``queue_depth``, as of the previous cycle.
+    act : In(stream.Signature(unsigned(act_bits)))
+        Non-zero activations ``x`` in column order; ``ready`` (a register) while the queue's
+        level plus the activations reading their pointers (the one taken now among them)
+        stays below ``queue_depth``, as of the previous cycle.
+    pointers : In(ColumnSpan(pointer_bits))
+        The column pointers of the activation taken in the previous cycle.
     load : In(stream.Signature(Load))
         Loader words meant for this PE (its ``pe`` field is not looked at), always ready:
-        pointers, biases and multipliers are written in the cycle after the word is taken,
-        entries in the one after that; other kinds are ignored.
+        biases and multipliers are written in the cycle after the word is taken, entries in
+        the one after that; other kinds are ignored.
     table : In(Codebook)
         The shared codebook; only with ``codebook``.
     busy : Out(1)
@@ -329,10 +442,10 @@ class SpMVPE(wiring.Component):
         self._cols, self._local_rows, self._entries = cols, local_rows, entries
         self._value_bits, self._codebook, self._z_bits = value_bits, bool(codebook), z_bits
         self._act_bits, self._queue_depth, self._acc_width = act_bits, queue_depth, acc_width
-        self._col_bits = max(1, (cols - 1).bit_length())
         ports = {
-            "act":     In(stream.Signature(QueuedActivation(self._col_bits, act_bits))),
-            "load":    In(stream.Signature(Load)),
+            "act":      In(stream.Signature(unsigned(act_bits))),
+            "pointers": In(ColumnSpan(entries.bit_length())),
+            "load":     In(stream.Signature(Load)),
             "busy":    Out(1),
             "readout": In(Readout(local_rows, acc_width)),
         }
@@ -349,7 +462,6 @@ class SpMVPE(wiring.Component):
     act_bits = property(lambda self: self._act_bits)
     queue_depth = property(lambda self: self._queue_depth)
     acc_width = property(lambda self: self._acc_width)
-    col_bits = property(lambda self: self._col_bits)
 
     @property
     def entry_layout(self):
@@ -363,26 +475,21 @@ class SpMVPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.weights = weights = Memory(shape=self.entry_layout, depth=self._entries,
-                                                init=[])
-        m.submodules.pointers = pointers = Memory(shape=self.pointer_bits, depth=self._cols + 1,
-                                                  init=[])
         m.submodules.bias = bias = Memory(shape=signed(self._acc_width),
                                           depth=self._local_rows, init=[])
         m.submodules.multiplier = multiplier = Memory(shape=MULTIPLIER_BITS,
                                                       depth=self._local_rows, init=[])
-        word, pointer_write, entry_write = self._loader(m, bias, multiplier)
-        queue, column, fetching = self._pointer_fetch(m, pointers, word, pointer_write)
-        pair, stall, half, walking = self._walk(m, queue, column, weights, word, entry_write)
+        word, entry_write = self._loader(m, bias, multiplier)
+        queue, column, fetching = self._pointer_fetch(m)
+        pair, stall, half, walking = self._walk(m, queue, column, word, entry_write)
         weighing = self._accumulate(m, pair, stall, half, bias, multiplier)
         m.d.comb += self.busy.eq(fetching | walking | weighing)
         return m
 
     def _loader(self, m, bias, multiplier):
         """Register each loader word taken and write its biases and multipliers in the next
-        cycle; returns the word register, whether a pointer and whether an entry is written
-        then (the pointer and weight memories share their write address with a read port, see
-        :meth:`_pointer_fetch` and :meth:`_walk`)."""
+        cycle; returns the word register and whether an entry is written then (the weight
+        memory shares its write address with a read port, see :meth:`_walk`)."""
         m.d.comb += self.load.ready.eq(1)
         # The word register takes the payload in every cycle (no enable for ``valid`` to reach).
         load = Signal(Load)
@@ -393,43 +500,30 @@ class SpMVPE(wiring.Component):
             port = memory.write_port()
             m.d.comb += [port.addr.eq(load.addr), port.data.eq(value),
                          port.en.eq(writing & (load.kind == kind))]
-        return (load, writing & (load.kind == LoadKind.POINTER) & (load.addr <= self._cols),
-                writing & (load.kind == LoadKind.ENTRY))
+        return load, writing & (load.kind == LoadKind.ENTRY)
 
-    def _pointer_fetch(self, m, pointers, word, pointer_write):
-        """Read ``p[j]`` and ``p[j+1]`` of the activation taken, in the cycle it is taken; register
-        them and ``x``; the next cycle offers the column. Returns the queue, the column
-        (its layout; its start, entry count, whether that is at most 2, and ``x``; whether it
-        is offered, that is holds entries of this PE; whether its pointers are registered, so
-        that the queue writes it) and whether an activation is reading its pointers.
-
-        The pointer memory's write port and its ``p[j]`` read port share one address (the
-        loader's, while it writes), so that yosys builds the memory from one dual-port
-        block RAM rather than two copies; both reads are transparent to the write, which
-        does not happen while activations are taken."""
+    def _pointer_fetch(self, m):
+        """Register the column pointers of the activation taken, in the cycle after, with its
+        ``x``; the next cycle offers the column. Returns the queue, the column (its layout;
+        its start, entry count, whether that is at most 2, and ``x``; whether it is offered,
+        that is holds entries of this PE; whether its pointers are registered, so that the
+        queue writes it) and whether an activation is reading its pointers."""
         ptr_bits = self.pointer_bits
         layout = data.StructLayout({"start": ptr_bits, "count": ptr_bits, "short": 1,
                                     "x": self._act_bits})
         m.submodules.queue = queue = ColumnQueue(layout.size, self._queue_depth)
         taking = self.act.valid & self.act.ready
-        write = pointers.write_port()
-        start_port = pointers.read_port(transparent_for=(write,))
-        end_port = pointers.read_port(transparent_for=(write,))
-        address = Mux(pointer_write, word.addr, self.act.payload.j)
-        m.d.comb += [write.addr.eq(address), write.data.eq(word.data.pointer),
-                     write.en.eq(pointer_write),
-                     start_port.addr.eq(address), end_port.addr.eq(self.act.payload.j + 1)]
         fetched = Signal()
         fetched_x = Signal(self._act_bits)
         m.d.sync += fetched.eq(taking)
         with m.If(taking):
-            m.d.sync += fetched_x.eq(self.act.payload.x)
+            m.d.sync += fetched_x.eq(self.act.payload)
         # The pointers go straight into registers (a block RAM's output is slow); the column is
         # offered in the next cycle, to the walk or else to the queue.
         pointed = Signal()
         start, end, x = Signal(ptr_bits), Signal(ptr_bits), Signal(self._act_bits)
-        m.d.sync += [pointed.eq(fetched), start.eq(start_port.data), end.eq(end_port.data),
-                     x.eq(fetched_x)]
+        m.d.sync += [pointed.eq(fetched), start.eq(self.pointers.start),
+                     end.eq(self.pointers.end), x.eq(fetched_x)]
         column = Signal(layout)
         m.d.comb += [column.start.eq(start), column.count.eq(end - start),
                      column.short.eq(column.count <= 2), column.x.eq(x)]
@@ -442,7 +536,7 @@ class SpMVPE(wiring.Component):
         m.d.sync += self.act.ready.eq(queue.level + in_flight < self._queue_depth)
         return queue, (layout, column, offered, pointed), fetched | pointed
 
-    def _walk(self, m, queue, column, weights, word, entry_write):
+    def _walk(self, m, queue, column, word, entry_write):
         """Walk the columns a pair of entries per cycle: the queue's oldest, or with an empty
         queue the column just offered. Returns the pair (its register, its first and second
         entries and whether each carries a weight), the stall (two weights in the pair: the
@@ -464,6 +558,15 @@ class SpMVPE(wiring.Component):
         first = Signal()
         first_addr = Signal(range(self._entries + 2))
         second_addr = Signal.like(first_addr)
+        # The weight memory is built in banks of entry bits, each bank a few block RAMs
+        # (:func:`_weight_banks`) with address registers of its own: copies of the walk's,
+        # kept apart by their initial values, so that no one register drives the address of
+        # every block of the memory (yosys would merge equal registers).
+        banks = _weight_banks(self._entries, entry.size)
+        firsts = [first_addr] + [Signal.like(first_addr, name=f"first_addr{b}", init=b)
+                                 for b in range(1, len(banks))]
+        seconds = [second_addr] + [Signal.like(second_addr, name=f"second_addr{b}", init=b)
+                                   for b in range(1, len(banks))]
         left = Signal(ptr_bits + 1)
         x = Signal(self._act_bits)
         stall = Signal()
@@ -487,11 +590,12 @@ class SpMVPE(wiring.Component):
             with m.If(next_column):
                 m.d.sync += walking.eq(available)
                 with m.If(waiting | pointed):
-                    m.d.sync += [first_addr.eq(head.start), second_addr.eq(head.start + 1),
+                    m.d.sync += [*(a.eq(head.start) for a in firsts),
+                                 *(a.eq(head.start + 1) for a in seconds),
                                  left.eq(head.count), last.eq(head.short), first.eq(1),
                                  x.eq(head.x)]
             with m.Else():
-                m.d.sync += [first_addr.eq(first_addr + 2), second_addr.eq(second_addr + 2),
+                m.d.sync += [*(a.eq(a + 2) for a in firsts + seconds),
                              left.eq(left - 2), last.eq(left <= 4), first.eq(0)]
         # An entry's address goes from the loader's word into ``first_addr`` (no column is
         # walked between vectors) and the entry is written in the next cycle, so the memory's
@@ -499,33 +603,47 @@ class SpMVPE(wiring.Component):
         entry_data, entry_written = Signal(entry), Signal()
         m.d.sync += [entry_data.eq(word.data.entry), entry_written.eq(entry_write)]
         with m.If(entry_write):
-            m.d.sync += first_addr.eq(word.addr)
+            m.d.sync += [a.eq(word.addr) for a in firsts]
 
-        write = weights.write_port()
-        first_port = weights.read_port(transparent_for=(write,))
-        second_port = weights.read_port(transparent_for=(write,))
-        m.d.comb += [write.addr.eq(first_addr), write.data.eq(entry_data),
-                     write.en.eq(entry_written),
-                     first_port.addr.eq(first_addr), second_port.addr.eq(second_addr),
-                     first_port.en.eq(advance), second_port.en.eq(advance)]
+        first_data, second_data = [], []
+        for b, (lo, hi) in enumerate(banks):
+            bank = m.submodules[f"weights{b}"] = Memory(shape=hi - lo, depth=self._entries,
+                                                         init=[])
+            write = bank.write_port()
+            first_port = bank.read_port(transparent_for=(write,))
+            second_port = bank.read_port(transparent_for=(write,))
+            m.d.comb += [write.addr.eq(firsts[b]), write.data.eq(entry_data.as_value()[lo:hi]),
+                         write.en.eq(entry_written),
+                         first_port.addr.eq(firsts[b]), second_port.addr.eq(seconds[b])]
+            first_data.append(first_port.data)
+            second_data.append(second_port.data)
         # The pair being read: its column's flags, aligned with the memory's data, which go
         # straight into a register (a block RAM's output is slow), then into the pair
         # register with whether each entry carries a weight. That first register takes the
-        # memory's data in every cycle, with no enable or multiplexer in front of it: the
-        # memory holds its data while the walk stalls (its reads are enabled by
-        # ``advance``), and the entries fetched are the ones registered after an advance,
-        # else those kept from the cycle before.
+        # memory's data in every cycle, with no enable or multiplexer in front of it, and
+        # the memory is read in every cycle: a read enable on the port the write shares
+        # would be built from a hold register and a multiplexer between the block RAM and
+        # that register. The walk's addresses move on only with ``advance``, so what a stall
+        # must keep is picked after the register: ``current``, the entries of the last read
+        # made on an advance (the register's, when the read two cycles back was, else those
+        # held from the cycle before), and the entries fetched are ``current`` after an
+        # advance, else those kept from the cycle before.
         flags = data.StructLayout({"valid": 1, "first": 1, "x": self._act_bits, "second": 1})
         entries = data.StructLayout({"a": entry, "b": entry})
         read = Signal(flags)
         fetched_flags = Signal(flags)
         latched = Signal(entries, reset_less=True)
+        held = Signal(entries, reset_less=True)
         kept = Signal(entries, reset_less=True)
         moved = Signal()                      # ``advance`` in the previous cycle
+        read_moved = Signal()                 # ... and in the one before
+        current = Signal(entries)
         fetched = Signal(entries)
-        m.d.comb += fetched.eq(Mux(moved, latched, kept))
-        m.d.sync += [latched.a.eq(first_port.data), latched.b.eq(second_port.data),
-                     kept.eq(fetched), moved.eq(advance)]
+        m.d.comb += [current.eq(Mux(read_moved, latched, held)),
+                     fetched.eq(Mux(moved, current, kept))]
+        m.d.sync += [latched.a.eq(Cat(*first_data)), latched.b.eq(Cat(*second_data)),
+                     held.eq(current), kept.eq(fetched), moved.eq(advance),
+                     read_moved.eq(moved)]
         pair = Signal(data.StructLayout({"flags": flags, "a": entry, "b": entry,
                                          "real0": 1, "real1": 1}))
         with m.If(advance):
@@ -725,7 +843,9 @@ class SpMV(wiring.Component):
         pes = [self.processing_element() for _ in range(n)]
         for i, pe in enumerate(pes):
             m.submodules[f"pe{i}"] = pe
-        col_bits = pes[0].col_bits
+        col_bits = max(1, (self._cols - 1).bit_length())
+        m.submodules.pointers = pointers = ColumnPointers(n_pes=n, cols=self._cols,
+                                                          pointer_bits=pes[0].pointer_bits)
 
         phase = Signal(Phase)
         rows = Signal(range(self._rows + 1), init=self._rows)
@@ -745,15 +865,17 @@ class SpMV(wiring.Component):
             for pe in pes:
                 m.d.comb += pe.table.eq(codebook)
         # Each PE registers the words for it (and writes them one or two cycles after they
-        # are taken, before any activation can reach them).
+        # are taken, before any activation can reach them); the pointers go to the one memory
+        # of them all, and the unit turns to COMPUTE only once they are written.
         for i, pe in enumerate(pes):
             m.d.comb += [pe.load.valid.eq(loading & (load.pe == i)), pe.load.payload.eq(load)]
+        m.d.comb += [pointers.load.valid.eq(loading), pointers.load.payload.eq(load)]
 
         # Activation front end: one non-zero activation per cycle to every PE, when every PE
         # has room (so a PE's ``act.valid`` is never up while its ``ready`` is down). The
-        # activation offered is a register, which the PEs' pointer memories read straight
-        # from: the next one is chosen, from the beat held or else from the beat taken now,
-        # in the cycle the offer is taken.
+        # activation offered is a register, which the pointer memory reads straight from:
+        # the next one is chosen, from the beat held or else from the beat taken now, in the
+        # cycle the offer is taken.
         chunk = Signal(data.ArrayLayout(unsigned(self._act_bits), self._lanes))
         pending = Signal(self._lanes)            # non-zero lanes of ``chunk`` not yet offered
         base = Signal(col_bits + 1)
@@ -771,9 +893,10 @@ class SpMV(wiring.Component):
         lowest = lowest_set(m, source, "lowest")
         source_x = Mux(held, chunk.as_value(), beat.x.as_value())
         lane_x = data.ArrayLayout(unsigned(self._act_bits), self._lanes)(source_x)[lowest]
-        for pe in pes:
-            m.d.comb += [pe.act.payload.j.eq(offer.j), pe.act.payload.x.eq(offer.x),
-                         pe.act.valid.eq(offer.valid & room)]
+        m.d.comb += pointers.column.eq(offer.j)
+        for pe, span in zip(pes, pointers.spans):
+            m.d.comb += [pe.act.payload.eq(offer.x), pe.act.valid.eq(offer.valid & room),
+                         pe.pointers.eq(span)]
         with m.If(free):
             m.d.sync += [offer.valid.eq(0), offer.x.eq(lane_x),
                          offer.j.eq((Mux(held, base, next_base) + lowest)[:col_bits])]
@@ -821,7 +944,7 @@ class SpMV(wiring.Component):
         # Phases: LOAD -> (first activation) COMPUTE -> (all consumed) OUTPUT -> LOAD.
         with m.Switch(phase):
             with m.Case(Phase.LOAD):
-                with m.If(self.act.valid & ~self.load.valid):
+                with m.If(self.act.valid & ~self.load.valid & ~pointers.busy):
                     m.d.sync += [phase.eq(Phase.COMPUTE), input_done.eq(0), next_base.eq(0)]
             with m.Case(Phase.COMPUTE):
                 with m.If(turning):

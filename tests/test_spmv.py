@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from golden import csc
 from golden.network import digits_network, digits_split
-from rtl.spmv import ColumnQueue, QueuedActivation, SpMV, SpMVPE
+from rtl.spmv import ColumnPointers, ColumnQueue, SpMV, SpMVPE
 from sim.runner import run, simulator_available
 from sim.tb.spmv import layer_job, load_payload
 
@@ -136,8 +136,9 @@ def test_packer_rejects_malformed_images():
         csc.entries([csc.PEColumns(image.values, image.z + 9, image.pointers)], z_bits=3)
 
 
-def pe_run(pe, words, vectors, codebook=None):
-    """Load ``words`` into ``pe`` alone, then for each vector push its non-zero activations,
+def pe_run(pe, words, pointers, vectors, codebook=None):
+    """Load ``words`` into ``pe`` alone, then for each vector push its non-zero activations
+    (giving the column's ``pointers`` in the cycle after each is taken, as the unit's memory does),
     wait until the PE is idle (the unit turns to read-out a cycle after ``busy`` falls) and read
     every local row out (``readout.row`` one cycle ahead of ``take`` and ``readout.acc``);
     returns the rows read per vector."""
@@ -151,13 +152,12 @@ def pe_run(pe, words, vectors, codebook=None):
             ctx.set(pe.load.valid, 1)
             await ctx.tick()
         ctx.set(pe.load.valid, 0)
-        queued = QueuedActivation(pe.col_bits, pe.act_bits)
         for x in vectors:
             for j in np.flatnonzero(x):
-                ctx.set(pe.act.payload.as_value(),
-                        queued.const({"j": int(j), "x": int(x[j])}).as_bits())
+                ctx.set(pe.act.payload, int(x[j]))
                 ctx.set(pe.act.valid, 1)
                 await ctx.tick().until(pe.act.ready)
+                ctx.set(pe.pointers, {"start": int(pointers[j]), "end": int(pointers[j + 1])})
             ctx.set(pe.act.valid, 0)
             await ctx.tick()
             while ctx.get(pe.busy):
@@ -204,13 +204,95 @@ def test_pe_alone_walks_columns_with_padding(codebook):
     pe = SpMVPE(cols=cols, local_rows=rows, entries=len(image.values), value_bits=4,
                 codebook=codebook, z_bits=2, act_bits=8, queue_depth=2, acc_width=24)
     words = [word for word in csc.load_words(matrix, 1, z_bits=2, value_bits=4, codebook=table)
-             if word.kind in ("POINTER", "ENTRY")]
+             if word.kind == "ENTRY"]
     vectors = [rng.integers(0, 256, size=cols) * (rng.random(cols) < 0.7),
                np.full(cols, 255), np.zeros(cols, dtype=np.int64)]
     weights = table[matrix] if codebook else matrix
-    got = pe_run(pe, words, vectors, table)
+    got = pe_run(pe, words, image.pointers, vectors, table)
     for x, rows_read in zip(vectors, got):
         assert rows_read == (weights @ x).tolist(), seed
+
+
+@pytest.mark.parametrize("order", ["column-major", "two columns interleaved", "shuffled"])
+def test_column_pointers_keep_every_pe_pointer_whatever_the_word_order(order):
+    """A loader word changes one PE's pointer in its column's word (read, then written two
+    cycles later): words for one column back to back (the write one cycle back is missed by
+    the read) or one apart (two cycles back), in any order, rewrites, words of other kinds and
+    out of range must leave exactly what the last word for each pointer said."""
+    rng = np.random.default_rng(5 + len(order))
+    n_pes, cols, bits = 3, 6, 9
+    memory = ColumnPointers(n_pes=n_pes, cols=cols, pointer_bits=bits)
+    if order == "two columns interleaved":       # (j, pe 0), (j+1, pe 0), (j, pe 1), ...
+        places = [(j + step % 2, step // 2) for j in range(0, cols + 1, 2)
+                  for step in range(2 * n_pes) if j + step % 2 <= cols]
+    else:
+        places = [(j, pe) for j in range(cols + 1) for pe in range(n_pes)]
+    words = [csc.LoadWord("POINTER", pe, j, int(rng.integers(0, 1 << bits))) for j, pe in places]
+    words += [csc.LoadWord("POINTER", int(rng.integers(0, n_pes)), int(rng.integers(0, cols + 1)),
+                           int(rng.integers(0, 1 << bits))) for _ in range(12)]     # rewrites
+    if order == "shuffled":
+        words = [words[i] for i in rng.permutation(len(words))]
+    words[5:5] = [csc.LoadWord("POINTER", n_pes, 2, 1), csc.LoadWord("POINTER", 0, cols + 1, 1),
+                  csc.LoadWord("BIAS", 0, 2, 7), csc.LoadWord("MULTIPLIER", 1, 2, 7)]
+    expected = np.zeros((n_pes, cols + 1), dtype=np.int64)
+    for word in words:
+        if word.kind == "POINTER" and word.pe < n_pes and word.addr <= cols:
+            expected[word.pe, word.addr] = word.fields
+    read = []
+
+    async def testbench(ctx):
+        for word in words:
+            ctx.set(memory.load.payload.as_value(), load_payload(word, None))
+            ctx.set(memory.load.valid, 1)
+            await ctx.tick()
+        ctx.set(memory.load.valid, 0)
+        while ctx.get(memory.busy):
+            await ctx.tick()
+        for j in range(cols):
+            ctx.set(memory.column, j)
+            await ctx.tick()
+            read.append([(ctx.get(span.start), ctx.get(span.end)) for span in memory.spans])
+
+    sim = Simulator(memory)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert read == [[(expected[pe, j], expected[pe, j + 1]) for pe in range(n_pes)]
+                    for j in range(cols)]
+
+
+@pytest.mark.parametrize("last_kind, cycles", [("POINTER", 5), ("BIAS", 2)])
+def test_first_beat_waits_for_the_pointers_written(last_kind, cycles):
+    """The datasheet: the vector's first beat is taken no earlier than two cycles after the
+    last loader word, five after the last ``POINTER`` word (written three cycles after it is
+    taken, by the read-modify-write of its column's word)."""
+    matrix = np.array([[1, 0, 2], [0, 3, 0]])
+    unit = SpMV(n_pes=2, rows=2, cols=3, value_bits=4, lanes=4)
+    words = sorted(csc.load_words(matrix, 2, value_bits=4, bias=np.array([0, 0]),
+                                  multiplier=np.array([1, 1]), shift=1, out_bits=8),
+                   key=lambda word: word.kind == last_kind)
+    assert words[-1].kind == last_kind
+    waited = []
+
+    async def testbench(ctx):
+        for word in words:
+            ctx.set(unit.load.payload.as_value(), load_payload(word, unit.entry_layout))
+            ctx.set(unit.load.valid, 1)
+            await ctx.tick().until(unit.load.ready)
+        ctx.set(unit.load.valid, 0)
+        ctx.set(unit.act.payload, {"x": [1, 1, 1, 0], "last": 1})
+        ctx.set(unit.act.valid, 1)
+        count = 1
+        while not ctx.get(unit.act.ready):
+            await ctx.tick()
+            count += 1
+        waited.append(count)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert waited == [cycles]
 
 
 def test_pe_converts_to_verilog_alone():
