@@ -893,13 +893,21 @@ class SpMV(wiring.Component):
         lowest = lowest_set(m, source, "lowest")
         source_x = Mux(held, chunk.as_value(), beat.x.as_value())
         lane_x = data.ArrayLayout(unsigned(self._act_bits), self._lanes)(source_x)[lowest]
+        # The lane's column: the beat's first column, a multiple of ``lanes``, plus the lane;
+        # with a power-of-two ``lanes`` the lane is the column's low bits (no adder).
+        beat_column = Mux(held, base, next_base)
+        lane_bits = (self._lanes - 1).bit_length()
+        if self._lanes == 1 << lane_bits:
+            lane_column = Cat(lowest[:lane_bits], beat_column[lane_bits:])
+        else:
+            lane_column = beat_column + lowest
         m.d.comb += pointers.column.eq(offer.j)
         for pe, span in zip(pes, pointers.spans):
             m.d.comb += [pe.act.payload.eq(offer.x), pe.act.valid.eq(offer.valid & room),
                          pe.pointers.eq(span)]
         with m.If(free):
             m.d.sync += [offer.valid.eq(0), offer.x.eq(lane_x),
-                         offer.j.eq((Mux(held, base, next_base) + lowest)[:col_bits])]
+                         offer.j.eq(lane_column[:col_bits])]
             with m.If(held):
                 m.d.sync += [offer.valid.eq(1), pending.eq(pending & ~(1 << lowest))]
             with m.Elif(self.act.valid & self.act.ready):

@@ -90,6 +90,18 @@ def test_direct_values_on_icarus():
         testcase="matrices_and_vectors_bit_exact", params=unit_params(unit, jobs))
 
 
+@ICARUS
+def test_three_lanes_per_beat_on_icarus():
+    """A lane count that is not a power of two: the front end adds the lane to the beat's
+    first column (with 2, 4, 8 or 16 lanes it is the column's low bits)."""
+    unit = SpMV(n_pes=2, rows=16, cols=17, value_bits=4, z_bits=2, lanes=3, queue_depth=4)
+    rng = np.random.default_rng(13)
+    jobs = [random_job(rng, f"w{s}", 16, 17, s, 0.3, stall=0.2, value_bits=4)
+            for s in (0.0, 0.7)]
+    run(unit, "sim.tb.spmv", name="spmv_2pe_three_lanes", simulator="icarus",
+        testcase="matrices_and_vectors_bit_exact", params=unit_params(unit, jobs))
+
+
 def back_to_back_job(rows, cols):
     """Every column holds one weight of every PE (``rows`` = PEs) and every activation is
     non-zero: a PE that takes an activation a cycle takes one column a cycle."""
