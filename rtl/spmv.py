@@ -373,15 +373,16 @@ class SpMVPE(wiring.Component):
     """One processing element: pointer fetch, column queue, pair walk, multiply-accumulate.
 
     It owns its rows of the matrix: a weight memory of :class:`Entry` words (two read ports,
-    a pair of consecutive entries per cycle), and per local row an accumulator, a bias and a
-    multiplier (distributed RAM, read in the cycle they are addressed). The column pointers
-    of every PE are one memory of the unit (:class:`ColumnPointers`), which reads those of
-    an activation's column in the cycle the PE takes it on ``act`` and gives them on
+    a pair of consecutive entries per cycle; built in banks of entry bits, see
+    :func:`_weight_banks`), and per local row an accumulator, a bias and a multiplier
+    (distributed RAM, read in the cycle they are addressed). The column pointers of every PE
+    are one memory of the unit (:class:`ColumnPointers`), which reads those of an
+    activation's column in the cycle the PE takes it on ``act`` and gives them on
     ``pointers`` in the next; the PE registers them, and the column, if it holds entries,
-    then goes to the walk when the queue is empty, else to the queue. The walk takes the columns in order and reads two consecutive entries per
-    cycle; the pair is registered and gives one weight per cycle
-    (the walk waits a cycle when both entries carry weights; a zero-weight, padding, entry
-    only moves the row on). The weight's row is the previous row plus ``z + 1``. The weight
+    then goes to the walk when the queue is empty, else to the queue. The walk takes the
+    columns in order and reads two consecutive entries per cycle; the pair is registered and
+    gives one weight per cycle (the walk waits a cycle when both entries carry weights; a
+    zero-weight, padding, entry only moves the row on). The weight's row is the previous row plus ``z + 1``. The weight
     and its row are registered; the next cycle registers the product and the row's
     accumulator, and the one after writes their sum. Once the PE is idle, the unit reads the
     rows out through ``readout``.
