@@ -78,7 +78,7 @@ def design(args):
                             "multipliers": [unit.local_rows, MULTIPLIER_BITS]},
         "accumulator_bound_bits": unit.accumulator_bound_bits,
         "latency": {"handout_to_queue_cycles": 2, "first_result_cycles": 12,
-                    "first_result_cycles_requantized": 17,
+                    "first_result_cycles_requantized": 18,
                     "result_beats": f"ceil(rows / {unit.n_pes})"},
     }
     figures = {

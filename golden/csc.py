@@ -392,7 +392,7 @@ def balanced_order(matrix, n_pes, activity=None):
 
 #: Cycles from the sparse unit's first read-out cycle to its first result beat, without and
 #: with requantization (docs/spmv.md, Operation and timing).
-RESULT_CYCLES = {False: 2, True: 7}
+RESULT_CYCLES = {False: 2, True: 8}
 
 
 def spmv_cycles(matrix, x, n_pes, *, z_bits=4, lanes=4, queue_depth=8, requantize=False):

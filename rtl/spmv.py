@@ -967,7 +967,7 @@ class SpMV(wiring.Component):
     def _result_pipeline(self, m, pes, take, issued_first, rows, setup, skid_valid):
         """The read-out: the accumulator, bias and multiplier of the row taken are registered
         (0 past ``rows``); then the accumulators go into the result register, or with
-        requantization through five more stages,
+        requantization through six more stages,
         ``clamp(((acc + bias) * M + 2^(shift-1)) >> shift, 0, 2^out_bits - 1)``. A beat that
         arrives while the result register waits for ``result.ready`` goes into a skid
         register, and the pipeline holds while that is full (``skid_valid``): its stages
@@ -1014,21 +1014,33 @@ class SpMV(wiring.Component):
         mask4 = stage("scaled_mask", n, mask3)
         scaled = [stage("scaled", signed(scaled_bits), (high[i] << split) + low[i], i)
                   for i in lanes]
-        # Rounding: (v + 2^(s-1)) >> s = ((2v >> s) + 1) >> 1. Each half of each lane's
-        # shifter shifts by a copy of ``shift`` of its own (distinct initial values keep yosys
-        # from merging the copies): one register driving a whole shifter, let alone every
-        # lane's, is too slow a net.
-        valid5 = stage("shifted_valid", 1, valid4)
-        mask5 = stage("shifted_mask", n, mask4)
+        # Rounding: (v + 2^(s-1)) >> s = ((2v >> s) + 1) >> 1, the shift in two stages: by
+        # shift[3:] eighths, then by shift[:3]. Each half of each lane's shifter shifts by
+        # copies of its own (distinct initial values keep yosys from merging them): one
+        # register driving a whole shifter, let alone every lane's, is too slow a net.
         half_bits = (scaled_bits + 1) // 2
-        shifted = []
-        for i in lanes:
-            low, high = (Signal(6, name=f"shift{i}_{h}", init=(2 * i + h) % 64) for h in (0, 1))
-            m.d.sync += [low.eq(setup.shift), high.eq(setup.shift)]
-            doubled = scaled[i] << 1
-            shifted.append(stage("shifted", signed(scaled_bits + 1),
-                                 Cat((doubled >> low)[:half_bits],
-                                     (doubled >> high)[half_bits:scaled_bits + 1]), i))
+
+        def shift_copies(name, value, i):
+            copies = [Signal(3, name=f"{name}{i}_{h}", init=(2 * i + h) % 8) for h in (0, 1)]
+            m.d.sync += [copy.eq(value) for copy in copies]
+            return copies
+
+        def halves(value, copies, scale):
+            low, high = copies
+            return Cat((value >> (low * scale))[:half_bits],
+                       (value >> (high * scale))[half_bits:scaled_bits + 1])
+
+        valid5 = stage("coarse_valid", 1, valid4)
+        mask5 = stage("coarse_mask", n, mask4)
+        coarse = [stage("coarse", signed(scaled_bits + 1),
+                        halves(scaled[i] << 1, shift_copies("eighths", setup.shift[3:], i), 8),
+                        i)
+                  for i in lanes]
+        valid6 = stage("shifted_valid", 1, valid5)
+        mask6 = stage("shifted_mask", n, mask5)
+        shifted = [stage("shifted", signed(scaled_bits + 1),
+                         halves(coarse[i], shift_copies("units", setup.shift[:3], i), 1), i)
+                   for i in lanes]
         # Clamp to 0..2^out_bits - 1: below 0 when shifted < -1 (negative, not all ones),
         # above when shifted + 1 reaches 2^(out_bits+1) (bits 17 and up set, or the low 17
         # bits at least 2^(out_bits+1) - 1).
@@ -1036,17 +1048,17 @@ class SpMV(wiring.Component):
         m.d.sync += [ceiling.eq((1 << (setup.out_bits + 1)) - 1),
                      top.eq((1 << setup.out_bits) - 1)]
         # The clamp's tests and the rounded value are registered; the result register picks.
-        valid6 = stage("rounded_valid", 1, valid5)
+        valid7 = stage("rounded_valid", 1, valid6)
         kept, above, rounded = [], [], []
         for i in lanes:
             value = shifted[i]
             negative = value[-1]
             below = negative & ~value.all()
-            kept.append(stage("rounded_kept", 1, mask5[i] & ~below, i))
+            kept.append(stage("rounded_kept", 1, mask6[i] & ~below, i))
             above.append(stage("rounded_above", 1,
                                ~negative & (value[17:].any() | (value[:17] >= ceiling)), i))
             rounded.append(stage("rounded", 16, (value[:17] + 1)[1:17], i))
-        arriving = Mux(requantize, valid6, valid1)
+        arriving = Mux(requantize, valid7, valid1)
         beat = Signal.like(self.result.payload)
         for i in lanes:
             clamped = Mux(kept[i], Mux(above[i], top, rounded[i]), 0)
@@ -1063,4 +1075,4 @@ class SpMV(wiring.Component):
                 m.d.sync += [self.result.valid.eq(arriving), self.result.payload.eq(beat)]
         with m.Elif(~skid_valid & arriving):
             m.d.sync += skid_valid.eq(1)
-        return valid1 | valid2 | valid3 | valid4 | valid5 | valid6
+        return valid1 | valid2 | valid3 | valid4 | valid5 | valid6 | valid7
