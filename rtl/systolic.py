@@ -177,7 +177,9 @@ class DrainColumn(wiring.Component):
     reaches one register in each column (whether the skid holds a beat) and never the
     FIFOs' read logic. A beat read while ``beat.ready`` is low waits in the skid and is
     offered from there; with the skid empty the FIFOs' beat is offered directly, so the
-    skid adds no cycle: the beats leave in the same cycles as without it.
+    skid adds no cycle: the beats leave in the same cycles as without it. Whether the skid
+    holds a beat is kept once for the read logic and once per 16 bits of the beat for its
+    multiplexer.
 
     Parameters
     ----------
@@ -244,10 +246,22 @@ class DrainColumn(wiring.Component):
             m.d.sync += [group.eq(group.rotate_left(1)),
                          index.eq(Mux(index == groups - 1, 0, index + 1))]
         m.d.comb += [self.beat.valid.eq(skid_valid | ready.any()),
-                     self.beat.payload.eq(Mux(skid_valid, skid, read)),
                      # The skid's beat was read before the pointer's last step, and the
                      # pointer stands still while the skid is full.
                      self.tile_end.eq(Mux(skid_valid, group[0], group[-1]))]
+        # The beat's multiplexer picks skid or FIFOs on a copy of ``skid_valid`` per 16 bits
+        # (one register driving the whole beat's select was too slow a net). Each copy steps
+        # from its own state, as ``skid_valid`` does, so yosys does not merge them.
+        payload = self.beat.payload.as_value()
+        for start in range(0, len(payload), 16):
+            end = min(start + 16, len(payload))
+            held = Signal(name=f"skid_valid_{start // 16}")
+            with m.If(self.beat.ready):
+                m.d.sync += held.eq(0)
+            with m.Elif(ready.any() & ~held):
+                m.d.sync += held.eq(1)
+            m.d.comb += payload[start:end].eq(
+                Mux(held, skid.as_value()[start:end], read.as_value()[start:end]))
         # The empty skid takes whatever the FIFOs offer (it only counts when the stream
         # refuses a beat read), so ``ready`` reaches one register per column and the skid's
         # enable is a register.

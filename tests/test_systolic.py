@@ -307,3 +307,20 @@ def test_result_ready_reaches_no_row_fifo_read_enable(tmp_path):
     cone = (tmp_path / "cone.txt").read_text().split()
     assert "top/beat__ready" in cone and len(cone) > 1       # the skid flag's next state
     assert not [name for name in cone if "r_en" in name or "r_port" in name], cone
+
+
+@pytest.mark.parametrize("drain_rows, acc_width, flags", [(2, 32, 5), (1, 18, 3), (1, 16, 2)])
+def test_skid_flag_has_a_copy_per_16_bits_that_yosys_keeps(tmp_path, drain_rows, acc_width,
+                                                            flags):
+    """The drain column's beat multiplexer takes its select from a copy of the skid flag per
+    16 bits of the beat, beside the flag the read logic uses (issue 19: one flag driving the
+    whole beat's select was the 8x8 2-bit array's critical path), and yosys's optimization
+    keeps every copy: copies loaded from the flag's next state would be merged into one."""
+    (tmp_path / "drain.il").write_text(rtlil.convert(
+        DrainColumn(4, drain_rows, acc_width, 2), name="top", emit_src=False))
+    script = ("read_rtlil drain.il; hierarchy -top top; proc; flatten; opt -full; "
+              "tee -q -o flags.txt select -list w:*skid_valid* %ci1:+[Q] t:*dff* %i")
+    done = subprocess.run([tool("YOSYS"), "-q", "-p", script], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "flags.txt").read_text().split()) == flags
