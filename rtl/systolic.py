@@ -169,8 +169,8 @@ class DrainColumn(wiring.Component):
     result multiplexer select stay inside the column: one drain for the whole array spreads
     a single select over every result bit. The pointer is kept twice, one-hot for the read
     enables and binary for the multiplexer's select, so neither is decoded from the other.
-    The columns of an array get the same writes and the same ``ready``, so they move in
-    step.
+    The columns of an array are written in the same cycles (each on its own PE's flag) and
+    get the same ``ready``, so they move in step.
 
     The beat leaves through a skid register of the column's own: the FIFOs are read while
     it is empty (a register), not on ``beat.ready``, so the result stream's ``ready``
@@ -281,7 +281,9 @@ class ArrayRow(wiring.Component):
     cycle (each PE forwards its own registered control); the weight operands are registered
     as they enter, column ``c``'s into PE ``c``, and the same registers feed the row below.
     PE ``c`` finishes a tile ``c`` cycles after PE 0, so its sum is delayed ``cols - 1 - c``
-    cycles and the row's sums leave together.
+    cycles and the row's sums leave together. Each sum's flag travels with it: column ``c``'s
+    FIFO is written on PE ``c``'s own flag, so no single register drives the write enables of
+    every column's FIFO across the array.
 
     All rows of an array are the same, so a generator converts one whatever the size (see
     :func:`shared`).
@@ -306,8 +308,9 @@ class ArrayRow(wiring.Component):
         ``w`` registered: what the PEs take, and the ``w`` of the row below.
     results : Out(data.ArrayLayout(signed(acc_width), cols))
         The row's sums of a finished tile, every column's at once.
-    written : Out(1)
-        ``results`` holds a finished tile's sums (for one cycle).
+    written : Out(cols)
+        Bit ``c``: ``results[c]`` holds a finished tile's sum (for one cycle). All bits are
+        equal in every cycle.
     """
 
     def __init__(self, cols, precision, acc_width, pe, operand_bits):
@@ -319,7 +322,7 @@ class ArrayRow(wiring.Component):
             "w":       In(operands),
             "w_below": Out(operands),
             "results": Out(data.ArrayLayout(signed(acc_width), cols)),
-            "written": Out(1),
+            "written": Out(cols),
         })
 
     def elaborate(self, platform):
@@ -327,16 +330,17 @@ class ArrayRow(wiring.Component):
         cols = self._cols
         a_in, ctrl_in = self.a, self.control
         w = delay(m, self.w, 1, "w")
-        results = []
+        results, written = [], []
         for c in range(cols):
             pe = self._pe(self._precision, self._acc_width)
             m.submodules[f"pe{c}"] = shared(platform, pe, "pe")
             m.d.comb += [pe.control.eq(ctrl_in), pe.a.eq(a_in), pe.w.eq(w[c])]
             results.append(delay(m, pe.result, cols - 1 - c, f"deskew{c}"))
+            written.append(delay(m, pe.result_valid, cols - 1 - c, f"deskew_valid{c}"))
             if c < cols - 1:
                 a_in, ctrl_in = delay(m, a_in, 1, f"fwd_a{c}"), pe.forward
         m.d.comb += [self.w_below.eq(w), self.results.eq(Cat(results)),
-                     self.written.eq(pe.result_valid)]
+                     self.written.eq(Cat(written))]
         return m
 
 
@@ -538,15 +542,15 @@ class SystolicArray(wiring.Component):
         # leave de-skewed, so a whole row is written at once.
         operand_bits = Shape.cast(a_edges[0][0].shape()).width
         w_in = Cat(w_edge)
-        results, written = [], Signal(rows)
+        results, written = [], []
         for r in range(rows):
             a_in, ctrl_in = a_edges[r]
             row = ArrayRow(cols, self._precision, self._acc_width, self._pe, operand_bits)
             m.submodules[f"row{r}"] = shared(platform, row, "row")
-            m.d.comb += [row.control.eq(ctrl_in), row.a.eq(a_in), row.w.eq(w_in),
-                         written[r].eq(row.written)]
+            m.d.comb += [row.control.eq(ctrl_in), row.a.eq(a_in), row.w.eq(w_in)]
             w_in = row.w_below
             results.append(row.results)
+            written.append(row.written)
 
         # Drain: one DrainColumn per column, all in step (same writes, same ready); the
         # first speaks for all of them. (Whole ports are assigned at once: a signal assigned
@@ -555,7 +559,8 @@ class SystolicArray(wiring.Component):
         for c in range(cols):
             drain = DrainColumn(rows, self._drain_rows, self._acc_width, self._fifo_depth)
             m.submodules[f"drain{c}"] = shared(platform, drain, "drain_column")
-            m.d.comb += [drain.written.eq(written), drain.beat.ready.eq(self.result.ready),
+            m.d.comb += [drain.written.eq(Cat(written[r][c] for r in range(rows))),
+                         drain.beat.ready.eq(self.result.ready),
                          drain.results.eq(Cat(results[r][c] for r in range(rows)))]
             drains.append(drain)
         m.d.comb += self.result.payload.eq(Cat(drains[c].beat.payload[j]

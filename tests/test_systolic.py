@@ -324,3 +324,26 @@ def test_skid_flag_has_a_copy_per_16_bits_that_yosys_keeps(tmp_path, drain_rows,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert len((tmp_path / "flags.txt").read_text().split()) == flags
+
+
+def test_each_column_writes_its_fifos_on_a_flag_of_its_own(tmp_path):
+    """Column ``c``'s row FIFOs are written on PE ``c``'s result flag, delayed with its sum,
+    so the registers behind the write enables of different columns are different (issue 19:
+    the 8x8 mixed array's critical path was the last PE's flag reaching the first column's
+    FIFO across the array). yosys follows each column's row-0 write enable back to the
+    registers it comes from; with one flag per row every column finds the same one."""
+    (tmp_path / "array.il").write_text(
+        rtlil.convert(SystolicArray(2, 3, 8), name="top", emit_src=False))
+    sources = []
+    for c in range(3):
+        script = (f"read_rtlil array.il; hierarchy -top top; proc; flatten; opt_clean; "
+                  f"tee -q -o cone{c}.txt select -list w:drain{c}.row_fifo0.w_en "
+                  f"%ci*:+$dff[Q]")
+        done = subprocess.run([tool("YOSYS"), "-q", "-p", script], cwd=tmp_path,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        cone = (tmp_path / f"cone{c}.txt").read_text().split()
+        sources.append({name for name in cone if "$" not in name and "w_en" not in name})
+    assert all(sources), sources
+    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2]), \
+        sources
