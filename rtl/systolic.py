@@ -229,7 +229,19 @@ class DrainColumn(wiring.Component):
         # The group's beat at the FIFOs' outputs, and the skid holding one the stream refused.
         read = Signal(self.beat.payload.shape())
         skid = Signal(self.beat.payload.shape())
-        skid_valid = Signal()
+
+        def skid_flag(name):
+            # Whether the skid holds a beat: set by a beat read while the stream refuses it,
+            # cleared by ``ready``. Each copy steps from its own state, so yosys keeps the
+            # copies apart.
+            flag = Signal(name=name)
+            with m.If(self.beat.ready):
+                m.d.sync += flag.eq(0)
+            with m.Elif(ready.any() & ~flag):
+                m.d.sync += flag.eq(1)
+            return flag
+
+        skid_valid = skid_flag("skid_valid")
         for g in range(groups):
             m.d.comb += ready[g].eq(group[g] & Cat(f.r_rdy for f in members[g]).all())
             for f in members[g]:
@@ -250,16 +262,11 @@ class DrainColumn(wiring.Component):
                      # pointer stands still while the skid is full.
                      self.tile_end.eq(Mux(skid_valid, group[0], group[-1]))]
         # The beat's multiplexer picks skid or FIFOs on a copy of ``skid_valid`` per 16 bits
-        # (one register driving the whole beat's select was too slow a net). Each copy steps
-        # from its own state, as ``skid_valid`` does, so yosys does not merge them.
+        # (one register driving the whole beat's select was too slow a net).
         payload = self.beat.payload.as_value()
         for start in range(0, len(payload), 16):
             end = min(start + 16, len(payload))
-            held = Signal(name=f"skid_valid_{start // 16}")
-            with m.If(self.beat.ready):
-                m.d.sync += held.eq(0)
-            with m.Elif(ready.any() & ~held):
-                m.d.sync += held.eq(1)
+            held = skid_flag(f"skid_valid_{start // 16}")
             m.d.comb += payload[start:end].eq(
                 Mux(held, skid.as_value()[start:end], read.as_value()[start:end]))
         # The empty skid takes whatever the FIFOs offer (it only counts when the stream
@@ -267,10 +274,6 @@ class DrainColumn(wiring.Component):
         # enable is a register.
         with m.If(~skid_valid):
             m.d.sync += skid.eq(read)
-        with m.If(self.beat.ready):
-            m.d.sync += skid_valid.eq(0)
-        with m.Elif(reading):
-            m.d.sync += skid_valid.eq(1)
         return m
 
 

@@ -292,19 +292,27 @@ def test_back_to_back_one_step_tiles_lose_no_result_at_any_fifo_depth(fifo_depth
     assert np.array_equal(unpack_results(beats, tiling, array.drain_rows), a @ w)
 
 
+def yosys_selections(tmp_path, component, passes, *selections):
+    """The names yosys lists for each of ``selections`` in ``component`` (converted to RTLIL
+    as ``top``, flattened after ``passes``), one list per selection."""
+    (tmp_path / "top.il").write_text(rtlil.convert(component, name="top", emit_src=False))
+    script = f"read_rtlil top.il; hierarchy -top top; proc; flatten; {passes}; " + "; ".join(
+        f"tee -q -o selection{i}.txt select -list {selection}"
+        for i, selection in enumerate(selections))
+    done = subprocess.run([tool("YOSYS"), "-q", "-p", script], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return [(tmp_path / f"selection{i}.txt").read_text().split()
+            for i in range(len(selections))]
+
+
 def test_result_ready_reaches_no_row_fifo_read_enable(tmp_path):
     """The result stream's ``ready`` reaches no row FIFO's read enable: yosys follows the
     logic from the drain column's ``beat.ready`` up to the first flip-flop or memory (issue
     19: the fan-out of ``ready`` into every FIFO's read logic limited the 8x8 array's
     Fmax). Without the skid register the cone holds every ``row_fifoN.r_en``."""
-    (tmp_path / "drain.il").write_text(
-        rtlil.convert(DrainColumn(4, 2, 8, 2), name="top", emit_src=False))
-    script = ("read_rtlil drain.il; hierarchy -top top; proc; flatten; opt_clean; "
-              "tee -q -o cone.txt select -list w:beat__ready %co*:-$dff,$adff,$mem_v2")
-    done = subprocess.run([tool("YOSYS"), "-q", "-p", script], cwd=tmp_path,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    cone = (tmp_path / "cone.txt").read_text().split()
+    cone, = yosys_selections(tmp_path, DrainColumn(4, 2, 8, 2), "opt_clean",
+                             "w:beat__ready %co*:-$dff,$adff,$mem_v2")
     assert "top/beat__ready" in cone and len(cone) > 1       # the skid flag's next state
     assert not [name for name in cone if "r_en" in name or "r_port" in name], cone
 
@@ -316,14 +324,9 @@ def test_skid_flag_has_a_copy_per_16_bits_that_yosys_keeps(tmp_path, drain_rows,
     16 bits of the beat, beside the flag the read logic uses (issue 19: one flag driving the
     whole beat's select was the 8x8 2-bit array's critical path), and yosys's optimization
     keeps every copy: copies loaded from the flag's next state would be merged into one."""
-    (tmp_path / "drain.il").write_text(rtlil.convert(
-        DrainColumn(4, drain_rows, acc_width, 2), name="top", emit_src=False))
-    script = ("read_rtlil drain.il; hierarchy -top top; proc; flatten; opt -full; "
-              "tee -q -o flags.txt select -list w:*skid_valid* %ci1:+[Q] t:*dff* %i")
-    done = subprocess.run([tool("YOSYS"), "-q", "-p", script], cwd=tmp_path,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert len((tmp_path / "flags.txt").read_text().split()) == flags
+    registers, = yosys_selections(tmp_path, DrainColumn(4, drain_rows, acc_width, 2),
+                                  "opt -full", "w:*skid_valid* %ci1:+[Q] t:*dff* %i")
+    assert len(registers) == flags
 
 
 def test_each_column_writes_its_fifos_on_a_flag_of_its_own(tmp_path):
@@ -332,18 +335,9 @@ def test_each_column_writes_its_fifos_on_a_flag_of_its_own(tmp_path):
     the 8x8 mixed array's critical path was the last PE's flag reaching the first column's
     FIFO across the array). yosys follows each column's row-0 write enable back to the
     registers it comes from; with one flag per row every column finds the same one."""
-    (tmp_path / "array.il").write_text(
-        rtlil.convert(SystolicArray(2, 3, 8), name="top", emit_src=False))
-    sources = []
-    for c in range(3):
-        script = (f"read_rtlil array.il; hierarchy -top top; proc; flatten; opt_clean; "
-                  f"tee -q -o cone{c}.txt select -list w:drain{c}.row_fifo0.w_en "
-                  f"%ci*:+$dff[Q]")
-        done = subprocess.run([tool("YOSYS"), "-q", "-p", script], cwd=tmp_path,
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        cone = (tmp_path / f"cone{c}.txt").read_text().split()
-        sources.append({name for name in cone if "$" not in name and "w_en" not in name})
+    cones = yosys_selections(tmp_path, SystolicArray(2, 3, 8), "opt_clean",
+                             *(f"w:drain{c}.row_fifo0.w_en %ci*:+$dff[Q]" for c in range(3)))
+    sources = [{name for name in cone if "$" not in name and "w_en" not in name}
+               for cone in cones]
     assert all(sources), sources
-    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2]), \
-        sources
+    assert not any(one & other for one, other in itertools.combinations(sources, 2)), sources
