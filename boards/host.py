@@ -403,7 +403,8 @@ class AccelHost(_Link):
                   "csc_words", "result_words", "output_words")
         self.config = AccelConfig(ident.rows, ident.cols, ident.precision or "mixed",
                                   ident.acc_width, spmv, topk,
-                                  **{name: getattr(ident, name) for name in depths})
+                                  **{name: getattr(ident, name) for name in depths},
+                                  drain_rows=ident.drain_rows)
         self.write_chunks = ident.write_chunks
         return self.config
 

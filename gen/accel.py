@@ -9,6 +9,7 @@ from gen.emit import Design
 from rtl.accel.config import DEPTHS, AccelConfig, SpmvConfig, TopkConfig
 from rtl.accel.core import Accelerator
 from rtl.accel.isa import Space
+from rtl.systolic import default_drain_rows
 
 __all__ = ["add_arguments", "config", "design"]
 
@@ -19,8 +20,8 @@ DEPTH_TAGS = {"program_words": "prog", "act_words": "act", "input_words": "in",
 
 #: The options of the array, the sparse unit and the top-k engine that the accelerator takes
 #: too, with the same meaning (their defaults below; ``topk_par`` None: the array's columns).
-SHARED = {"array": "8x8", "bits": "mixed", "acc_bits": 32, "spmv_pes": 4, "rows": 256,
-          "cols": 256, "act_lanes": 4, "topk_n": 256, "topk_k": 8, "topk_par": None}
+SHARED = {"array": "8x8", "bits": "mixed", "acc_bits": 32, "drain_rows": None, "spmv_pes": 4,
+          "rows": 256, "cols": 256, "act_lanes": 4, "topk_n": 256, "topk_k": 8, "topk_par": None}
 
 #: Each option of the unit (argparse destination) and its value when it is not given.
 DEFAULTS = {**SHARED, "no_spmv": False, "no_topk": False,
@@ -28,17 +29,17 @@ DEFAULTS = {**SHARED, "no_spmv": False, "no_topk": False,
 
 #: Parameter -> command-line option, for error messages.
 OPTIONS = {"rows": "--array rows", "cols": "--array columns", "precision": "--bits",
-           "acc_width": "--acc-bits", "spmv_n_pes": "--spmv-pes", "spmv_rows": "--rows",
-           "spmv_cols": "--cols", "spmv_lanes": "--act-lanes", "topk_n_max": "--topk-n",
-           "topk_k_max": "--topk-k", "topk_par": "--topk-par",
+           "acc_width": "--acc-bits", "drain_rows": "--drain-rows", "spmv_n_pes": "--spmv-pes",
+           "spmv_rows": "--rows", "spmv_cols": "--cols", "spmv_lanes": "--act-lanes",
+           "topk_n_max": "--topk-n", "topk_k_max": "--topk-k", "topk_par": "--topk-par",
            **{name: "--" + name.replace("_", "-") for name, _, _ in DEPTHS}}
 
 
 def add_arguments(parser):
     group = parser.add_argument_group(
-        "accelerator (--unit accel; also takes --array, --bits, --acc-bits, --spmv-pes, --rows, "
-        "--cols, --act-lanes, --topk-n, --topk-k, --topk-par: by default the array's columns, "
-        "a divisor of them)")
+        "accelerator (--unit accel; also takes --array, --bits, --acc-bits, --drain-rows, "
+        "--spmv-pes, --rows, --cols, --act-lanes, --topk-n, --topk-k, --topk-par: by default "
+        "the array's columns, a divisor of them)")
     group.add_argument("--no-spmv", action="store_true", default=None,
                        help="no sparse unit")
     group.add_argument("--no-topk", action="store_true", default=None,
@@ -59,7 +60,8 @@ def defaults_of(c):
     """The option values that describe the accelerator ``c`` (where ``c`` has no sparse
     unit or top-k engine, their options keep :data:`DEFAULTS`)."""
     options = {**DEFAULTS, "array": f"{c.rows}x{c.cols}", "bits": str(c.precision),
-               "acc_bits": c.acc_width, "no_spmv": c.spmv is None, "no_topk": c.topk is None,
+               "acc_bits": c.acc_width, "drain_rows": c.drain_rows, "no_spmv": c.spmv is None,
+               "no_topk": c.topk is None,
                **{name: getattr(c, name) for name, _, _ in DEPTHS}}
     if c.spmv is not None:
         options.update(spmv_pes=c.spmv.n_pes, rows=c.spmv.rows, cols=c.spmv.cols,
@@ -87,7 +89,8 @@ def config(args):
                                                       k_max=options["topk_k"],
                                                       par=options["topk_par"])
     return AccelConfig(rows=rows, cols=cols, precision=int(bits) if bits.isdigit() else bits,
-                       acc_width=options["acc_bits"], spmv=spmv, topk=topk,
+                       acc_width=options["acc_bits"], drain_rows=options["drain_rows"],
+                       spmv=spmv, topk=topk,
                        **{name: options[name] for name, _, _ in DEPTHS})
 
 
@@ -97,6 +100,8 @@ def name_of(c):
     name = f"accel_{c.rows}x{c.cols}_{c.precision}"
     if c.acc_width != default.acc_width:
         name += f"_acc{c.acc_width}"
+    if c.drain_rows != default_drain_rows(c.rows):
+        name += f"_drain{c.drain_rows}"
     for engine, tag in (("spmv", "spmv"), ("topk", "topk")):
         mine, theirs = getattr(c, engine), getattr(default, engine)
         if mine is None:

@@ -170,15 +170,34 @@ def test_fewer_scores_per_beat_bit_exact_and_cycle_exact(par):
         testcase="networks_bit_exact", params={"jobs": jobs})
 
 
-@pytest.mark.parametrize("value, message", [
-    ("3", "--topk-par must divide the array's cols (8), not 3"),
-    ("0", "--topk-par must be between 1 and 32, not 0"),
+def test_two_rows_per_beat_and_24_bit_accumulators_bit_exact_and_cycle_exact():
+    """The 4x4 array draining two rows per beat (its default is one: a RESULT word of two
+    banks, an output stage of 8 lanes) with 24-bit accumulators, the ULX3S accelerator's
+    kind of setting: the digits network (through the top-k engine) and TOPK alone give the
+    model's outputs, bit for bit, and its cycles."""
+    import dataclasses
+    from rtl.accel.core import Accelerator
+    from sim.runner import run
+    from sim.tb.accel import digits_jobs
+    config = dataclasses.replace(small_config(), precision=8, spmv=None, drain_rows=2,
+                                 acc_width=24)
+    jobs = [topk_job(config)] + digits_jobs(config, images=8, batches=2, precisions=["8-bit"],
+                                            sparsities=(0.9,))
+    run(Accelerator(config), "sim.tb.accel", name="accel_test_4x4_drain2_acc24",
+        testcase="networks_bit_exact", params={"jobs": jobs})
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--topk-par", "3", "--topk-par must divide the array's cols (8), not 3"),
+    ("--topk-par", "0", "--topk-par must be between 1 and 32, not 0"),
+    ("--drain-rows", "3", "--drain-rows must divide the array's rows (8), not 3"),
+    ("--drain-rows", "16", "--drain-rows must be between 1 and 8, not 16"),
 ])
-def test_gen_refuses_a_topk_par_that_does_not_divide_the_columns(value, message, tmp_path,
-                                                                 capsys):
+def test_gen_refuses_a_share_that_does_not_divide_the_array(option, value, message, tmp_path,
+                                                            capsys):
     from gen.cli import main
     out = tmp_path / "out"
-    assert main(["--unit", "accel", "--topk-par", value, "--out", str(out)]) == 2
+    assert main(["--unit", "accel", option, value, "--out", str(out)]) == 2
     captured = capsys.readouterr()
     assert captured.err == f"python -m gen: error: {message}\n" and not captured.out
     assert not out.exists()

@@ -42,10 +42,12 @@ def test_accelerator_commands_are_apart_from_the_array_link():
 
 
 @pytest.mark.parametrize("config", [
-    SMALL, dataclasses.replace(SMALL, topk=TopkConfig(n_max=16, k_max=2, par=1))])
+    SMALL, dataclasses.replace(SMALL, topk=TopkConfig(n_max=16, k_max=2, par=1)),
+    dataclasses.replace(SMALL, drain_rows=2, acc_width=24)])
 def test_identity_describes_the_configuration(config):
     link = AccelLink(Accelerator(config), DIVISOR, write_chunks=32)
     data = link.identity.as_bits().to_bytes(Identity.size // 8, "little")
+    assert len(data) == 34      # docs/host-protocol.md
 
     class Board:
         async def write(self, frame_bytes):

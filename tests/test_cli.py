@@ -318,8 +318,10 @@ def test_an_option_that_changes_the_files_changes_their_names(dest):
     (["--unit", "array", "--board", "icebreaker"], "fusion_array_2x2_mixed_edge1"),
     (["--board", "icebreaker"],                         # the board's accelerator
      "accel_2x1_8_nospmv_notopk_prog32_act256_wgt16384_par128_res20_out16"),
-    (["--board", "ulx3s-85f"], "accel_8x8_mixed_spmv4_64_64_4_topk256_8_1"),
-    (["--board", "ulx3s-85f", "--no-topk"], "accel_8x8_mixed_spmv4_64_64_4_notopk"),
+    (["--board", "ulx3s-85f"], "accel_8x8_mixed_acc24_drain1_spmv4_64_64_4_topk256_8_1"),
+    (["--board", "ulx3s-85f", "--no-topk"], "accel_8x8_mixed_acc24_drain1_spmv4_64_64_4_notopk"),
+    (["--board", "ulx3s-85f", "--drain-rows", "2"],     # the array's default, given
+     "accel_8x8_mixed_acc24_spmv4_64_64_4_topk256_8_1"),
     (["--board", "icebreaker", "--topk-k", "1"],        # a top-k option adds the engine
      "accel_2x1_8_nospmv_topk256_1_prog32_act256_wgt16384_par128_res20_out16"),
     (["--array", "4x4", "--acc-bits", "24", "--drain-rows", "2", "--edge-registers", "1"],
@@ -328,6 +330,8 @@ def test_an_option_that_changes_the_files_changes_their_names(dest):
     (["--unit", "spmv", "--z-bits", "3", "--act-lanes", "2", "--queue-depth", "4"],
      "spmv_4pe_256x256_8b_z3_lanes2_q4"),
     (["--unit", "accel"], "accel_8x8_mixed"),
+    (["--unit", "accel", "--drain-rows", "2"], "accel_8x8_mixed"),
+    (["--unit", "accel", "--drain-rows", "4"], "accel_8x8_mixed_drain4"),
     (["--unit", "accel", "--array", "8x8", "--spmv-pes", "4", "--topk-k", "8"], "accel_8x8_mixed"),
     (["--unit", "accel", "--array", "4x4", "--bits", "8", "--no-topk", "--act-words", "256"],
      "accel_4x4_8_notopk_act256"),

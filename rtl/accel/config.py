@@ -90,6 +90,11 @@ class AccelConfig:
         Memory depths in words (docs/isa.md, Memories); ``result_words`` and ``output_words``
         per page, ``input_words`` per input page (two at the bottom of ``act_words``). Each is
         at most 2^14 (``result_words`` and ``output_words`` 2^13, two pages).
+    drain_rows : int or None
+        ``d``: rows of the array per result beat, a divisor of ``rows`` (None: the array's
+        default, :func:`rtl.systolic.default_drain_rows`). A ``RESULT`` word holds ``d`` rows
+        and the output stage has ``d * cols`` lanes: fewer rows per beat, a smaller
+        accelerator whose tiles drain in more beats.
     """
     rows: int = 8
     cols: int = 8
@@ -105,6 +110,7 @@ class AccelConfig:
     csc_words: int = 1024
     result_words: int = 64
     output_words: int = 256
+    drain_rows: int | None = None
 
     def __post_init__(self):
         _check("rows", self.rows, 1, 32)
@@ -124,16 +130,17 @@ class AccelConfig:
         for name, _, lo in DEPTHS:
             paged = name in ("result_words", "output_words")
             _check(name, getattr(self, name), lo, 1 << (ADDRESS_BITS - paged))
+        if self.drain_rows is None:
+            object.__setattr__(self, "drain_rows", default_drain_rows(self.rows))
+        _check("drain_rows", self.drain_rows, 1, self.rows)
+        if self.rows % self.drain_rows:
+            raise ValueError(f"drain_rows must divide the array's rows ({self.rows}), not "
+                             f"{self.drain_rows}")
         if 2 * self.input_words > self.act_words:
             raise ValueError(f"act_words must be at least twice input_words "
                              f"({2 * self.input_words}: two input pages), not {self.act_words}")
 
     # ---- Derived numbers -----------------------------------------------------------------
-    @property
-    def drain_rows(self):
-        """``d``: rows of the array per result beat (the array's default)."""
-        return default_drain_rows(self.rows)
-
     @property
     def topk_par(self):
         """``P``: scores per beat of the top-k engine (``topk.par``, by default ``C``); None
@@ -180,7 +187,8 @@ class AccelConfig:
     def array(self):
         """A new systolic array of this configuration."""
         return SystolicArray(self.rows, self.cols, self.precision, self.acc_width,
-                             edge_registers=self.edge_registers, pe=FusionPE)
+                             drain_rows=self.drain_rows, edge_registers=self.edge_registers,
+                             pe=FusionPE)
 
     def word_layout(self, space):
         """The layout of a word of memory ``space`` (a :class:`rtl.accel.isa.Space`)."""

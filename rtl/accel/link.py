@@ -54,14 +54,15 @@ TRANSFER_BYTES = Transfer.size // 8
 
 #: The IDENTIFY answer: the accelerator's configuration (``precision`` 0 for mixed; the
 #: sparse unit's and the top-k engine's fields 0 when it has none), ``write_chunks``, the
-#: most chunks a WRITE carries, and the top-k engine's scores per beat.
+#: most chunks a WRITE carries, the top-k engine's scores per beat and the array's rows per
+#: result beat.
 Identity = data.StructLayout({
     "rows": 8, "cols": 8, "precision": 8, "acc_width": 8,
     "spmv_pes": 8, "spmv_lanes": 8, "spmv_rows": 16, "spmv_cols": 16,
     "topk_n_max": 16, "topk_k_max": 16,
     "program_words": 16, "act_words": 16, "input_words": 16, "weight_words": 16,
     "param_words": 16, "csc_words": 16, "result_words": 16, "output_words": 16,
-    "write_chunks": 16, "topk_par": 8,
+    "write_chunks": 16, "topk_par": 8, "drain_rows": 8,
 })
 #: Bytes of the STATUS answer: the accelerator's status word, its top bits zero.
 STATUS_BYTES = -(-AccelStatus.size // 8)
@@ -149,7 +150,8 @@ class AccelLink(wiring.Component):
             "input_words": c.input_words, "weight_words": c.weight_words,
             "param_words": c.param_words, "csc_words": c.csc_words,
             "result_words": c.result_words, "output_words": c.output_words,
-            "write_chunks": self._write_chunks, "topk_par": c.topk_par or 0})
+            "write_chunks": self._write_chunks, "topk_par": c.topk_par or 0,
+            "drain_rows": c.drain_rows})
 
     def elaborate(self, platform):
         m = Module()
