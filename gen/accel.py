@@ -137,7 +137,8 @@ def design(args):
         "array": f"{c.rows}x{c.cols} {c.precision}, {c.acc_width}-bit accumulators",
         "sparse unit": f"{c.spmv.n_pes} PEs, matrices up to {c.spmv.rows}x{c.spmv.cols}"
                        if c.spmv else "none",
-        "top-k": f"n <= {c.topk.n_max}, k <= {c.topk.k_max}, {c.topk_par} scores per beat"
+        "top-k": f"n <= {c.topk.n_max}, k <= {c.topk.k_max}, {c.topk_par} "
+                 f"score{'s' if c.topk_par > 1 else ''} per beat"
                  if c.topk else "none",
         "memories": ", ".join(f"{space.lower()} {m['words']} x {m['bits']}"
                               for space, m in memories.items()),

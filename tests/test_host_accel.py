@@ -133,7 +133,7 @@ def test_the_example_checks_the_classes_of_the_simulated_ulx3s(example, monkeypa
     monkeypatch.setattr(example, "digits", output_layer)
     assert status(example, ["--sim", "--board", "ulx3s-85f", "--images", "16"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("board: accelerator, 8x8 mixed-precision array, 32-bit accumulators, "
+    assert lines[0] == ("board: accelerator, 8x8 mixed-precision array, 24-bit accumulators, "
                         "4-PE sparse unit, top-k engine (simulated)")
     assert lines[1].endswith("batches of 16 images; the board gives classes (its top-k "
                              "engine)")
