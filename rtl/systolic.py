@@ -178,8 +178,8 @@ class DrainColumn(wiring.Component):
     FIFOs' read logic. A beat read while ``beat.ready`` is low waits in the skid and is
     offered from there; with the skid empty the FIFOs' beat is offered directly, so the
     skid adds no cycle: the beats leave in the same cycles as without it. Whether the skid
-    holds a beat is kept once for the read logic and once per 16 bits of the beat for its
-    multiplexer.
+    holds a beat is kept once for the group pointer, once per group of rows for the read
+    enables of its FIFOs and once per 16 bits of the beat for its multiplexer.
 
     Parameters
     ----------
@@ -244,8 +244,11 @@ class DrainColumn(wiring.Component):
         skid_valid = skid_flag("skid_valid")
         for g in range(groups):
             m.d.comb += ready[g].eq(group[g] & Cat(f.r_rdy for f in members[g]).all())
+            # Each group's FIFOs read on a copy of the flag of their own (one flag reaching
+            # every FIFO's output register enable was too slow a net).
+            held = skid_flag(f"skid_valid_group{g}")
             for f in members[g]:
-                m.d.comb += f.r_en.eq(ready[g] & ~skid_valid)
+                m.d.comb += f.r_en.eq(ready[g] & ~held)
         reading = ready.any() & ~skid_valid
         # The multiplexer's select: a binary copy of the group pointer (no decoding of the
         # one-hot pointer in front of every result bit).

@@ -317,13 +317,16 @@ def test_result_ready_reaches_no_row_fifo_read_enable(tmp_path):
     assert not [name for name in cone if "r_en" in name or "r_port" in name], cone
 
 
-@pytest.mark.parametrize("drain_rows, acc_width, flags", [(2, 32, 5), (1, 18, 3), (1, 16, 2)])
-def test_skid_flag_has_a_copy_per_16_bits_that_yosys_keeps(tmp_path, drain_rows, acc_width,
-                                                            flags):
+@pytest.mark.parametrize("drain_rows, acc_width, flags", [(2, 32, 1 + 4 + 2), (1, 18, 1 + 2 + 4),
+                                                        (1, 16, 1 + 1 + 4)])
+def test_skid_flag_has_a_copy_per_16_bits_and_per_group_that_yosys_keeps(
+        tmp_path, drain_rows, acc_width, flags):
     """The drain column's beat multiplexer takes its select from a copy of the skid flag per
-    16 bits of the beat, beside the flag the read logic uses (issue 19: one flag driving the
-    whole beat's select was the 8x8 2-bit array's critical path), and yosys's optimization
-    keeps every copy: copies loaded from the flag's next state would be merged into one."""
+    16 bits of the beat, and each group of rows reads its FIFOs on a copy of its own, beside
+    the flag the group pointer uses (issue 19: one flag driving the whole beat's select was
+    the 8x8 2-bit array's critical path, one flag into every FIFO's read enable the 8-bit
+    array's), and yosys's optimization keeps every copy: copies loaded from the flag's next
+    state would be merged into one."""
     registers, = yosys_selections(tmp_path, DrainColumn(4, drain_rows, acc_width, 2),
                                   "opt -full", "w:*skid_valid* %ci1:+[Q] t:*dff* %i")
     assert len(registers) == flags
