@@ -150,24 +150,30 @@ def topk_job(config, images=8, batches=2, n=13, k=2, seed=3):
             "batches": jobs_batches, "published": model.timing.published}
 
 
+def run_topk_and_digits(name, **changes):
+    """TOPK alone and the digits network (8-bit, 90% sparse) on ``small_config()`` with a
+    fixed 8-bit array, no sparse unit (a smaller model to build) and ``changes``: the
+    model's outputs, bit for bit, and its cycles."""
+    import dataclasses
+    from rtl.accel.core import Accelerator
+    from sim.runner import run
+    from sim.tb.accel import digits_jobs
+    config = dataclasses.replace(small_config(), precision=8, spmv=None, **changes)
+    jobs = [topk_job(config)] + digits_jobs(config, images=8, batches=2, precisions=["8-bit"],
+                                            sparsities=(0.9,))
+    run(Accelerator(config), "sim.tb.accel", name=name, testcase="networks_bit_exact",
+        params={"jobs": jobs})
+
+
 @pytest.mark.parametrize("par", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_fewer_scores_per_beat_bit_exact_and_cycle_exact(par):
     """The top-k engine taking a bank of C = 4 scores in 4 / par beats: the digits network
     (n = 10, k = 1) and TOPK alone (n = 13, not a multiple of par or C; k = k_max = 2) give
     the model's outputs, bit for bit, and its cycles. Each par is a model to build (about a
     minute): par = 1 (no beat sorter, 4 beats a bank) runs with -m slow."""
-    import dataclasses
     from rtl.accel.config import TopkConfig
-    from rtl.accel.core import Accelerator
-    from sim.runner import run
-    from sim.tb.accel import digits_jobs
-    # A fixed 8-bit array and no sparse unit: a smaller model to build.
-    config = dataclasses.replace(small_config(), precision=8, spmv=None,
-                                 topk=TopkConfig(n_max=16, k_max=2, par=par))
-    jobs = [topk_job(config)] + digits_jobs(config, images=8, batches=2, precisions=["8-bit"],
-                                            sparsities=(0.9,))
-    run(Accelerator(config), "sim.tb.accel", name=f"accel_test_4x4_topk_par{par}",
-        testcase="networks_bit_exact", params={"jobs": jobs})
+    run_topk_and_digits(f"accel_test_4x4_topk_par{par}",
+                        topk=TopkConfig(n_max=16, k_max=2, par=par))
 
 
 def test_two_rows_per_beat_and_24_bit_accumulators_bit_exact_and_cycle_exact():
@@ -175,16 +181,7 @@ def test_two_rows_per_beat_and_24_bit_accumulators_bit_exact_and_cycle_exact():
     banks, an output stage of 8 lanes) with 24-bit accumulators, the ULX3S accelerator's
     kind of setting: the digits network (through the top-k engine) and TOPK alone give the
     model's outputs, bit for bit, and its cycles."""
-    import dataclasses
-    from rtl.accel.core import Accelerator
-    from sim.runner import run
-    from sim.tb.accel import digits_jobs
-    config = dataclasses.replace(small_config(), precision=8, spmv=None, drain_rows=2,
-                                 acc_width=24)
-    jobs = [topk_job(config)] + digits_jobs(config, images=8, batches=2, precisions=["8-bit"],
-                                            sparsities=(0.9,))
-    run(Accelerator(config), "sim.tb.accel", name="accel_test_4x4_drain2_acc24",
-        testcase="networks_bit_exact", params={"jobs": jobs})
+    run_topk_and_digits("accel_test_4x4_drain2_acc24", drain_rows=2, acc_width=24)
 
 
 @pytest.mark.parametrize("option, value, message", [
