@@ -115,16 +115,16 @@ def test_load_words_reject_requantizer_settings_that_do_not_fit(options, message
 def test_cycle_model_latency_and_one_column_a_cycle():
     single = np.zeros((4, 4), dtype=np.int64)
     single[0, 0] = 1
-    # docs/spmv.md: one weight's vector gives its first result in cycle 11 (17 requantized).
-    assert csc.spmv_cycles(single, [1, 0, 0, 0], 4) == (11, 12)
-    assert csc.spmv_cycles(single, [1, 0, 0, 0], 4, requantize=True) == (17, 18)
+    # docs/spmv.md: one weight's vector gives its first result in cycle 12 (18 requantized).
+    assert csc.spmv_cycles(single, [1, 0, 0, 0], 4) == (12, 13)
+    assert csc.spmv_cycles(single, [1, 0, 0, 0], 4, requantize=True) == (18, 19)
     # One weight of every PE per column: each further column costs one cycle; a zero
     # activation costs nothing, an all-zero beat one cycle of the front end.
     ones = np.ones((4, 64), dtype=np.int64)
-    assert csc.spmv_cycles(ones, np.ones(64), 4, lanes=4)[0] == 11 + 63
-    assert csc.spmv_cycles(ones, np.r_[np.zeros(32), np.ones(32)], 4, lanes=4)[0] == 8 + 11 + 31
+    assert csc.spmv_cycles(ones, np.ones(64), 4, lanes=4)[0] == 12 + 63
+    assert csc.spmv_cycles(ones, np.r_[np.zeros(32), np.ones(32)], 4, lanes=4)[0] == 8 + 12 + 31
     # Two weights of every PE per column: two cycles per column.
-    assert csc.spmv_cycles(np.ones((8, 64), dtype=np.int64), np.ones(64), 4)[0] == 11 + 127
+    assert csc.spmv_cycles(np.ones((8, 64), dtype=np.int64), np.ones(64), 4)[0] == 12 + 127
 
 
 @pytest.mark.parametrize("arguments, message", [
