@@ -2,6 +2,7 @@
 
 from gen.cli import settings
 from gen.emit import Design, design_name
+from golden.csc import spmv_cycles
 from rtl.spmv import MULTIPLIER_BITS, SpMV
 
 __all__ = ["add_arguments", "arguments", "design"]
@@ -77,8 +78,11 @@ def design(args):
                             "biases": [unit.local_rows, unit.acc_width],
                             "multipliers": [unit.local_rows, MULTIPLIER_BITS]},
         "accumulator_bound_bits": unit.accumulator_bound_bits,
-        "latency": {"handout_to_queue_cycles": 2, "first_result_cycles": 12,
-                    "first_result_cycles_requantized": 18,
+        # A vector whose only work is one weight (docs/spmv.md, Operation and timing).
+        "latency": {"handout_to_queue_cycles": 2,
+                    "first_result_cycles": spmv_cycles([[1]], [1], 1)[0],
+                    "first_result_cycles_requantized": spmv_cycles([[1]], [1], 1,
+                                                                   requantize=True)[0],
                     "result_beats": f"ceil(rows / {unit.n_pes})"},
     }
     figures = {
