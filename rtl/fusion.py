@@ -61,12 +61,15 @@ FusionMode = data.StructLayout({
     "a_signed": 1,
 })
 
-#: A step's mode and flags, as they travel beside its operands from PE to PE.
+#: A step's mode and flags, as they travel beside its operands from PE to PE. ``w_wide``
+#: (``mode.w_bits`` is not 2 bits) is decoded where the control is made, so that a mixed PE's
+#: first stage reads it from a register instead of decoding ``mode`` there.
 StepControl = data.StructLayout({
-    "mode":  FusionMode,
-    "valid": 1,
-    "first": 1,
-    "last":  1,
+    "mode":   FusionMode,
+    "valid":  1,
+    "first":  1,
+    "last":   1,
+    "w_wide": 1,
 })
 
 
@@ -260,7 +263,8 @@ class PESignature(wiring.Signature):
         The step's weight and activation operands.
     control : In(StepControl)
         The step's mode and its ``valid``, ``first`` (the accumulator restarts from this
-        step) and ``last`` (the finished sum goes out) flags.
+        step) and ``last`` (the finished sum goes out) flags, and ``w_wide``, the mode's
+        weight width decoded (see :data:`StepControl`).
     result : Out(signed(acc_width))
         The finished dot product, ``latency`` cycles after the step with ``last``.
     result_valid : Out(1)
@@ -320,7 +324,9 @@ class FusionPE(wiring.Component):
         Weight and activation slices steered to the bricks by a :class:`SliceSteer`
         (one per array row and column).
     control : In(StepControl)
-        The step's mode (a fixed-precision PE reads only the signedness) and flags.
+        The step's mode (a fixed-precision PE reads only the signedness) and flags; a
+        mixed PE's first stage reads ``w_wide`` instead of decoding ``mode.w_bits``, so it
+        must agree with the mode (the array sets it; :class:`FusionMAC` decodes it itself).
     result, result_valid, forward
         As :class:`PESignature`.
 
@@ -366,7 +372,7 @@ class FusionPE(wiring.Component):
             (w_bits, a_bits), = supported
             w_wide, a_wide, w_full, a_full = w_bits > 2, a_bits > 2, w_bits == 8, a_bits == 8
         else:
-            w_wide = mode.w_bits != BitWidth.B2                                 # stage 1
+            w_wide = self.control.w_wide                                        # stage 1
             a_wide = delay(m, mode.a_bits != BitWidth.B2, 1, "a_wide")          # stage 2
             w_full = delay(m, mode.w_bits == BitWidth.B8, 2, "w_full")          # stage 3
             a_full = delay(m, mode.a_bits == BitWidth.B8, 3, "a_full")          # stage 4
@@ -445,6 +451,8 @@ class FusionMAC(wiring.Component):
             steer = m.submodules[f"steer_{operand}"] = SliceSteer(pe.precision, operand)
             m.d.comb += [steer.mode.eq(self.control.mode), steer.word.eq(getattr(self, operand)),
                          getattr(pe, operand).eq(steer.bricks)]
-        m.d.comb += [pe.control.eq(self.control), self.result.eq(pe.result),
+        m.d.comb += [pe.control.eq(self.control),
+                     pe.control.w_wide.eq(self.control.mode.w_bits != BitWidth.B2),
+                     self.result.eq(pe.result),
                      self.result_valid.eq(pe.result_valid), self.forward.eq(pe.forward)]
         return m
