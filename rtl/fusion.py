@@ -28,9 +28,9 @@ from amaranth.lib.wiring import In, Out
 from rtl.pipeline import accumulate, delay
 
 __all__ = ["BitWidth", "FusionMode", "StepControl", "BrickOperands", "BRICKS", "PRECISIONS",
-           "lanes", "word_bits", "modes", "mode_const", "step_peak", "min_acc_width",
-           "check_acc_width", "PESignature", "SliceSteer", "brick_product", "BitBrick",
-           "FusionPE", "FusionMAC"]
+           "lanes", "word_bits", "modes", "mode_const", "weight_wide", "step_peak",
+           "min_acc_width", "check_acc_width", "PESignature", "SliceSteer", "brick_product",
+           "BitBrick", "FusionPE", "FusionMAC"]
 
 #: BitBricks per PE.
 BRICKS = 16
@@ -81,6 +81,12 @@ def mode_const(w_bits, a_bits, w_signed=False, a_signed=False):
     """
     return FusionMode.const({"w_bits": BitWidth.of(w_bits), "a_bits": BitWidth.of(a_bits),
                              "w_signed": bool(w_signed), "a_signed": bool(a_signed)})
+
+
+def weight_wide(mode):
+    """:data:`StepControl`'s ``w_wide`` for ``mode`` (a :data:`FusionMode` value): its weight
+    is 4 or 8 bits wide, so a PE's first stage shifts its odd bricks by 2."""
+    return mode.w_bits != BitWidth.B2
 
 
 def lanes(w_bits, a_bits):
@@ -452,7 +458,7 @@ class FusionMAC(wiring.Component):
             m.d.comb += [steer.mode.eq(self.control.mode), steer.word.eq(getattr(self, operand)),
                          getattr(pe, operand).eq(steer.bricks)]
         m.d.comb += [pe.control.eq(self.control),
-                     pe.control.w_wide.eq(self.control.mode.w_bits != BitWidth.B2),
+                     pe.control.w_wide.eq(weight_wide(self.control.mode)),
                      self.result.eq(pe.result),
                      self.result_valid.eq(pe.result_valid), self.forward.eq(pe.forward)]
         return m

@@ -28,8 +28,8 @@ from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.fusion import (BitWidth, FusionMode, FusionPE, SliceSteer, StepControl, check_acc_width,
-                        lanes, mode_const, modes, step_peak, word_bits)
+from rtl.fusion import (FusionMode, FusionPE, SliceSteer, StepControl, check_acc_width,
+                        lanes, mode_const, modes, step_peak, weight_wide, word_bits)
 from rtl.pipeline import delay
 
 __all__ = ["ArrayConfig", "ArrayRow", "DrainColumn", "EdgeSkew", "SystolicArray",
@@ -518,7 +518,7 @@ class SystolicArray(wiring.Component):
         m.d.comb += [control.mode.eq(mode), control.valid.eq(take), control.first.eq(first),
                      control.last.eq(last)]
         if len(modes(self._precision)) > 1:     # a fixed-precision PE knows its widths
-            m.d.comb += control.w_wide.eq(mode.w_bits != BitWidth.B2)
+            m.d.comb += control.w_wide.eq(weight_wide(mode))
 
         def edge(side, index, word, registers):
             """The operand of row/column ``index`` after ``registers`` registers, and its skewed
