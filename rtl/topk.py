@@ -26,7 +26,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsi
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Config", "ScoreBeat", "ResultBeat", "TopK", "sorting_layers"]
+__all__ = ["Config", "ScoreBeat", "ResultBeat", "TopK", "group_lanes", "sorting_layers"]
 
 #: Up to this ``par``, one copy of a slot's entry key (the entry's loop) serves every
 #: comparator; beyond it, the loop has a copy of its own and each :data:`_COPY_LANES` of the
@@ -67,6 +67,14 @@ class ResultBeat(data.StructLayout):
 def _check(name, value, lo, hi):
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
+
+
+def group_lanes(par, k_max, slot):
+    """Lanes of the group that enters slot ``slot`` (``k_max``: past the last slot) of a
+    :class:`TopK` list: ``min(par, k_max - slot)``. A lane further down holds a candidate with
+    at least ``k_max`` better ones (the slots above it and the lanes before it), which no
+    batch selects, so the list drops it."""
+    return min(par, k_max - slot)
 
 
 def sorting_layers(lanes):
@@ -264,10 +272,15 @@ class TopK(wiring.Component):
         # (the entry's loop), then merges its former entry into the rest of the group. A
         # candidate is its rank (key, and ``resident``: displaced from a slot, so earlier than
         # any entry of equal score below) and, reset-less, its index.
+        # Only a candidate with fewer than K better ones can be selected: a beat's lane j has
+        # j better ones, and after slot i each candidate of the group has slots 0 to i and the
+        # lanes before it ahead of it, so lane j leaves slot i only while i + 1 + j < K
+        # (:func:`group_lanes`).
         rank = data.StructLayout({"key": unsigned(W + 1), "resident": 1})
-        group = [Signal(rank, name=f"group0_{j}") for j in range(P)]
-        group_index = [t.index for t in tags]
-        for j in range(P):
+        lanes_in = group_lanes(P, K, 0)
+        group = [Signal(rank, name=f"group0_{j}") for j in range(lanes_in)]
+        group_index = [t.index for t in tags[:lanes_in]]
+        for j in range(lanes_in):
             m.d.comb += group[j].key.eq(keys[j])
 
         def entry_copy(name, group, last):
@@ -293,24 +306,25 @@ class TopK(wiring.Component):
             # Compare: a candidate beats the entry when larger, or equal and resident (the
             # lower index); the group is sorted, so only the first can take the slot. The
             # copies of the entry's key: see _SHARED_LANES.
+            lanes, lanes_out = group_lanes(P, K, i), group_lanes(P, K, i + 1)
             entry, takes = entry_copy(f"slot{i}", group, last)
             beats = [takes]
-            step = P if P <= _SHARED_LANES else _COPY_LANES
-            for first in range(1, P, step):
+            step = lanes if P <= _SHARED_LANES else _COPY_LANES
+            for first in range(1, lanes, step):
                 if P > _SHARED_LANES:
                     entry = entry_copy(f"slot{i}_lanes{first}", group, last)[0]
                 beats += [Cat(g.resident, g.key) > Cat(Const(0, 1), entry)
                           for g in group[first:first + step]]
-            held = [Signal(rank, name=f"held{i}_{j}") for j in range(P)]
+            held = [Signal(rank, name=f"held{i}_{j}") for j in range(lanes)]
             held_index = [Signal(index_bits, name=f"held{i}_{j}_index", reset_less=True)
-                          for j in range(P)]
+                          for j in range(lanes)]
             # Registered per lane j: the candidate at j beat the entry (it moves up a lane,
             # or takes the slot). The group is sorted, so lane j of the merge takes the
             # candidate at j + 1 if that one won (``rises``), else the entry if j won, else its
             # own. ``rises`` is a second register of ``won[1:]``, so that each selects in one
             # lane only; it is reset-less, which keeps synthesis from merging it with ``won``.
-            won = Signal(P, name=f"won{i}")
-            rises = Signal(max(1, P - 1), name=f"rises{i}", reset_less=True)
+            won = Signal(lanes, name=f"won{i}")
+            rises = Signal(max(1, lanes - 1), name=f"rises{i}", reset_less=True)
             held_last = Signal(name=f"held{i}_last")
             held_threshold = Signal(self.score_shape, name=f"held{i}_threshold",
                                     reset_less=True)
@@ -331,14 +345,14 @@ class TopK(wiring.Component):
                 m.d.sync += [former.eq(held[0].key), former_index.eq(held_index[0])]
 
             # Merge: the former entry goes after the candidates that beat it.
-            after = [Signal(rank, name=f"group{i + 1}_{j}") for j in range(P)]
+            after = [Signal(rank, name=f"group{i + 1}_{j}") for j in range(lanes_out)]
             after_index = [Signal(index_bits, name=f"group{i + 1}_{j}_index", reset_less=True)
-                           for j in range(P)]
+                           for j in range(lanes_out)]
             displaced = Cat(former, Const(1, 1))
-            for j in range(P):
+            for j in range(lanes_out):
                 merged = Mux(won[j], displaced, held[j])
                 merged_index = Mux(won[j], former_index, held_index[j])
-                if j + 1 < P:
+                if j + 1 < lanes:
                     merged = Mux(rises[j], held[j + 1], merged)
                     merged_index = Mux(rises[j], held_index[j + 1], merged_index)
                 m.d.sync += [after[j].eq(merged), after_index[j].eq(merged_index)]

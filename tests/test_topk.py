@@ -69,6 +69,15 @@ def test_unsigned_engine_with_odd_parallelism():
         params=engine_params(engine, batches(engine, seed=6)))
 
 
+def test_engine_with_more_lanes_than_slots():
+    # P = 8 lanes, K = 3 slots: the list takes the sorted beat's first 3 lanes and drops a lane
+    # after each slot (rtl.topk.group_lanes); batches with k = K and k below it, ties, stalls.
+    engine = TopK(n_max=64, k_max=3, par=8, score_bits=10, signed_scores=True)
+    run(engine, "sim.tb.topk", name="topk_64_3_p8_s10",
+        testcase=["batches_bit_exact", "overlapped_batches", "cycle_model_exact"],
+        params=engine_params(engine, batches(engine, seed=8)))
+
+
 @ICARUS
 def test_engine_on_icarus():
     engine = TopK(n_max=64, k_max=4, par=2, score_bits=8, signed_scores=True)
