@@ -13,7 +13,7 @@ largest score.
 As the last group passes each slot, the slot hands its index to an *index register file*
 and starts empty for the next batch, whose scores follow right behind. The file sorts the
 selected indices into ascending order (odd-even transposition, one round per cycle, one
-round per index) and emits them, one per beat with the threshold, while the next batch's
+round per index, each pair's compares registered a round ahead) and emits them, one per beat with the threshold, while the next batch's
 scores stream in. Only a batch's *last* beat waits: it is taken once the indices of the
 batch before it are all out.
 
@@ -375,17 +375,19 @@ class TopK(wiring.Component):
         # ---- Index register file: sort ascending, then emit place by place. --------------
         # The places stay put while they are emitted: a pointer selects the one offered, so
         # taking a beat touches the pointer only, not every place.
-        # ``pairing`` is the round of this cycle, registered so that a pair's swap is its
-        # compare and two flags: bit 0 pairs (0, 1), (2, 3), ..., bit 1 pairs (1, 2), (3, 4),
-        # ...; none once the rounds are done. The selection is places 0 to min(k, n) - 1, so
-        # a pair is in it when its second place is.
+        # ``pairing`` is the round of this cycle, registered: bit 0 pairs (0, 1), (2, 3), ...,
+        # bit 1 pairs (1, 2), (3, 4), ...; none once the rounds are done. The selection is
+        # places 0 to min(k, n) - 1, so a pair is in it when its second place is. The first
+        # round leaves out place K - 1, loaded in the cycle before it (either parity first
+        # sorts in min(k, n) rounds).
         rounds = Signal(range(K + 1))                 # transposition rounds still to do
         pairing = Signal(2)
+        first_pairing = 0b10 if K % 2 == 0 else 0b01
         emitting = Signal()
         place = Signal(range(K))                      # the place offered
         final_place = Signal(range(K))                # min(k, n) - 1
         with m.If(handed_over):
-            m.d.sync += [rounds.eq(batch_k), pairing.eq(Mux(batch_k != 0, 0b01, 0)),
+            m.d.sync += [rounds.eq(batch_k), pairing.eq(Mux(batch_k != 0, first_pairing, 0)),
                          place.eq(0), final_place.eq(batch_k - 1)]
             with m.If(batch_k == 0):                  # an empty batch ends here, no beat
                 m.d.sync += owed.eq(0)
@@ -394,8 +396,25 @@ class TopK(wiring.Component):
                          pairing.eq(Mux(rounds == 1, 0, Mux(pairing[1], 0b01, 0b10)))]
             with m.If(rounds == 1):
                 m.d.sync += emitting.eq(1)
+        # A pair's compare is registered a cycle ahead: the pairs of a round are those the
+        # round before did not touch, so the pair (i, i + 1) finds in place i the former place
+        # i or, if the pair (i - 1, i) swapped, place i - 1, and in place i + 1 place i + 1 or
+        # i + 2. Each cycle registers the four compares and each swap (``swapped``); the swap
+        # picks its compare by its neighbours' swaps, so no comparator lies between a place
+        # and its enable.
+        swapped = Signal(max(1, K - 1))
         for i in range(K - 1):
-            with m.If(pairing[i % 2] & selected[i + 1] & (indices[i + 1] < indices[i])):
+            lower = [indices[i + 1]] + ([indices[i + 2]] if i + 2 < K else [])
+            upper = [indices[i]] + ([indices[i - 1]] if i >= 1 else [])
+            below = Signal(len(lower) * len(upper), name=f"below{i}")
+            m.d.sync += below.eq(Cat(a < b for a in lower for b in upper))
+            from_above = swapped[i - 1] if i >= 1 else Const(0)        # place i got i - 1
+            from_below = swapped[i + 1] if i + 2 < K else Const(0)     # place i + 1 got i + 2
+            swap = Signal(name=f"swap{i}")
+            m.d.comb += swap.eq(pairing[i % 2] & selected[i + 1]
+                                & below.bit_select(from_below * len(upper) + from_above, 1))
+            m.d.sync += swapped[i].eq(swap)
+            with m.If(swap):
                 m.d.sync += [indices[i].eq(indices[i + 1]), indices[i + 1].eq(indices[i])]
 
         final = place == final_place

@@ -52,6 +52,14 @@ def test_signed_engine_batches_cascade_reset_and_errors():
     negatives = np.random.default_rng(3).integers(-5000, -1, size=40)
     tb_batches.append({"name": "negative scores", "scores": negatives.tolist(), "k": 6,
                        "stall": 0.2})
+    # The index sort's first round leaves out place K - 1, loaded in the cycle before it: a
+    # full selection whose last place holds a large index, then one in reverse index order
+    # (every round needed) whose pair (K - 2, K - 1) must swap at once.
+    tb_batches += [
+        {"name": "full selection", "scores": list(range(100)), "k": engine.k_max, "stall": 0},
+        {"name": "full selection, reversed", "scores": list(range(-64, 0)),
+         "k": engine.k_max, "stall": 0},
+    ]
     run(engine, "sim.tb.topk", name="topk_256_16_p4_s20",
         testcase=["batches_bit_exact", "reset_mid_batch_then_clean_batch",
                   "k_out_of_range_sets_error", "spatten_cascade_token_pruning",
