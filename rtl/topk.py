@@ -13,7 +13,7 @@ largest score.
 As the last group passes each slot, the slot hands its index to an *index register file*
 and starts empty for the next batch, whose scores follow right behind. The file sorts the
 selected indices into ascending order (odd-even transposition, one round per cycle, one
-round per index, each pair's compares registered a round ahead) and emits them, one per beat with the threshold, while the next batch's
+round per index) and emits them, one per beat with the threshold, while the next batch's
 scores stream in. Only a batch's *last* beat waits: it is taken once the indices of the
 batch before it are all out.
 
@@ -26,7 +26,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsi
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Config", "ScoreBeat", "ResultBeat", "TopK", "group_lanes", "sorting_layers"]
+__all__ = ["Config", "ScoreBeat", "ResultBeat", "TopK", "sorting_layers"]
 
 #: Up to this ``par``, one copy of a slot's entry key (the entry's loop) serves every
 #: comparator; beyond it, the loop has a copy of its own and each :data:`_COPY_LANES` of the
@@ -67,14 +67,6 @@ class ResultBeat(data.StructLayout):
 def _check(name, value, lo, hi):
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
-
-
-def group_lanes(par, k_max, slot):
-    """Lanes of the group that enters slot ``slot`` (``k_max``: past the last slot) of a
-    :class:`TopK` list: ``min(par, k_max - slot)``. A lane further down holds a candidate with
-    at least ``k_max`` better ones (the slots above it and the lanes before it), which no
-    batch selects, so the list drops it."""
-    return min(par, k_max - slot)
 
 
 def sorting_layers(lanes):
@@ -272,15 +264,10 @@ class TopK(wiring.Component):
         # (the entry's loop), then merges its former entry into the rest of the group. A
         # candidate is its rank (key, and ``resident``: displaced from a slot, so earlier than
         # any entry of equal score below) and, reset-less, its index.
-        # Only a candidate with fewer than K better ones can be selected: a beat's lane j has
-        # j better ones, and after slot i each candidate of the group has slots 0 to i and the
-        # lanes before it ahead of it, so lane j leaves slot i only while i + 1 + j < K
-        # (:func:`group_lanes`).
         rank = data.StructLayout({"key": unsigned(W + 1), "resident": 1})
-        lanes_in = group_lanes(P, K, 0)
-        group = [Signal(rank, name=f"group0_{j}") for j in range(lanes_in)]
-        group_index = [t.index for t in tags[:lanes_in]]
-        for j in range(lanes_in):
+        group = [Signal(rank, name=f"group0_{j}") for j in range(P)]
+        group_index = [t.index for t in tags]
+        for j in range(P):
             m.d.comb += group[j].key.eq(keys[j])
 
         def entry_copy(name, group, last):
@@ -306,25 +293,24 @@ class TopK(wiring.Component):
             # Compare: a candidate beats the entry when larger, or equal and resident (the
             # lower index); the group is sorted, so only the first can take the slot. The
             # copies of the entry's key: see _SHARED_LANES.
-            lanes, lanes_out = group_lanes(P, K, i), group_lanes(P, K, i + 1)
             entry, takes = entry_copy(f"slot{i}", group, last)
             beats = [takes]
-            step = lanes if P <= _SHARED_LANES else _COPY_LANES
-            for first in range(1, lanes, step):
+            step = P if P <= _SHARED_LANES else _COPY_LANES
+            for first in range(1, P, step):
                 if P > _SHARED_LANES:
                     entry = entry_copy(f"slot{i}_lanes{first}", group, last)[0]
                 beats += [Cat(g.resident, g.key) > Cat(Const(0, 1), entry)
                           for g in group[first:first + step]]
-            held = [Signal(rank, name=f"held{i}_{j}") for j in range(lanes)]
+            held = [Signal(rank, name=f"held{i}_{j}") for j in range(P)]
             held_index = [Signal(index_bits, name=f"held{i}_{j}_index", reset_less=True)
-                          for j in range(lanes)]
+                          for j in range(P)]
             # Registered per lane j: the candidate at j beat the entry (it moves up a lane,
             # or takes the slot). The group is sorted, so lane j of the merge takes the
             # candidate at j + 1 if that one won (``rises``), else the entry if j won, else its
             # own. ``rises`` is a second register of ``won[1:]``, so that each selects in one
             # lane only; it is reset-less, which keeps synthesis from merging it with ``won``.
-            won = Signal(lanes, name=f"won{i}")
-            rises = Signal(max(1, lanes - 1), name=f"rises{i}", reset_less=True)
+            won = Signal(P, name=f"won{i}")
+            rises = Signal(max(1, P - 1), name=f"rises{i}", reset_less=True)
             held_last = Signal(name=f"held{i}_last")
             held_threshold = Signal(self.score_shape, name=f"held{i}_threshold",
                                     reset_less=True)
@@ -345,14 +331,14 @@ class TopK(wiring.Component):
                 m.d.sync += [former.eq(held[0].key), former_index.eq(held_index[0])]
 
             # Merge: the former entry goes after the candidates that beat it.
-            after = [Signal(rank, name=f"group{i + 1}_{j}") for j in range(lanes_out)]
+            after = [Signal(rank, name=f"group{i + 1}_{j}") for j in range(P)]
             after_index = [Signal(index_bits, name=f"group{i + 1}_{j}_index", reset_less=True)
-                           for j in range(lanes_out)]
+                           for j in range(P)]
             displaced = Cat(former, Const(1, 1))
-            for j in range(lanes_out):
+            for j in range(P):
                 merged = Mux(won[j], displaced, held[j])
                 merged_index = Mux(won[j], former_index, held_index[j])
-                if j + 1 < lanes:
+                if j + 1 < P:
                     merged = Mux(rises[j], held[j + 1], merged)
                     merged_index = Mux(rises[j], held_index[j + 1], merged_index)
                 m.d.sync += [after[j].eq(merged), after_index[j].eq(merged_index)]
@@ -375,19 +361,17 @@ class TopK(wiring.Component):
         # ---- Index register file: sort ascending, then emit place by place. --------------
         # The places stay put while they are emitted: a pointer selects the one offered, so
         # taking a beat touches the pointer only, not every place.
-        # ``pairing`` is the round of this cycle, registered: bit 0 pairs (0, 1), (2, 3), ...,
-        # bit 1 pairs (1, 2), (3, 4), ...; none once the rounds are done. The selection is
-        # places 0 to min(k, n) - 1, so a pair is in it when its second place is. The first
-        # round leaves out place K - 1, loaded in the cycle before it (either parity first
-        # sorts in min(k, n) rounds).
+        # ``pairing`` is the round of this cycle, registered so that a pair's swap is its
+        # compare and two flags: bit 0 pairs (0, 1), (2, 3), ..., bit 1 pairs (1, 2), (3, 4),
+        # ...; none once the rounds are done. The selection is places 0 to min(k, n) - 1, so
+        # a pair is in it when its second place is.
         rounds = Signal(range(K + 1))                 # transposition rounds still to do
         pairing = Signal(2)
-        first_pairing = 0b10 if K % 2 == 0 else 0b01
         emitting = Signal()
         place = Signal(range(K))                      # the place offered
         final_place = Signal(range(K))                # min(k, n) - 1
         with m.If(handed_over):
-            m.d.sync += [rounds.eq(batch_k), pairing.eq(Mux(batch_k != 0, first_pairing, 0)),
+            m.d.sync += [rounds.eq(batch_k), pairing.eq(Mux(batch_k != 0, 0b01, 0)),
                          place.eq(0), final_place.eq(batch_k - 1)]
             with m.If(batch_k == 0):                  # an empty batch ends here, no beat
                 m.d.sync += owed.eq(0)
@@ -396,25 +380,8 @@ class TopK(wiring.Component):
                          pairing.eq(Mux(rounds == 1, 0, Mux(pairing[1], 0b01, 0b10)))]
             with m.If(rounds == 1):
                 m.d.sync += emitting.eq(1)
-        # A pair's compare is registered a cycle ahead: the pairs of a round are those the
-        # round before did not touch, so the pair (i, i + 1) finds in place i the former place
-        # i or, if the pair (i - 1, i) swapped, place i - 1, and in place i + 1 place i + 1 or
-        # i + 2. Each cycle registers the four compares and each swap (``swapped``); the swap
-        # picks its compare by its neighbours' swaps, so no comparator lies between a place
-        # and its enable.
-        swapped = Signal(max(1, K - 1))
         for i in range(K - 1):
-            lower = [indices[i + 1]] + ([indices[i + 2]] if i + 2 < K else [])
-            upper = [indices[i]] + ([indices[i - 1]] if i >= 1 else [])
-            below = Signal(len(lower) * len(upper), name=f"below{i}")
-            m.d.sync += below.eq(Cat(a < b for a in lower for b in upper))
-            from_above = swapped[i - 1] if i >= 1 else Const(0)        # place i got i - 1
-            from_below = swapped[i + 1] if i + 2 < K else Const(0)     # place i + 1 got i + 2
-            swap = Signal(name=f"swap{i}")
-            m.d.comb += swap.eq(pairing[i % 2] & selected[i + 1]
-                                & below.bit_select(from_below * len(upper) + from_above, 1))
-            m.d.sync += swapped[i].eq(swap)
-            with m.If(swap):
+            with m.If(pairing[i % 2] & selected[i + 1] & (indices[i + 1] < indices[i])):
                 m.d.sync += [indices[i].eq(indices[i + 1]), indices[i + 1].eq(indices[i])]
 
         final = place == final_place

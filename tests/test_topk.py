@@ -52,9 +52,8 @@ def test_signed_engine_batches_cascade_reset_and_errors():
     negatives = np.random.default_rng(3).integers(-5000, -1, size=40)
     tb_batches.append({"name": "negative scores", "scores": negatives.tolist(), "k": 6,
                        "stall": 0.2})
-    # The index sort's first round leaves out place K - 1, loaded in the cycle before it: a
-    # full selection whose last place holds a large index, then one in reverse index order
-    # (every round needed) whose pair (K - 2, K - 1) must swap at once.
+    # A full selection whose last place holds a large index, then one in reverse index order:
+    # the index sort needs every round, and its pair (K - 2, K - 1) must swap in the first.
     tb_batches += [
         {"name": "full selection", "scores": list(range(100)), "k": engine.k_max, "stall": 0},
         {"name": "full selection, reversed", "scores": list(range(-64, 0)),
@@ -69,7 +68,7 @@ def test_signed_engine_batches_cascade_reset_and_errors():
 
 def test_unsigned_engine_with_odd_parallelism():
     # P = 7: a sorter for a count that is not a power of two, and a slot whose entry key has
-    # three copies (the loop's, lanes 1-4's, lanes 5-6's).
+    # four copies (the loop's, lanes 1-2's, 3-4's and 5-6's).
     engine = TopK(n_max=128, k_max=8, par=7, score_bits=8, signed_scores=False)
     run(engine, "sim.tb.topk", name="topk_128_8_p7_u8",
         testcase=["batches_bit_exact", "k_out_of_range_sets_error", "overlapped_batches",
@@ -78,8 +77,8 @@ def test_unsigned_engine_with_odd_parallelism():
 
 
 def test_engine_with_more_lanes_than_slots():
-    # P = 8 lanes, K = 3 slots: the list takes the sorted beat's first 3 lanes and drops a lane
-    # after each slot (rtl.topk.group_lanes); batches with k = K and k below it, ties, stalls.
+    # P = 8 lanes, K = 3 slots: a beat holds more candidates than the list keeps; batches with
+    # k = K and k below it, ties, stalls.
     engine = TopK(n_max=64, k_max=3, par=8, score_bits=10, signed_scores=True)
     run(engine, "sim.tb.topk", name="topk_64_3_p8_s10",
         testcase=["batches_bit_exact", "overlapped_batches", "cycle_model_exact"],
