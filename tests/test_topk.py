@@ -67,8 +67,8 @@ def test_signed_engine_batches_cascade_reset_and_errors():
 
 
 def test_unsigned_engine_with_odd_parallelism():
-    # P = 7: a sorter for a count that is not a power of two, and a slot whose entry key has
-    # four copies (the loop's, lanes 1-2's, 3-4's and 5-6's).
+    # P = 7: two lists of 4 lanes, the last lane of the second always empty, and their
+    # selections merged.
     engine = TopK(n_max=128, k_max=8, par=7, score_bits=8, signed_scores=False)
     run(engine, "sim.tb.topk", name="topk_128_8_p7_u8",
         testcase=["batches_bit_exact", "k_out_of_range_sets_error", "overlapped_batches",
@@ -83,6 +83,25 @@ def test_engine_with_more_lanes_than_slots():
     run(engine, "sim.tb.topk", name="topk_64_3_p8_s10",
         testcase=["batches_bit_exact", "overlapped_batches", "cycle_model_exact"],
         params=engine_params(engine, batches(engine, seed=8)))
+
+
+def test_engine_with_four_lists_merged_in_two_levels():
+    # P = 16: four lists of 4 lanes, merged pairwise and then once more; K = 5 queues that are
+    # not a power of two deep. Ties across lists go to the lower index ("all equal", "ties").
+    engine = TopK(n_max=256, k_max=5, par=16, score_bits=12, signed_scores=True)
+    assert (engine.lists, engine.list_lanes) == (4, 4)
+    run(engine, "sim.tb.topk", name="topk_256_5_p16_s12",
+        testcase=["batches_bit_exact", "reset_mid_batch_then_clean_batch", "overlapped_batches",
+                  "cycle_model_exact"],
+        params=engine_params(engine, batches(engine, seed=9)))
+
+
+def test_two_lists_keeping_one_score():
+    # K = 1 behind two lists: one-place queues and index file.
+    engine = TopK(n_max=64, k_max=1, par=8, score_bits=6, signed_scores=False)
+    run(engine, "sim.tb.topk", name="topk_64_1_p8_u6",
+        testcase=["batches_bit_exact", "overlapped_batches", "cycle_model_exact"],
+        params=engine_params(engine, [{**batch, "k": 1} for batch in batches(engine, seed=10)]))
 
 
 @ICARUS
