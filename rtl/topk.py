@@ -220,13 +220,14 @@ class TopK(wiring.Component):
         # ---- Input: at once, except a last beat while a batch is owed. -------------------
         k = Signal(range(K + 1), init=K)
         seen = Signal(index_bits + 2)                 # scores taken of the open batch
+        opening = Signal(init=1)                      # seen == 0, as a register of its own
         owed = Signal()                               # a closed batch's indices are not all out
         batch_k = Signal(range(K + 1))                # min(k, n) of the batch being finished
         incoming = self.scores.payload
         config_ok = (self.config.payload.k >= 1) & (self.config.payload.k <= K)
-        configuring = self.config.valid & (seen == 0)
+        configuring = self.config.valid & opening
         m.d.comb += [
-            self.config.ready.eq(seen == 0),
+            self.config.ready.eq(opening),
             self.scores.ready.eq(~(owed & incoming.last) & ~configuring),
         ]
         with m.If(self.config.valid & self.config.ready):
@@ -237,11 +238,11 @@ class TopK(wiring.Component):
         taking = self.scores.valid & self.scores.ready
         total = seen + incoming.count
         with m.If(taking):
-            m.d.sync += seen.eq(total)
+            m.d.sync += [seen.eq(total), opening.eq(total == 0)]
             with m.If(total > self._n_max):
                 m.d.sync += self.error.eq(1)
             with m.If(incoming.last):
-                m.d.sync += [seen.eq(0), owed.eq(1),
+                m.d.sync += [seen.eq(0), opening.eq(1), owed.eq(1),
                              batch_k.eq(Mux(total < k, total, k))]
 
         # The beat, registered: every lane a candidate, its key apart from its tag (its lane
