@@ -552,7 +552,7 @@ class AccelHost(_Link):
                 Space.OUTPUT, program.output_dst, count, width))
             return np.array(_values(data, width), dtype=np.int64)
         chunks = config.chunks(Space.RESULT)
-        words = -(-count // config.drain_rows) * program.output_tile_cols
+        words = -(-count // config.rows_per_beat) * program.output_tile_cols
         _, data = await self.request(accel_link.Command.COLLECT, _transfer(
             Space.RESULT, program.output_dst, words * chunks))
         values = _values(data, accel_link.Width.FOUR, chunks)

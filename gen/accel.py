@@ -100,8 +100,8 @@ def name_of(c):
     name = f"accel_{c.rows}x{c.cols}_{c.precision}"
     if c.acc_width != default.acc_width:
         name += f"_acc{c.acc_width}"
-    if c.drain_rows != default_drain_rows(c.rows):
-        name += f"_drain{c.drain_rows}"
+    if c.rows_per_beat != default_drain_rows(c.rows):
+        name += f"_drain{c.rows_per_beat}"
     for engine, tag in (("spmv", "spmv"), ("topk", "topk")):
         mine, theirs = getattr(c, engine), getattr(default, engine)
         if mine is None:
@@ -125,7 +125,7 @@ def design(args):
     manifest = {
         "unit": "accel",
         "parameters": c.parameters(),
-        "derived": {"drain_rows": c.drain_rows, "scratchpad_lanes": c.lanes,
+        "derived": {"drain_rows": c.rows_per_beat, "scratchpad_lanes": c.lanes,
                     "padded_cols": c.padded_cols, "word_bits": c.word_bits,
                     "topk_par": c.topk_par},
         "memories": memories,

@@ -110,7 +110,7 @@ class _Geometry:
         self.config = config
         self.rows, self.cols = config.rows, config.cols
         self.padded_cols, self.lanes = config.padded_cols, config.lanes
-        self.drain_rows, self.fifo_depth = config.drain_rows, config.fifo_depth
+        self.drain_rows, self.fifo_depth = config.rows_per_beat, config.fifo_depth
         self.layouts = {space: config.word_layout(space) for space in Space}
         self.word_bits = {space: config.word_bits_of(space) for space in Space}
         self.chunks = {space: math.ceil(bits / CHUNK_BITS)
@@ -263,7 +263,7 @@ def _check_engines(engines, depth):
 def array_cycles(config, tiling):
     """:func:`golden.systolic.gemm_cycles` of ``tiling`` on the array of the accelerator
     ``config`` (its drain rows, FIFO depth, PE latency and edge registers)."""
-    return gemm_cycles(tiling, config.drain_rows, config.fifo_depth, config.pe_latency,
+    return gemm_cycles(tiling, config.rows_per_beat, config.fifo_depth, config.pe_latency,
                        config.edge_registers)
 
 

@@ -71,8 +71,8 @@ def gemm_link_bytes(program, config):
     and its answer (a result beat) per beat; the layers' activations would come back through
     the host, which requantizes them."""
     step = step_layout(config.rows, config.cols, config.word_bits).size // 8
-    beat = config.drain_rows * config.cols * config.acc_width // 8
-    per_tile = config.rows // config.drain_rows
+    beat = config.rows_per_beat * config.cols * config.acc_width // 8
+    per_tile = config.rows // config.rows_per_beat
     total = 0
     for layer in program.layers:
         tiles = program.batch // config.rows * -(-layer.outputs // config.cols)

@@ -363,7 +363,7 @@ def topk_alone(config, scores, k, tile_cols):
     words ``(i div d) * tile_cols + t`` (bank ``i mod d``, ``C`` a word), then TOPK, WAIT and
     HALT. The indices in OUTPUT (images x k) and the TOPK's trace entry."""
     images, n = scores.shape
-    C, d = config.cols, config.drain_rows
+    C, d = config.cols, config.rows_per_beat
     layout = config.word_layout(Space.RESULT)
     model = AccelModel(config)
     for group in range(-(-images // d)):
@@ -438,3 +438,15 @@ def test_topk_par_defaults_to_the_columns():
     assert AccelConfig().topk_par == 8 and AccelConfig(cols=5).topk_par == 5
     assert AccelConfig(cols=6, topk=TopkConfig(par=3)).topk_par == 3
     assert AccelConfig(topk=None).topk_par is None
+
+
+def test_drain_rows_default_follows_the_rows_through_replace():
+    # The field keeps what was asked: a configuration derived with other rows takes their
+    # default (1 for 4 rows, 2 for 8), as a new one would; an explicit value stays.
+    assert AccelConfig().rows_per_beat == 2 and AccelConfig(rows=4).rows_per_beat == 1
+    assert dataclasses.replace(AccelConfig(), rows=4).rows_per_beat == 1
+    assert dataclasses.replace(AccelConfig(), rows=5).rows_per_beat == 5   # no error
+    assert dataclasses.replace(AccelConfig(drain_rows=4), rows=4).rows_per_beat == 4
+    assert dataclasses.replace(AccelConfig(), rows=4) == AccelConfig(rows=4)
+    with pytest.raises(ValueError, match=r"drain_rows must divide the array's rows \(8\), not 3"):
+        AccelConfig(drain_rows=3)

@@ -92,7 +92,8 @@ class AccelConfig:
         at most 2^14 (``result_words`` and ``output_words`` 2^13, two pages).
     drain_rows : int or None
         ``d``: rows of the array per result beat, a divisor of ``rows`` (None: the array's
-        default, :func:`rtl.systolic.default_drain_rows`). A ``RESULT`` word holds ``d`` rows
+        default, :func:`rtl.systolic.default_drain_rows`, as :attr:`rows_per_beat` gives
+        it; the field keeps None). A ``RESULT`` word holds ``d`` rows
         and the output stage has ``d * cols`` lanes: fewer rows per beat, a smaller
         accelerator whose tiles drain in more beats.
     """
@@ -130,17 +131,23 @@ class AccelConfig:
         for name, _, lo in DEPTHS:
             paged = name in ("result_words", "output_words")
             _check(name, getattr(self, name), lo, 1 << (ADDRESS_BITS - paged))
-        if self.drain_rows is None:
-            object.__setattr__(self, "drain_rows", default_drain_rows(self.rows))
-        _check("drain_rows", self.drain_rows, 1, self.rows)
-        if self.rows % self.drain_rows:
-            raise ValueError(f"drain_rows must divide the array's rows ({self.rows}), not "
-                             f"{self.drain_rows}")
+        if self.drain_rows is not None:
+            _check("drain_rows", self.drain_rows, 1, self.rows)
+            if self.rows % self.drain_rows:
+                raise ValueError(f"drain_rows must divide the array's rows ({self.rows}), not "
+                                 f"{self.drain_rows}")
         if 2 * self.input_words > self.act_words:
             raise ValueError(f"act_words must be at least twice input_words "
                              f"({2 * self.input_words}: two input pages), not {self.act_words}")
 
     # ---- Derived numbers -----------------------------------------------------------------
+    @property
+    def rows_per_beat(self):
+        """``d``: ``drain_rows``, or the array's default for its rows when that is None (the
+        field keeps what was asked, so that ``dataclasses.replace`` with other rows takes
+        their default)."""
+        return default_drain_rows(self.rows) if self.drain_rows is None else self.drain_rows
+
     @property
     def topk_par(self):
         """``P``: scores per beat of the top-k engine (``topk.par``, by default ``C``); None
@@ -160,7 +167,7 @@ class AccelConfig:
     @property
     def fifo_depth(self):
         """Tiles each row FIFO of the array holds (the array's default)."""
-        return default_fifo_depth(self.rows, self.cols, self.drain_rows, FusionPE.latency,
+        return default_fifo_depth(self.rows, self.cols, self.rows_per_beat, FusionPE.latency,
                                   self.edge_registers)
 
     @property
@@ -187,7 +194,7 @@ class AccelConfig:
     def array(self):
         """A new systolic array of this configuration."""
         return SystolicArray(self.rows, self.cols, self.precision, self.acc_width,
-                             drain_rows=self.drain_rows, edge_registers=self.edge_registers,
+                             drain_rows=self.rows_per_beat, edge_registers=self.edge_registers,
                              pe=FusionPE)
 
     def word_layout(self, space):
@@ -200,7 +207,7 @@ class AccelConfig:
             Space.PARAM:   param_word(self.cols),
             Space.CSC:     Load,
             Space.SPMV:    Load,
-            Space.RESULT:  result_word(self.drain_rows, self.cols, self.acc_width),
+            Space.RESULT:  result_word(self.rows_per_beat, self.cols, self.acc_width),
             Space.OUTPUT:  OutputWord,
         }[space]
 
@@ -238,4 +245,5 @@ class AccelConfig:
             if isinstance(value, (SpmvConfig, TopkConfig)):
                 value = {g.name: getattr(value, g.name) for g in fields(value)}
             out[f.name] = value
+        out["drain_rows"] = self.rows_per_beat
         return out

@@ -76,7 +76,7 @@ class GemmEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self._config
-        R, C, d, V = c.rows, c.cols, c.drain_rows, c.lanes
+        R, C, d, V = c.rows, c.cols, c.rows_per_beat, c.lanes
         per_tile = R // d
         array = m.submodules.array = self._array
         out = m.submodules.output = OutputStage(d, C, c.acc_width)

@@ -151,7 +151,7 @@ class AccelLink(wiring.Component):
             "param_words": c.param_words, "csc_words": c.csc_words,
             "result_words": c.result_words, "output_words": c.output_words,
             "write_chunks": self._write_chunks, "topk_par": c.topk_par or 0,
-            "drain_rows": c.drain_rows})
+            "drain_rows": c.rows_per_beat})
 
     def elaborate(self, platform):
         m = Module()

@@ -64,7 +64,7 @@ class SelectEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self._config
-        C, P, d = c.cols, c.topk_par, c.drain_rows
+        C, P, d = c.cols, c.topk_par, c.rows_per_beat
         parts = C // P                 # beats per bank
         engine = m.submodules.engine = self._engine
         args = Signal(TopkArgs)

@@ -46,7 +46,7 @@ def network_job(config, network, images, *, batch=None, engines=None, output="cl
         words = range(program.output_dst, program.output_dst + program.batch)
     else:
         space, depth = Space.RESULT, config.result_words
-        last = program.output_dst + (program.batch - 1) // config.drain_rows * \
+        last = program.output_dst + (program.batch - 1) // config.rows_per_beat * \
             program.output_tile_cols + program.output_tile_cols
         words = range(program.output_dst, last)
     batches = []
