@@ -395,7 +395,7 @@ class TopK(wiring.Component):
             # entry's loop: emptied by a batch's last group, else taking the group's first
             # candidate when it beats the entry.
             entry = Signal(W + 1, name=f"{prefix}slot{i}")
-            beats = [Cat(g.resident, g.key) > Cat(Const(0, 1), entry) for g in group]
+            beats = [_beats(g.key, g.resident, entry) for g in group]
             with m.If(last):
                 m.d.sync += entry.eq(0)
             with m.Elif(beats[0]):
@@ -554,6 +554,14 @@ class TopK(wiring.Component):
             with m.If(strobe & token[i]):
                 m.d.sync += [selected[i].eq(chosen), indices[i].eq(index)]
         return threshold, strobe & token[K - 1]
+
+
+def _beats(key, resident, entry):
+    """A candidate beats an entry: ``key > entry``, or equal and ``resident``. Written as the
+    carry out of ``key + ~entry + resident``, which synthesis builds as one carry chain;
+    ``Cat(resident, key) > Cat(0, entry)`` says the same, but yosys splits a comparison
+    with a constant bit into a shorter chain and an equality tree of LUTs beside it."""
+    return (key + ~entry + resident)[len(entry)]
 
 
 def _any(values):
