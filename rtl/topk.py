@@ -537,22 +537,26 @@ class TopK(wiring.Component):
     def _places(self, m, strobe, key, index, batch_k, selected, indices):
         """Loads the index file from the merged stream: item ``i`` into place ``i`` (a token
         marks it), selected when ``i < min(k, n)``, the last selected one's score the
-        threshold. Returns the threshold register and the flag that the last place is
+        threshold. Both tests are registers: which places are selected, from ``batch_k``
+        (set when the batch's last beat is taken, long before its first item), and whether
+        the token's place is one of them (the items come two cycles apart, so it is ready
+        for each). Returns the threshold register and the flag that the last place is
         loaded."""
         K, W = self._k_max, self._score_bits
         bias = 1 << (W - 1) if self._signed else 0
         token = Signal(K, init=1, name="place_token")  # the place the next item goes to
-        left = Signal(range(K + 1), name="places_left")
+        selecting = Signal(K, name="places_selected")  # place i: i < min(k, n)
+        chosen = Signal(name="place_selected")         # the token's place is selected
         threshold = Signal(self.score_shape, name="threshold", reset_less=True)
-        remaining = Mux(token[0], batch_k, left)
-        chosen = remaining != 0
+        m.d.sync += [selecting.eq(Cat(batch_k > i for i in range(K))),
+                     chosen.eq((token & selecting).any())]
         with m.If(strobe):
-            m.d.sync += [token.eq(token.rotate_left(1)), left.eq(remaining - chosen)]
+            m.d.sync += token.eq(token.rotate_left(1))
             with m.If(chosen):
                 m.d.sync += threshold.eq(key[:W] ^ bias)
         for i in range(K):
             with m.If(strobe & token[i]):
-                m.d.sync += [selected[i].eq(chosen), indices[i].eq(index)]
+                m.d.sync += [selected[i].eq(selecting[i]), indices[i].eq(index)]
         return threshold, strobe & token[K - 1]
 
 
