@@ -212,11 +212,6 @@ class TopK(wiring.Component):
         G, Q = self._groups, self._group_lanes
         index_bits = self._index_bits
         bias = 1 << (W - 1) if self._signed else 0
-        # A score's key: valid above the score, offset to compare unsigned (the larger key is
-        # the better score; 0 is an empty place).
-        def key(score, valid):
-            return Mux(valid, Cat(Value.cast(score).as_unsigned() ^ bias, Const(1, 1)), 0)
-
         # ---- Input: at once, except a last beat while a batch is owed. -------------------
         k = Signal(range(K + 1), init=K)
         seen = Signal(index_bits + 2)                 # scores taken of the open batch
@@ -245,10 +240,15 @@ class TopK(wiring.Component):
                 m.d.sync += [seen.eq(0), opening.eq(1), owed.eq(1),
                              batch_k.eq(Mux(total < k, total, k))]
 
+        # A score's key: valid above the score, offset to compare unsigned (the larger key is
+        # the better score; 0 is an empty place).
         # The beat, registered: every lane a candidate, its key apart from its tag (its lane
         # number, which breaks ties in the sorter, and its index), and the batch's last group
         # marked. Only keys and flags are reset: a tag matters only beside a nonzero key.
-        # Lanes past P, which fill the last list's group, stay empty.
+        # Lanes past P, which fill the last list's group, stay empty. The register takes
+        # every score as it comes, and only the key's valid bit whether it was taken; the
+        # key is zeroed behind the register, so that the input handshake drives one flip-flop
+        # per lane, not the reset of every key bit.
         tag = data.StructLayout({"lane": unsigned(max(1, (P - 1).bit_length())),
                                  "index": unsigned(index_bits)})
 
@@ -261,7 +261,9 @@ class TopK(wiring.Component):
         m.d.sync += last.eq(taking & incoming.last)
         for j in range(P):
             m.d.sync += [tags[j].lane.eq(j), tags[j].index.eq(seen + j),
-                         keys[j].eq(key(incoming.score[j], taking & (j < incoming.count)))]
+                         keys[j].eq(Cat(Value.cast(incoming.score[j]).as_unsigned() ^ bias,
+                                        taking & (j < incoming.count)))]
+        keys = [Mux(k[W], k, 0) for k in keys]
 
         # The index register file's places, loaded as the selection is handed over.
         selected = [Signal(name=f"selected{i}") for i in range(K)]
