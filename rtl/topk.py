@@ -22,7 +22,7 @@ displaces an entry only when strictly larger (the entry came earlier), and an en
 from a slot, which is ahead of every entry below it, also when equal.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -290,7 +290,9 @@ class TopK(wiring.Component):
 
         # ---- Index register file: sort ascending, then emit place by place. --------------
         # The places stay put while they are emitted: a pointer selects the one offered, so
-        # taking a beat touches the pointer only, not every place.
+        # taking a beat touches the pointer only, not every place. It is kept twice: as a
+        # number, compared with the final place for ``last``, and one-hot, whose AND-OR
+        # with the places gives the index in fewer LUT levels than a multiplexer of K.
         # ``pairing`` is the round of this cycle, registered so that a pair's swap is its
         # compare and two flags: bit 0 pairs (0, 1), (2, 3), ..., bit 1 pairs (1, 2), (3, 4),
         # ...; none once the rounds are done. The selection is places 0 to min(k, n) - 1, so
@@ -299,10 +301,11 @@ class TopK(wiring.Component):
         pairing = Signal(2)
         emitting = Signal()
         place = Signal(range(K))                      # the place offered
+        offered = Signal(K, init=1)                   # the same, one-hot
         final_place = Signal(range(K))                # min(k, n) - 1
         with m.If(handed_over):
             m.d.sync += [rounds.eq(batch_k), pairing.eq(Mux(batch_k != 0, 0b01, 0)),
-                         place.eq(0), final_place.eq(batch_k - 1)]
+                         place.eq(0), offered.eq(1), final_place.eq(batch_k - 1)]
             with m.If(batch_k == 0):                  # an empty batch ends here, no beat
                 m.d.sync += owed.eq(0)
         with m.Elif(rounds != 0):
@@ -317,12 +320,13 @@ class TopK(wiring.Component):
         final = place == final_place
         m.d.comb += [
             self.result.valid.eq(emitting),
-            self.result.payload.index.eq(Array(indices)[place]),
+            self.result.payload.index.eq(_any(Mux(offered[i], indices[i], 0)
+                                              for i in range(K))),
             self.result.payload.threshold.eq(threshold),
             self.result.payload.last.eq(final),
         ]
         with m.If(self.result.valid & self.result.ready):
-            m.d.sync += place.eq(place + 1)
+            m.d.sync += [place.eq(place + 1), offered.eq(offered << 1)]
             with m.If(final):
                 m.d.sync += [emitting.eq(0), owed.eq(0)]
         return m
