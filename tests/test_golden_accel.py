@@ -450,3 +450,10 @@ def test_drain_rows_default_follows_the_rows_through_replace():
     assert dataclasses.replace(AccelConfig(), rows=4) == AccelConfig(rows=4)
     with pytest.raises(ValueError, match=r"drain_rows must divide the array's rows \(8\), not 3"):
         AccelConfig(drain_rows=3)
+
+
+def test_a_default_drain_rows_equals_the_value_it_stands_for():
+    # What the host reads back from a board (drain_rows as a number) is the configuration
+    # it was built from (drain_rows None).
+    assert AccelConfig() == AccelConfig(drain_rows=2) != AccelConfig(drain_rows=1)
+    assert hash(AccelConfig()) == hash(AccelConfig(drain_rows=2))

@@ -140,6 +140,20 @@ class AccelConfig:
             raise ValueError(f"act_words must be at least twice input_words "
                              f"({2 * self.input_words}: two input pages), not {self.act_words}")
 
+    # Two configurations are equal when they build the same accelerator: ``drain_rows`` None
+    # equals the default it stands for.
+    def _identity(self):
+        return tuple(self.rows_per_beat if f.name == "drain_rows" else getattr(self, f.name)
+                     for f in fields(self))
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash(self._identity())
+
     # ---- Derived numbers -----------------------------------------------------------------
     @property
     def rows_per_beat(self):
