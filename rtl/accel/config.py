@@ -93,9 +93,9 @@ class AccelConfig:
     drain_rows : int or None
         ``d``: rows of the array per result beat, a divisor of ``rows`` (None: the array's
         default, :func:`rtl.systolic.default_drain_rows`, as :attr:`rows_per_beat` gives
-        it; the field keeps None). A ``RESULT`` word holds ``d`` rows
-        and the output stage has ``d * cols`` lanes: fewer rows per beat, a smaller
-        accelerator whose tiles drain in more beats.
+        it; the field keeps None, and compares equal to that default). A ``RESULT`` word
+        holds ``d`` rows and the output stage has ``d * cols`` lanes: fewer rows per beat, a
+        smaller accelerator whose tiles drain in more beats.
     """
     rows: int = 8
     cols: int = 8
