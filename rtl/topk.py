@@ -252,11 +252,7 @@ class TopK(wiring.Component):
         tag = data.StructLayout({"lane": unsigned(max(1, (P - 1).bit_length())),
                                  "index": unsigned(index_bits)})
 
-        def lane_signals(name, lanes):
-            return ([Signal(W + 1, name=f"{name}{j}_key") for j in lanes],
-                    [Signal(tag, name=f"{name}{j}_tag", reset_less=True) for j in lanes])
-
-        keys, tags = lane_signals("beat", range(G * Q))
+        keys, tags = self._lane_signals("beat", G * Q, tag)
         last = Signal(name="beat_last")
         m.d.sync += last.eq(taking & incoming.last)
         for j in range(P):
@@ -331,18 +327,20 @@ class TopK(wiring.Component):
                 m.d.sync += [emitting.eq(0), owed.eq(0)]
         return m
 
+    def _lane_signals(self, name, lanes, tag):
+        """Per lane, a candidate's key register and its reset-less tag register."""
+        return ([Signal(self._score_bits + 1, name=f"{name}{j}_key") for j in range(lanes)],
+                [Signal(tag, name=f"{name}{j}_tag", reset_less=True) for j in range(lanes)])
+
     def _beat_sorter(self, m, keys, tags, last, prefix):
         """Sorts a group of lanes best first: a layer of compare-exchanges in two cycles,
         compare then exchange. Returns the sorted keys, tags and the last-group flag."""
         lanes = len(keys)
         tag = tags[0].shape()
 
-        def lane_signals(name):
-            return ([Signal(self._score_bits + 1, name=f"{name}{j}_key") for j in range(lanes)],
-                    [Signal(tag, name=f"{name}{j}_tag", reset_less=True) for j in range(lanes)])
-
         for depth, layer in enumerate(self._layers):
-            compared_keys, compared_tags = lane_signals(f"{prefix}sort{depth}_compared")
+            compared_keys, compared_tags = self._lane_signals(
+                f"{prefix}sort{depth}_compared", lanes, tag)
             better = Signal(len(layer), name=f"{prefix}sort{depth}_better")  # j beats i
             compared_last = Signal(name=f"{prefix}sort{depth}_compared_last")
             m.d.sync += [*(c.eq(k) for c, k in zip(compared_keys, keys)),
@@ -350,7 +348,7 @@ class TopK(wiring.Component):
                          better.eq(Cat(Cat(~tags[j].lane, keys[j]) > Cat(~tags[i].lane, keys[i])
                                        for i, j in layer)),
                          compared_last.eq(last)]
-            after_keys, after_tags = lane_signals(f"{prefix}sort{depth}_")
+            after_keys, after_tags = self._lane_signals(f"{prefix}sort{depth}_", lanes, tag)
             for j in range(lanes):
                 m.d.sync += [after_keys[j].eq(compared_keys[j]),
                              after_tags[j].eq(compared_tags[j])]
