@@ -410,8 +410,8 @@ def spmv_cycles(matrix, x, n_pes, *, z_bits=4, lanes=4, queue_depth=8, requantiz
     cycle on and reads a pair of entries per cycle; the registered pair sends one weight per
     cycle on (two cycles for a pair of two weights, during which the walk waits). The unit
     turns to read-out in the cycle after the last beat's activations are handed out and every
-    PE has nothing queued, read, paired or waiting for the multiplier; the first result comes
-    ``RESULT_CYCLES`` later, then one per cycle.
+    PE has nothing queued, read or paired (its last weight may still be multiplied and added
+    then); the first result comes ``RESULT_CYCLES`` later, then one per cycle.
 
     Parameters
     ----------
@@ -470,7 +470,7 @@ class _PECycles:
         self.skip = False                         # the queue also holds a column walked
         self.walk = None                          # [next entry, end] of the walk
         self.read = self.fetched_pair = self.pair = None   # the pair read, then registered twice
-        self.half = self.weighing = False
+        self.half = False
         self.room = True                          # the ready register
 
     def ready(self):
@@ -494,10 +494,9 @@ class _PECycles:
         whether the PE was busy in this cycle."""
         busy = (self.fetched is not None or self.pointed is not None or bool(self.queue)
                 or self.walk is not None or self.read is not None
-                or self.fetched_pair is not None or self.pair is not None or self.weighing)
+                or self.fetched_pair is not None or self.pair is not None)
         pair = self.pair
         stall = pair is not None and not self.half and pair[0] and pair[1]
-        self.weighing = pair is not None and (self.half or pair[0] or pair[1])
         queued = len(self.queue)                 # what the walk can take from the queue
         in_flight = (self.fetched, self.pointed, handed)
         self.room = queued + self.skip + sum(column is not None for column in in_flight) \

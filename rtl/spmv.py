@@ -146,7 +146,8 @@ class Readout(wiring.Signature):
         The row given in the previous cycle is read in this cycle: clear its accumulator at
         the next cycle's end.
     acc, bias : In(signed(acc_width))
-        The accumulator and the bias of the row given in the previous cycle, this cycle.
+        The accumulator and the bias of the row given in the previous cycle, this cycle
+        (the accumulator with the product added in this cycle, if any is of that row).
     multiplier : In(16)
         The requantization multiplier of that row, this cycle.
     """
@@ -423,9 +424,9 @@ class SpMVPE(wiring.Component):
     table : In(Codebook)
         The shared codebook; only with ``codebook``.
     busy : Out(1)
-        Work left: an activation reading its pointers, a queued or walked column, a pair, or
-        a weight on its way to the multiplier (the cycle that adds the last product is not
-        counted: the accumulator holds the sum at its end).
+        Work left: an activation reading its pointers, a queued or walked column, or a pair
+        (the last weight's two cycles, multiply and add, are not counted: ``readout.acc``
+        of the row read in the add's cycle is the sum written then).
     readout : In(Readout(local_rows, acc_width))
         The accumulators, biases and multipliers, row by row.
     """
@@ -483,8 +484,8 @@ class SpMVPE(wiring.Component):
         word, entry_write = self._loader(m, bias, multiplier)
         queue, column, fetching = self._pointer_fetch(m)
         pair, stall, half, walking = self._walk(m, queue, column, word, entry_write)
-        weighing = self._accumulate(m, pair, stall, half, bias, multiplier)
-        m.d.comb += self.busy.eq(fetching | walking | weighing)
+        self._accumulate(m, pair, stall, half, bias, multiplier)
+        m.d.comb += self.busy.eq(fetching | walking)
         return m
 
     def _loader(self, m, bias, multiplier):
@@ -665,8 +666,9 @@ class SpMVPE(wiring.Component):
                 queue.r_rdy | walking | read.valid | fetched_flags.valid | pair.flags.valid)
 
     def _accumulate(self, m, pair, stall, half, bias, multiplier):
-        """Give the pair's weights their rows, one per cycle; multiply and accumulate; returns
-        whether a weight is on its way to the multiplier. Registers the row ``readout`` reads."""
+        """Give the pair's weights their rows, one per cycle; multiply and accumulate.
+        Registers the row ``readout`` reads, whose accumulator includes a sum written in the
+        cycle it is read."""
         pair, e0, e1, real0, real1 = pair
         local_bits = max(1, (self._local_rows - 1).bit_length())
         position = Signal(local_bits + 1)      # the row of the last entry taken
@@ -713,7 +715,8 @@ class SpMVPE(wiring.Component):
         m.d.sync += written.eq(total)
         # A row taken is cleared in the next cycle, from registers here (the write enable
         # reaches every cell of the memory; ``take`` comes from the unit's stall). No product
-        # is added then: the unit reads out only once every PE is idle.
+        # is added then: the unit reads out only once no weight is left to weigh, so a sum is
+        # written at most in the first cycle of the read-out.
         readout = self.readout
         # The row read out in this cycle, one copy per memory read (each drives the address
         # of every cell of its memory; distinct initial values keep yosys from merging them).
@@ -726,12 +729,17 @@ class SpMVPE(wiring.Component):
         m.d.comb += [acc_write.addr.eq(Mux(clear, clear_row, adding_row)),
                      acc_write.data.eq(Mux(clear, 0, total)), acc_write.en.eq(clear | adding)]
         # The row to read is registered here, beside its memories (the unit registers what
-        # is read: in the same module, yosys would fold that register into block RAM).
+        # is read: in the same module, yosys would fold that register into block RAM). The
+        # accumulator read is the sum being written when the product added is of that row
+        # (``fresh``, decided a cycle ahead): the read-out's first cycle may be the one that
+        # adds the last product.
+        fresh = Signal()
+        m.d.sync += fresh.eq(weighing & (weigh_row == readout.row))
         for memory, value, row in zip((accs, bias, multiplier),
                                       (readout.acc, readout.bias, readout.multiplier), rows):
             port = memory.read_port(domain="comb")
-            m.d.comb += [port.addr.eq(row), value.eq(port.data)]
-        return weighing
+            m.d.comb += [port.addr.eq(row),
+                         value.eq(Mux(fresh, total, port.data) if memory is accs else port.data)]
 
 
 class SpMV(wiring.Component):
