@@ -400,18 +400,23 @@ def spmv_cycles(matrix, x, n_pes, *, z_bits=4, lanes=4, queue_depth=8, requantiz
     activation beat and a sink that always takes a result beat (docs/spmv.md, Operation and
     timing).
 
-    Cycle 0 is the one that takes the vector's first beat. The front end hands out one
-    non-zero activation per cycle to every PE while each is ready (a register: in the
-    previous cycle its column queue's level plus the activations reading their pointers,
-    the one then taken among them, was below ``queue_depth``); a beat is
+    Cycle 0 is the one that takes the vector's first beat. The front end hands out the
+    lowest non-zero activation of the beat held to every PE while each is ready, with the
+    next lane's too when that is non-zero and the hand-out before read the pointer that
+    starts the lower one's column (two pointer reads then serve two columns); a beat is
     taken in the cycle its last non-zero is handed out (a beat of zeros costs a cycle). A PE
-    registers the activation, reads its pointers, registers them and queues the column when
-    it holds entries of the PE (three cycles); the walk takes a queued column from the next
-    cycle on and reads a pair of entries per cycle; the registered pair sends one weight per
-    cycle on (two cycles for a pair of two weights, during which the walk waits). The unit
-    turns to read-out in the cycle after the last beat's activations are handed out and every
-    PE has nothing queued, read or paired (its last weight may still be multiplied and added
-    then); the first result comes ``RESULT_CYCLES`` later, then one per cycle.
+    is ready (a register) while in the previous cycle each of its two column queues' level
+    plus the hand-outs reading their pointers, the one then taken among them, was below
+    ``queue_depth``. It registers the hand-out, reads the pointers, registers them and
+    queues each column that holds entries of the PE (three cycles), a pair's first column
+    in the first queue, its second in the second; the walk takes the first queue's oldest
+    column from the next cycle on, else the second's, else (both empty) the first column
+    just registered, and reads a pair of entries per cycle; the registered pair sends one
+    weight per cycle on (two cycles for a pair of two weights, during which the walk
+    waits). The unit turns to read-out in the cycle after the last beat's activations are
+    handed out and every PE has nothing queued, read or paired (its last weight may still
+    be multiplied and added then); the first result comes ``RESULT_CYCLES`` later, then one
+    per cycle.
 
     Parameters
     ----------
@@ -443,13 +448,20 @@ def spmv_cycles(matrix, x, n_pes, *, z_bits=4, lanes=4, queue_depth=8, requantiz
     beats = padded.reshape(-1, lanes)
     pes = [_PECycles(image, queue_depth) for image in images]
     pending, beat, cycle = [], 0, 0               # the columns of the beat held
+    read = None                                   # the last hand-out read p[read], p[read+1]
     while True:
-        handed = pending[0] if pending and all(pe.ready() for pe in pes) else None
+        handed = None                             # the columns handed out in this cycle
+        if pending and all(pe.ready() for pe in pes):
+            column = pending[0]
+            if column == (None if read is None else read + 1) and pending[1:2] == [column + 1]:
+                handed, read = tuple(pending[:2]), column + 1
+            else:
+                handed, read = (column,), column
         busy = [pe.step(handed) for pe in pes]
         if beat == len(beats) and not pending and not any(busy):
             break
         if handed is not None:
-            pending = pending[1:]
+            pending = pending[len(handed):]
         if not pending and beat < len(beats):    # the next beat is taken in this cycle
             pending = [beat * lanes + j for j in np.flatnonzero(beats[beat])]
             beat += 1
@@ -465,9 +477,9 @@ class _PECycles:
         self.real = image.values != 0
         self.pointers = image.pointers
         self.depth = depth
-        self.fetched = self.pointed = None        # columns reading their pointers
-        self.queue = []                           # (start, end) of queued columns
-        self.skip = False                         # the queue also holds a column walked
+        self.fetched = self.pointed = None        # hand-outs reading their pointers
+        self.queues = ([], [])                    # (start, end) of queued columns
+        self.skip = False                         # the first queue also holds a column walked
         self.walk = None                          # [next entry, end] of the walk
         self.read = self.fetched_pair = self.pair = None   # the pair read, then registered twice
         self.half = False
@@ -482,31 +494,34 @@ class _PECycles:
         return bool(self.real[entry]), entry + 1 < end and bool(self.real[entry + 1])
 
     def _take(self, queued, offered):
-        """The column the walk takes (or None), the queue's oldest or else the one offered
-        (which the queue then drops in the next cycle), and what is left of the offer."""
-        if queued:
-            return list(self.queue.pop(0)), offered
-        self.skip = offered is not None
-        return (None if offered is None else list(offered)), None
+        """The column the walk takes (or None): the first queue's oldest, else the second's,
+        else the first column offered (which the first queue then drops in the next cycle,
+        and which is taken out of ``offered``)."""
+        for queue, waiting in zip(self.queues, queued):
+            if waiting:
+                return list(queue.pop(0))
+        self.skip = offered[0] is not None
+        column, offered[0] = offered[0], None
+        return None if column is None else list(column)
 
     def step(self, handed):
-        """One cycle; ``handed`` is the column handed out to the PE (or None). Returns
+        """One cycle; ``handed`` holds the columns handed out to the PE (or is None). Returns
         whether the PE was busy in this cycle."""
-        busy = (self.fetched is not None or self.pointed is not None or bool(self.queue)
+        busy = (self.fetched is not None or self.pointed is not None or any(self.queues)
                 or self.walk is not None or self.read is not None
                 or self.fetched_pair is not None or self.pair is not None)
         pair = self.pair
         stall = pair is not None and not self.half and pair[0] and pair[1]
-        queued = len(self.queue)                 # what the walk can take from the queue
-        in_flight = (self.fetched, self.pointed, handed)
-        self.room = queued + self.skip + sum(column is not None for column in in_flight) \
-            < self.depth
+        queued = [len(queue) for queue in self.queues]    # what the walk can take
+        in_flight = sum(columns is not None for columns in (self.fetched, self.pointed, handed))
+        self.room = (queued[0] + self.skip + in_flight < self.depth
+                     and queued[1] + in_flight < self.depth)
         self.skip = False
-        offered = None                           # the column offered: to the walk or queue
-        if self.pointed is not None:
-            start, end = self.pointers[self.pointed], self.pointers[self.pointed + 1]
+        offered = [None, None]                   # the columns offered: to the walk or queues
+        for k, column in enumerate(self.pointed or ()):
+            start, end = self.pointers[column], self.pointers[column + 1]
             if end > start:
-                offered = (start, end)
+                offered[k] = (start, end)
         self.pointed, self.fetched = self.fetched, handed
         if pair is not None:
             self.half = stall
@@ -515,9 +530,10 @@ class _PECycles:
             self.pair, self.fetched_pair = self.fetched_pair, self.read
             self.read = None if walk is None else self._pair(*walk)
             if walk is None or walk[0] + 2 >= walk[1]:
-                self.walk, offered = self._take(queued, offered)
+                self.walk = self._take(queued, offered)
             else:
                 walk[0] += 2
-        if offered is not None:
-            self.queue.append(offered)
+        for queue, column in zip(self.queues, offered):
+            if column is not None:
+                queue.append(column)
         return busy

@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from rtl.pipeline import lowest_set
 
 __all__ = ["LoadKind", "Setup", "LoadData", "Load", "Entry", "Codebook", "Activations",
-           "Results", "ColumnSpan", "Phase", "Readout", "ColumnPointers", "SpMVPE", "SpMV",
+           "Handout", "Results", "ColumnSpan", "Phase", "Readout", "ColumnPointers", "SpMVPE", "SpMV",
            "accumulator_bound_bits"]
 
 #: Widths of the loader's address and data fields.
@@ -112,6 +112,19 @@ class Activations(data.StructLayout):
 
     def __init__(self, act_bits, lanes):
         super().__init__({"x": data.ArrayLayout(unsigned(act_bits), lanes), "last": 1})
+
+
+class Handout(data.StructLayout):
+    """What the front end hands every PE in a cycle: the activation ``x[0]`` of a column ``j``
+    and, with ``pair``, the activation ``x[1]`` of column ``j + 1``.
+
+    The column pointers read for a hand-out are ``p[j]`` and ``p[j+1]``; for a pair they are
+    ``p[j+1]`` and ``p[j+2]``, and ``p[j]`` is the second pointer read for the hand-out
+    before (the front end pairs two columns only then): two columns, two pointer reads.
+    """
+
+    def __init__(self, act_bits):
+        super().__init__({"x": data.ArrayLayout(unsigned(act_bits), 2), "pair": 1})
 
 
 class Results(data.ArrayLayout):
@@ -243,9 +256,11 @@ class ColumnPointers(wiring.Component):
 
     Every PE reads the pointers of the same column at once, so one memory ``n_pes``
     pointers wide serves them all: ``ceil(n_pes * pointer_bits / 18)`` dual-port block RAMs
-    of 1,024 x 18 on ECP5 (up to 1,023 columns), where a memory per PE takes a block each.
+    of 1,024 x 18 on ECP5 (up to 1,022 columns), where a memory per PE takes a block each.
     Port ``start`` reads ``p[j]`` and shares its address with the write port; port ``end``
-    reads ``p[j+1]``.
+    reads ``p[j+1]``. (The memory has a word past ``p[cols]``, never written: a hand-out of
+    the last column that carries ``p[cols - 1]`` from the one before reads ``p[cols]`` and
+    that word.)
 
     A loader word writes one PE's pointer, so it is a read-modify-write of its column's
     word: the word is read on the ``end`` port in the cycle after the loader word is taken,
@@ -271,10 +286,10 @@ class ColumnPointers(wiring.Component):
         ignored.
     busy : Out(1)
         A pointer word taken is not yet written (its column's word may be read wrong).
-    column : In(range(cols))
-        The column ``j`` whose pointers are read in this cycle.
+    column : In(range(cols + 1))
+        The ``j`` whose pointers ``p[j]`` and ``p[j+1]`` are read in this cycle.
     spans : Out(data.ArrayLayout(ColumnSpan(pointer_bits), n_pes))
-        Each PE's ``p[j]`` and ``p[j+1]`` of the column given in the previous cycle.
+        Each PE's ``p[j]`` and ``p[j+1]`` of the ``j`` given in the previous cycle.
     """
 
     def __init__(self, *, n_pes, cols, pointer_bits):
@@ -285,7 +300,7 @@ class ColumnPointers(wiring.Component):
         super().__init__({
             "load":   In(stream.Signature(Load)),
             "busy":   Out(1),
-            "column": In(range(cols)),
+            "column": In(range(cols + 1)),
             "spans":  Out(data.ArrayLayout(ColumnSpan(pointer_bits), n_pes)),
         })
 
@@ -293,7 +308,7 @@ class ColumnPointers(wiring.Component):
         m = Module()
         n, cols = self._n_pes, self._cols
         lanes = data.ArrayLayout(unsigned(self._pointer_bits), n)
-        m.submodules.memory = memory = Memory(shape=lanes, depth=cols + 1, init=[])
+        m.submodules.memory = memory = Memory(shape=lanes, depth=cols + 2, init=[])
         write = memory.write_port()
         start = memory.read_port(transparent_for=(write,))
         end = memory.read_port(transparent_for=(write,))
@@ -445,7 +460,7 @@ class SpMVPE(wiring.Component):
         self._value_bits, self._codebook, self._z_bits = value_bits, bool(codebook), z_bits
         self._act_bits, self._queue_depth, self._acc_width = act_bits, queue_depth, acc_width
         ports = {
-            "act":      In(stream.Signature(unsigned(act_bits))),
+            "act":      In(stream.Signature(Handout(act_bits))),
             "pointers": In(ColumnSpan(entries.bit_length())),
             "load":     In(stream.Signature(Load)),
             "busy":    Out(1),
@@ -482,8 +497,8 @@ class SpMVPE(wiring.Component):
         m.submodules.multiplier = multiplier = Memory(shape=MULTIPLIER_BITS,
                                                       depth=self._local_rows, init=[])
         word, entry_write = self._loader(m, bias, multiplier)
-        queue, column, fetching = self._pointer_fetch(m)
-        pair, stall, half, walking = self._walk(m, queue, column, word, entry_write)
+        queues, columns, fetching = self._pointer_fetch(m)
+        pair, stall, half, walking = self._walk(m, queues, columns, word, entry_write)
         self._accumulate(m, pair, stall, half, bias, multiplier)
         m.d.comb += self.busy.eq(fetching | walking)
         return m
@@ -505,45 +520,61 @@ class SpMVPE(wiring.Component):
         return load, writing & (load.kind == LoadKind.ENTRY)
 
     def _pointer_fetch(self, m):
-        """Register the column pointers of the activation taken, in the cycle after, with its
-        ``x``; the next cycle offers the column. Returns the queue, the column (its layout;
-        its start, entry count, whether that is at most 2, and ``x``; whether it is offered,
-        that is holds entries of this PE; whether its pointers are registered, so that the
-        queue writes it) and whether an activation is reading its pointers."""
+        """Register the hand-out taken and, in the cycle after, the column pointers read for
+        it; the next cycle offers its columns, the first to the walk or else to the first
+        queue, the second (of a pair) to the second queue. Returns the two queues, the
+        columns (their layout; each column's start, entry count, whether that is at most 2,
+        and ``x``; whether each is offered, that is holds entries of this PE; whether the
+        pointers are registered, so that the queues write them) and whether a hand-out is
+        reading its pointers."""
         ptr_bits = self.pointer_bits
         layout = data.StructLayout({"start": ptr_bits, "count": ptr_bits, "short": 1,
                                     "x": self._act_bits})
         m.submodules.queue = queue = ColumnQueue(layout.size, self._queue_depth)
+        m.submodules.second_queue = second_queue = ColumnQueue(layout.size, self._queue_depth)
         taking = self.act.valid & self.act.ready
         fetched = Signal()
-        fetched_x = Signal(self._act_bits)
+        fetched_handout = Signal(Handout(self._act_bits))
         m.d.sync += fetched.eq(taking)
         with m.If(taking):
-            m.d.sync += fetched_x.eq(self.act.payload)
-        # The pointers go straight into registers (a block RAM's output is slow); the column is
-        # offered in the next cycle, to the walk or else to the queue.
+            m.d.sync += fetched_handout.eq(self.act.payload)
+        # The pointers go straight into registers (a block RAM's output is slow), the second
+        # read before kept as ``carry`` (``p[j]`` of a pair); the columns are offered in the
+        # next cycle.
         pointed = Signal()
-        start, end, x = Signal(ptr_bits), Signal(ptr_bits), Signal(self._act_bits)
-        m.d.sync += [pointed.eq(fetched), start.eq(self.pointers.start),
-                     end.eq(self.pointers.end), x.eq(fetched_x)]
-        column = Signal(layout)
-        m.d.comb += [column.start.eq(start), column.count.eq(end - start),
-                     column.short.eq(column.count <= 2), column.x.eq(x)]
-        offered = pointed & (end != start)
-        # Ready while the queue has room for an activation and every one reading its
-        # pointers. A register: from this cycle's level, counting the column offered whether
-        # or not it is empty or walked at once, and not counting the column being taken by
-        # the walk from the queue (so no long path reaches it).
+        handout = Signal(Handout(self._act_bits))
+        start, end, carry = Signal(ptr_bits), Signal(ptr_bits), Signal(ptr_bits)
+        m.d.sync += [pointed.eq(fetched), handout.eq(fetched_handout)]
+        with m.If(fetched):
+            m.d.sync += [start.eq(self.pointers.start), end.eq(self.pointers.end),
+                         carry.eq(end)]
+        pair = handout.pair
+        column, second = Signal(layout), Signal(layout)
+        m.d.comb += [column.start.eq(Mux(pair, carry, start)),
+                     column.count.eq(Mux(pair, start - carry, end - start)),
+                     column.short.eq(column.count <= 2), column.x.eq(handout.x[0]),
+                     second.start.eq(start), second.count.eq(end - start),
+                     second.short.eq(second.count <= 2), second.x.eq(handout.x[1])]
+        offered = pointed & Mux(pair, start != carry, end != start)
+        second_offered = pointed & pair & (end != start)
+        # Ready while both queues have room for every hand-out reading its pointers (each
+        # puts at most one column into each). A register: from this cycle's levels, counting
+        # the columns offered whether or not they are empty or walked at once, and not
+        # counting a column being taken by the walk (so no long path reaches it).
         in_flight = taking + fetched + pointed
-        m.d.sync += self.act.ready.eq(queue.level + in_flight < self._queue_depth)
-        return queue, (layout, column, offered, pointed), fetched | pointed
+        m.d.sync += self.act.ready.eq((queue.level + in_flight < self._queue_depth) &
+                                      (second_queue.level + in_flight < self._queue_depth))
+        return ((queue, second_queue),
+                (layout, column, offered, second, second_offered, pointed),
+                fetched | pointed)
 
-    def _walk(self, m, queue, column, word, entry_write):
-        """Walk the columns a pair of entries per cycle: the queue's oldest, or with an empty
-        queue the column just offered. Returns the pair (its register, its first and second
-        entries and whether each carries a weight), the stall (two weights in the pair: the
-        first goes now), ``half`` (the second goes now) and whether a column, a read or a
-        pair is under way.
+    def _walk(self, m, queues, columns, word, entry_write):
+        """Walk the columns a pair of entries per cycle: the first queue's oldest, else the
+        second queue's, else (both empty) the first column just offered (the order in which a
+        PE walks its columns does not change its sums). Returns the pair (its register, its
+        first and second entries and whether each carries a weight), the stall (two weights in
+        the pair: the first goes now), ``half`` (the second goes now) and whether a column, a
+        read or a pair is under way.
 
         The weight memory has two read ports, the pair's first and second entries; the first
         shares its address register with the write port (it holds the loader's address while
@@ -551,7 +582,8 @@ class SpMVPE(wiring.Component):
         RAM. (Both reads are transparent to the write: with either not, yosys builds the
         memory twice, 100 or 104 blocks for the unit instead of 52.)"""
         ptr_bits = self.pointer_bits
-        layout, column, offered, pointed = column
+        queue, second_queue = queues
+        layout, column, offered, second, second_offered, pointed = columns
         entry = self.entry_layout
 
         # The walk: the addresses of the next pair, the entries left in the column.
@@ -574,24 +606,30 @@ class SpMVPE(wiring.Component):
         stall = Signal()
         advance = ~stall
         next_column = ~walking | last
-        # Every column offered is written into the queue (so that its write enable does not
-        # wait for the stall); one the walk takes at once is dropped from it in the next
-        # cycle (``skip``: then it is the queue's only entry).
+        # Every column offered is written into its queue (so that the write enable does not
+        # wait for the stall); a first column the walk takes at once is dropped from the
+        # first queue in the next cycle (``skip``: then it is that queue's only entry).
         skip = Signal()
-        waiting = queue.r_rdy & ~skip        # a column waits in the queue
-        head = layout(Mux(waiting, queue.r_data, column.as_value()))
-        available = waiting | offered
+        waiting = queue.r_rdy & ~skip        # a column waits in the first queue
+        second_waiting = second_queue.r_rdy
+        head = layout(Mux(waiting, queue.r_data,
+                          Mux(second_waiting, second_queue.r_data, column.as_value())))
+        available = waiting | second_waiting | offered
+        take_column = advance & next_column
         m.d.comb += [queue.w_data.eq(column), queue.w_write.eq(pointed),
                      queue.w_en.eq(offered),
-                     queue.r_en.eq(skip | (advance & next_column & waiting))]
-        m.d.sync += skip.eq(advance & next_column & ~waiting & offered)
+                     queue.r_en.eq(skip | (take_column & waiting)),
+                     second_queue.w_data.eq(second), second_queue.w_write.eq(pointed),
+                     second_queue.w_en.eq(second_offered),
+                     second_queue.r_en.eq(take_column & ~waiting & second_waiting)]
+        m.d.sync += skip.eq(take_column & ~waiting & ~second_waiting & offered)
         # A new column's registers load from any column registered, kept or not, so that
         # their enable does not wait for the test whether it holds entries; ``walking`` says
         # whether what they hold is a column to walk.
         with m.If(advance):
             with m.If(next_column):
                 m.d.sync += walking.eq(available)
-                with m.If(waiting | pointed):
+                with m.If(waiting | second_waiting | pointed):
                     m.d.sync += [*(a.eq(head.start) for a in firsts),
                                  *(a.eq(head.start + 1) for a in seconds),
                                  left.eq(head.count), last.eq(head.short), first.eq(1),
@@ -663,7 +701,8 @@ class SpMVPE(wiring.Component):
             m.d.sync += half.eq(stall)
         # (A column dropped from the queue is being walked then: ``r_rdy`` may count as busy.)
         return ((pair.flags, pair.a, pair.b, real0, real1), stall, half,
-                queue.r_rdy | walking | read.valid | fetched_flags.valid | pair.flags.valid)
+                queue.r_rdy | second_queue.r_rdy | walking | read.valid | fetched_flags.valid
+                | pair.flags.valid)
 
     def _accumulate(self, m, pair, stall, half, bias, multiplier):
         """Give the pair's weights their rows, one per cycle; multiply and accumulate.
@@ -880,28 +919,34 @@ class SpMV(wiring.Component):
             m.d.comb += [pe.load.valid.eq(loading & (load.pe == i)), pe.load.payload.eq(load)]
         m.d.comb += [pointers.load.valid.eq(loading), pointers.load.payload.eq(load)]
 
-        # Activation front end: one non-zero activation per cycle to every PE, when every PE
-        # has room (so a PE's ``act.valid`` is never up while its ``ready`` is down). The
-        # activation offered is a register, which the pointer memory reads straight from:
-        # the next one is chosen, from the beat held or else from the beat taken now, in the
-        # cycle the offer is taken.
+        # Activation front end: one non-zero activation per cycle to every PE, or two of
+        # consecutive columns, when every PE has room (so a PE's ``act.valid`` is never up
+        # while its ``ready`` is down). A hand-out reads two column pointers, ``p[j]`` and
+        # ``p[j+1]``; when the next lane of the beat is non-zero too and the hand-out before
+        # read ``p[j]``, it reads ``p[j+1]`` and ``p[j+2]`` instead and hands out both
+        # columns (a :class:`Handout` ``pair``). The hand-out offered is a register, and so
+        # is the first pointer it reads (``read``): the next one is chosen, from the beat
+        # held or else from the beat taken now, in the cycle the offer is taken.
         chunk = Signal(data.ArrayLayout(unsigned(self._act_bits), self._lanes))
         pending = Signal(self._lanes)            # non-zero lanes of ``chunk`` not yet offered
         base = Signal(col_bits + 1)
         next_base = Signal(col_bits + 1)
         input_done = Signal()
-        offer = Signal(data.StructLayout({"valid": 1, "j": col_bits, "x": self._act_bits}))
+        offer = Signal(data.StructLayout({"valid": 1, "read": range(self._cols + 1),
+                                          "handout": Handout(self._act_bits)}))
+        reading = Signal()                       # ``offer.read`` is the vector's last read
         room = Signal()
         m.d.comb += room.eq(Cat(pe.act.ready for pe in pes).all())
         free = ~offer.valid | room               # the offer is taken now, or there is none
         held = pending.any()
         m.d.comb += self.act.ready.eq((phase == Phase.COMPUTE) & free & ~held & ~input_done)
+        taken = self.act.valid & self.act.ready
         beat = self.act.payload
         source = Signal(self._lanes)
         m.d.comb += source.eq(Mux(held, pending, Cat(x != 0 for x in beat.x)))
         lowest = lowest_set(m, source, "lowest")
         source_x = Mux(held, chunk.as_value(), beat.x.as_value())
-        lane_x = data.ArrayLayout(unsigned(self._act_bits), self._lanes)(source_x)[lowest]
+        lane_x = source_x.word_select(lowest, self._act_bits)
         # The lane's column: the beat's first column, a multiple of ``lanes``, plus the lane;
         # with a power-of-two ``lanes`` the lane is the column's low bits (no adder).
         beat_column = Mux(held, base, next_base)
@@ -910,25 +955,33 @@ class SpMV(wiring.Component):
             lane_column = Cat(lowest[:lane_bits], beat_column[lane_bits:])
         else:
             lane_column = beat_column + lowest
-        m.d.comb += pointers.column.eq(offer.j)
+        pair = Signal()
+        if self._lanes > 1:
+            m.d.comb += pair.eq(reading & (lane_column == offer.read + 1) &
+                                (source >> lowest)[1])
+        next_x = Cat(source_x, Const(0, self._act_bits)).word_select(lowest + 1, self._act_bits)
+        handed = (Mux(pair, 0b11, 0b01) << lowest)[:self._lanes]
+        m.d.comb += pointers.column.eq(offer.read)
         for pe, span in zip(pes, pointers.spans):
-            m.d.comb += [pe.act.payload.eq(offer.x), pe.act.valid.eq(offer.valid & room),
+            m.d.comb += [pe.act.payload.eq(offer.handout), pe.act.valid.eq(offer.valid & room),
                          pe.pointers.eq(span)]
         with m.If(free):
-            m.d.sync += [offer.valid.eq(0), offer.x.eq(lane_x),
-                         offer.j.eq(lane_column[:col_bits])]
+            m.d.sync += [offer.valid.eq(0), offer.handout.x[0].eq(lane_x),
+                         offer.handout.x[1].eq(next_x), offer.handout.pair.eq(pair)]
             with m.If(held):
-                m.d.sync += [offer.valid.eq(1), pending.eq(pending & ~(1 << lowest))]
-            with m.Elif(self.act.valid & self.act.ready):
+                m.d.sync += [offer.valid.eq(1), pending.eq(pending & ~handed)]
+            with m.Elif(taken):
                 m.d.sync += [
                     offer.valid.eq(source.any()),
-                    pending.eq(source & ~(1 << lowest)),
+                    pending.eq(source & ~handed),
                     chunk.eq(beat.x),
                     base.eq(next_base),
                     next_base.eq(next_base + self._lanes),
                 ]
                 with m.If(beat.last):
                     m.d.sync += input_done.eq(1)
+            with m.If(held | (taken & source.any())):
+                m.d.sync += [offer.read.eq(lane_column + pair), reading.eq(1)]
 
         # Output: local row k of every PE per beat, through the optional requantizer; a
         # pipeline that holds while a beat waits in the skid register (see _result_pipeline).
@@ -962,7 +1015,8 @@ class SpMV(wiring.Component):
         with m.Switch(phase):
             with m.Case(Phase.LOAD):
                 with m.If(self.act.valid & ~self.load.valid & ~pointers.busy):
-                    m.d.sync += [phase.eq(Phase.COMPUTE), input_done.eq(0), next_base.eq(0)]
+                    m.d.sync += [phase.eq(Phase.COMPUTE), input_done.eq(0), next_base.eq(0),
+                                 reading.eq(0)]
             with m.Case(Phase.COMPUTE):
                 with m.If(turning):
                     m.d.sync += [phase.eq(Phase.OUTPUT), rows_left.eq(1)]

@@ -149,8 +149,10 @@ def test_packer_rejects_malformed_images():
 
 
 def pe_run(pe, words, pointers, vectors, codebook=None):
-    """Load ``words`` into ``pe`` alone, then for each vector push its non-zero activations
-    (giving the column's ``pointers`` in the cycle after each is taken, as the unit's memory does),
+    """Load ``words`` into ``pe`` alone, then for each vector hand out its non-zero activations
+    as the unit's front end does (two of consecutive columns when the hand-out before read the
+    first one's pointer; the ``pointers`` read in the cycle after each is taken, as the unit's
+    memory gives them),
     wait until the PE is idle (the unit turns to read-out a cycle after ``busy`` falls) and read
     every local row out (``readout.row`` one cycle ahead of ``take`` and ``readout.acc``);
     returns the rows read per vector."""
@@ -165,11 +167,19 @@ def pe_run(pe, words, pointers, vectors, codebook=None):
             await ctx.tick()
         ctx.set(pe.load.valid, 0)
         for x in vectors:
-            for j in np.flatnonzero(x):
-                ctx.set(pe.act.payload, int(x[j]))
+            columns, read = [int(j) for j in np.flatnonzero(x)], None
+            while columns:
+                j = columns.pop(0)
+                pair = read == j - 1 and columns[:1] == [j + 1]
+                if pair:
+                    columns.pop(0)
+                read = j + pair
+                ctx.set(pe.act.payload, {"x": [int(x[j]), int(x[j + 1]) if pair else 0],
+                                         "pair": int(pair)})
                 ctx.set(pe.act.valid, 1)
                 await ctx.tick().until(pe.act.ready)
-                ctx.set(pe.pointers, {"start": int(pointers[j]), "end": int(pointers[j + 1])})
+                ctx.set(pe.pointers, {"start": int(pointers[read]),
+                                      "end": int(pointers[read + 1])})
             ctx.set(pe.act.valid, 0)
             await ctx.tick()
             while ctx.get(pe.busy):
