@@ -111,10 +111,20 @@ def back_to_back_job(rows, cols):
             "x": (np.arange(cols) % 200 + 1).tolist(), "stall": 0.0}
 
 
-def test_cycle_model_is_exact_and_takes_an_activation_a_cycle(tmp_path):
+def spread_job(n_pes, cols):
+    """Column ``j`` holds one weight, of PE ``j mod n_pes``, and every activation is non-zero:
+    a PE meets a weight every ``n_pes`` columns, so the front end sets the pace."""
+    matrix = np.zeros((n_pes, cols), dtype=np.int64)
+    matrix[np.arange(cols) % n_pes, np.arange(cols)] = np.arange(cols) % 5 + 1
+    return {"name": f"spread {cols}", "matrix": matrix.tolist(),
+            "x": (np.arange(cols) % 200 + 1).tolist(), "stall": 0.0}
+
+
+def test_cycle_model_is_exact_and_pairs_consecutive_activations(tmp_path):
     unit = SpMV(n_pes=3, rows=64, cols=96, value_bits=8, z_bits=3, lanes=4, queue_depth=6)
     rng = np.random.default_rng(11)
-    jobs = [back_to_back_job(3, 48), back_to_back_job(3, 96)]
+    jobs = [back_to_back_job(3, 48), back_to_back_job(3, 96), spread_job(3, 48),
+            spread_job(3, 96)]
     jobs += [random_job(rng, f"w{w} x{a}", 61, 96, w, a) for w, a in
              ((0.0, 0.0), (0.5, 0.3), (0.8, 0.5), (0.9, 0.0), (0.97, 0.2))]
     jobs += digits_jobs(codebook=False)[::5]           # requantization on hidden layers
@@ -133,6 +143,9 @@ def test_cycle_model_is_exact_and_takes_an_activation_a_cycle(tmp_path):
         assert measured[job["name"]] == model, job["name"]
     # Twice the columns, one column a cycle more: 48 more cycles (two cycles each before).
     assert measured["back to back 96"][0] - measured["back to back 48"][0] == 48
+    # A PE walks a column a cycle, but the front end hands out two a cycle: 48 more columns
+    # of one weight, every third to each PE, take 24 cycles more (48 with one a cycle).
+    assert measured["spread 96"][0] - measured["spread 48"][0] == 24
 
 
 def test_packer_rejects_malformed_images():
