@@ -31,8 +31,8 @@ def add_arguments(parser):
     group.add_argument("--z-bits", type=int, metavar="Z",
                        help=f"zero-run field width, 1..8 (default: {DEFAULTS['z_bits']})")
     group.add_argument("--queue-depth", type=int, metavar="D",
-                       help=f"column queue depth per PE, 2..256 (4 or more sustains one "
-                            f"activation per cycle; default: {DEFAULTS['queue_depth']})")
+                       help=f"depth of each of a PE's two column queues, 2..256 (4 or more "
+                            f"sustains a hand-out per cycle; default: {DEFAULTS['queue_depth']})")
     group.add_argument("--act-lanes", type=int, metavar="P",
                        help=f"activations per input beat (zero-skip candidates), 1..16 "
                             f"(default: {DEFAULTS['act_lanes']})")

@@ -392,13 +392,15 @@ class SpMVPE(wiring.Component):
     a pair of consecutive entries per cycle; built in banks of entry bits, see
     :func:`_weight_banks`), and per local row an accumulator, a bias and a multiplier
     (distributed RAM, read in the cycle they are addressed). The column pointers of every PE
-    are one memory of the unit (:class:`ColumnPointers`), which reads those of an
-    activation's column in the cycle the PE takes it on ``act`` and gives them on
-    ``pointers`` in the next; the PE registers them, and the column, if it holds entries,
-    then goes to the walk when the queue is empty, else to the queue. The walk takes the
-    columns in order and reads two consecutive entries per cycle; the pair is registered and
-    gives one weight per cycle (the walk waits a cycle when both entries carry weights; a
-    zero-weight, padding, entry only moves the row on). The weight's row is the previous row plus ``z + 1``. The weight
+    are one memory of the unit (:class:`ColumnPointers`), which reads two pointers for a
+    :class:`Handout` (one column, or a pair of consecutive ones) in the cycle the PE takes
+    it on ``act`` and gives them on ``pointers`` in the next; the PE registers them, and
+    each column that holds entries then goes to the walk when both column queues are
+    empty (the first column only), else to its queue (a pair's second column to the
+    second). The walk takes the first queue's columns, then the second's, and reads two
+    consecutive entries per cycle; the pair is registered and gives one weight per cycle
+    (the walk waits a cycle when both entries carry weights; a zero-weight, padding, entry
+    only moves the row on). The weight's row is the previous row plus ``z + 1``. The weight
     and its row are registered; the next cycle registers the product and the row's
     accumulator, and the one after writes their sum. Once the PE is idle, the unit reads the
     rows out through ``readout``.
@@ -420,18 +422,19 @@ class SpMVPE(wiring.Component):
     act_bits : int
         Activation width, 1..16.
     queue_depth : int
-        Column queue depth, 2..256.
+        Depth of each of the two column queues, 2..256.
     acc_width : int
         Signed accumulator width, 2..48.
 
     Attributes
     ----------
-    act : In(stream.Signature(unsigned(act_bits)))
-        Non-zero activations ``x`` in column order; ``ready`` (a register) while the queue's
-        level plus the activations reading their pointers (the one taken now among them)
-        stays below ``queue_depth``, as of the previous cycle.
+    act : In(stream.Signature(Handout(act_bits)))
+        Non-zero activations in column order, one or a pair a hand-out; ``ready`` (a
+        register) while each queue's level plus the hand-outs reading their pointers (the
+        one taken now among them) stays below ``queue_depth``, as of the previous cycle.
     pointers : In(ColumnSpan(pointer_bits))
-        The column pointers of the activation taken in the previous cycle.
+        The two column pointers read for the hand-out taken in the previous cycle (see
+        :class:`Handout`).
     load : In(stream.Signature(Load))
         Loader words meant for this PE (its ``pe`` field is not looked at), always ready:
         biases and multipliers are written in the cycle after the word is taken, entries in
@@ -806,7 +809,7 @@ class SpMV(wiring.Component):
     lanes : int
         Activations per beat of the activation stream, 1..16.
     queue_depth : int
-        Depth of each PE's column queue, 2..256.
+        Depth of each of a PE's two column queues, 2..256.
     acc_width : int, optional
         Signed accumulator width; by default the bound below plus 8 bits of bias headroom:
         ``|acc| <= cols * max|value| * (2^act_bits - 1)``.
