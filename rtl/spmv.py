@@ -526,13 +526,16 @@ class SpMVPE(wiring.Component):
         """Register the hand-out taken and, in the cycle after, the column pointers read for
         it; the next cycle offers its columns, the first to the walk or else to the first
         queue, the second (of a pair) to the second queue. Returns the two queues, the
-        columns (their layout; each column's start, entry count, whether that is at most 2,
-        and ``x``; whether each is offered, that is holds entries of this PE; whether the
-        pointers are registered, so that the queues write them) and whether a hand-out is
-        reading its pointers."""
+        columns (their layout; each column's start, start + 1, entry count, whether that is
+        at most 2, and ``x``; whether each is offered, that is holds entries of this PE;
+        whether the pointers are registered, so that the queues write them) and whether a
+        hand-out is reading its pointers."""
         ptr_bits = self.pointer_bits
-        layout = data.StructLayout({"start": ptr_bits, "count": ptr_bits, "short": 1,
-                                    "x": self._act_bits})
+        # ``following`` is ``start + 1``, where the walk reads the column's first pair's
+        # second entry (an adder after the walk's choice of column would lie on its longest
+        # path).
+        layout = data.StructLayout({"start": ptr_bits, "following": range(self._entries + 2),
+                                    "count": ptr_bits, "short": 1, "x": self._act_bits})
         m.submodules.queue = queue = ColumnQueue(layout.size, self._queue_depth)
         m.submodules.second_queue = second_queue = ColumnQueue(layout.size, self._queue_depth)
         taking = self.act.valid & self.act.ready
@@ -554,6 +557,7 @@ class SpMVPE(wiring.Component):
         pair = handout.pair
         column, second = Signal(layout), Signal(layout)
         m.d.comb += [column.start.eq(Mux(pair, carry, start)),
+                     column.following.eq(column.start + 1), second.following.eq(start + 1),
                      column.count.eq(Mux(pair, start - carry, end - start)),
                      column.short.eq(column.count <= 2), column.x.eq(handout.x[0]),
                      second.start.eq(start), second.count.eq(end - start),
@@ -634,7 +638,7 @@ class SpMVPE(wiring.Component):
                 m.d.sync += walking.eq(available)
                 with m.If(waiting | second_waiting | pointed):
                     m.d.sync += [*(a.eq(head.start) for a in firsts),
-                                 *(a.eq(head.start + 1) for a in seconds),
+                                 *(a.eq(head.following) for a in seconds),
                                  left.eq(head.count), last.eq(head.short), first.eq(1),
                                  x.eq(head.x)]
             with m.Else():
