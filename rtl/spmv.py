@@ -9,10 +9,11 @@ packs them through :data:`Load`).
 
 The activation front end takes ``P`` activations per beat, finds the non-zero
 ones with a leading-one detector (a chunk of zeros costs one cycle), and
-broadcasts each non-zero ``x_j`` to every PE, one per cycle, while the pointer
-memory reads every PE's start and end pointers of column ``j``. A PE walks or
-queues the column only when it has entries of this PE, so an empty column costs it
-nothing. It walks a column two entries per cycle (its weight memory has two read
+broadcasts each non-zero ``x_j`` to every PE, one per cycle or two of consecutive
+columns (a :class:`Handout`), while the pointer memory reads two pointers of every
+PE: ``p[j]`` and ``p[j+1]``, or for a pair ``p[j+1]`` and ``p[j+2]``, ``p[j]``
+being the one read last. A PE walks or queues a column only when it has entries of
+this PE, so an empty column costs it nothing. It walks a column two entries per cycle (its weight memory has two read
 ports) and sends one weight per cycle to its multiplier: a pair
 holding two weights takes two cycles, a pair with a zero-weight (padding) entry
 one. Each product is added into the accumulator of its row.
@@ -33,8 +34,8 @@ from amaranth.lib.wiring import In, Out
 from rtl.pipeline import lowest_set
 
 __all__ = ["LoadKind", "Setup", "LoadData", "Load", "Entry", "Codebook", "Activations",
-           "Handout", "Results", "ColumnSpan", "Phase", "Readout", "ColumnPointers", "SpMVPE", "SpMV",
-           "accumulator_bound_bits"]
+           "Handout", "Results", "ColumnSpan", "Phase", "Readout", "ColumnPointers", "SpMVPE",
+           "SpMV", "accumulator_bound_bits"]
 
 #: Widths of the loader's address and data fields.
 ADDR_BITS = 16
@@ -442,7 +443,7 @@ class SpMVPE(wiring.Component):
     table : In(Codebook)
         The shared codebook; only with ``codebook``.
     busy : Out(1)
-        Work left: an activation reading its pointers, a queued or walked column, or a pair
+        Work left: a hand-out reading its pointers, a queued or walked column, or a pair
         (the last weight's two cycles, multiply and add, are not counted: ``readout.acc``
         of the row read in the add's cycle is the sum written then).
     readout : In(Readout(local_rows, acc_width))
