@@ -408,10 +408,10 @@ def spmv_cycles(matrix, x, n_pes, *, z_bits=4, lanes=4, queue_depth=8, requantiz
     is ready (a register) while in the previous cycle each of its two column queues' level
     plus the hand-outs reading their pointers, the one then taken among them, was below
     ``queue_depth``. It registers the hand-out, reads the pointers, registers them and
-    queues each column that holds entries of the PE (three cycles), a pair's first column
-    in the first queue, its second in the second; the walk takes the first queue's oldest
-    column from the next cycle on, else the second's, else (both empty) the first column
-    just registered, and reads a pair of entries per cycle; the registered pair sends one
+    queues each column that holds entries of the PE (three cycles), the column read (a
+    pair's second) in the first queue, a pair's first in the second; the walk takes the
+    first queue's oldest column from the next cycle on, else the second's, else (both
+    empty) the column read just registered, and reads a pair of entries per cycle; the registered pair sends one
     weight per cycle on (two cycles for a pair of two weights, during which the walk
     waits). The unit turns to read-out in the cycle after the last beat's activations are
     handed out and every PE has nothing queued, read or paired (its last weight may still
@@ -495,8 +495,8 @@ class _PECycles:
 
     def _take(self, queued, offered):
         """The column the walk takes (or None): the first queue's oldest, else the second's,
-        else the first column offered (which the first queue then drops in the next cycle,
-        and which is taken out of ``offered``)."""
+        else the column read just offered (which the first queue then drops in the next
+        cycle, and which is taken out of ``offered``)."""
         for queue, waiting in zip(self.queues, queued):
             if waiting:
                 return list(queue.pop(0))
@@ -517,8 +517,10 @@ class _PECycles:
         self.room = (queued[0] + self.skip + in_flight < self.depth
                      and queued[1] + in_flight < self.depth)
         self.skip = False
-        offered = [None, None]                   # the columns offered: to the walk or queues
-        for k, column in enumerate(self.pointed or ()):
+        # The columns offered: the column read (a pair's second) to the walk or the first
+        # queue, a pair's first to the second queue.
+        offered = [None, None]
+        for k, column in enumerate(reversed(self.pointed or ())):
             start, end = self.pointers[column], self.pointers[column + 1]
             if end > start:
                 offered[k] = (start, end)

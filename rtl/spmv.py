@@ -396,9 +396,10 @@ class SpMVPE(wiring.Component):
     are one memory of the unit (:class:`ColumnPointers`), which reads two pointers for a
     :class:`Handout` (one column, or a pair of consecutive ones) in the cycle the PE takes
     it on ``act`` and gives them on ``pointers`` in the next; the PE registers them, and
-    each column that holds entries then goes to the walk when both column queues are
-    empty (the first column only), else to its queue (a pair's second column to the
-    second). The walk takes the first queue's columns, then the second's, and reads two
+    each column that holds entries then goes to its column queue: the column read (a
+    single column, or a pair's second) to the first, or to the walk when both queues are
+    empty, a pair's first column to the second. The walk takes the first queue's columns,
+    then the second's, and reads two
     consecutive entries per cycle; the pair is registered and gives one weight per cycle
     (the walk waits a cycle when both entries carry weights; a zero-weight, padding, entry
     only moves the row on). The weight's row is the previous row plus ``z + 1``. The weight
@@ -525,8 +526,9 @@ class SpMVPE(wiring.Component):
 
     def _pointer_fetch(self, m):
         """Register the hand-out taken and, in the cycle after, the column pointers read for
-        it; the next cycle offers its columns, the first to the walk or else to the first
-        queue, the second (of a pair) to the second queue. Returns the two queues, the
+        it; the next cycle offers its columns: the column read (``p[r]`` to ``p[r+1]``, the
+        pair's second for a pair) to the walk or else to the first queue, a pair's first
+        column (``carry`` to ``p[r]``) to the second queue. Returns the two queues, the
         columns (their layout; each column's start, start + 1, entry count, whether that is
         at most 2, and ``x``; whether each is offered, that is holds entries of this PE;
         whether the pointers are registered, so that the queues write them) and whether a
@@ -538,7 +540,8 @@ class SpMVPE(wiring.Component):
         layout = data.StructLayout({"start": ptr_bits, "following": range(self._entries + 2),
                                     "count": ptr_bits, "short": 1, "x": self._act_bits})
         m.submodules.queue = queue = ColumnQueue(layout.size, self._queue_depth)
-        m.submodules.second_queue = second_queue = ColumnQueue(layout.size, self._queue_depth)
+        m.submodules.carried_queue = carried_queue = ColumnQueue(layout.size,
+                                                                 self._queue_depth)
         taking = self.act.valid & self.act.ready
         fetched = Signal()
         fetched_handout = Signal(Handout(self._act_bits))
@@ -547,7 +550,9 @@ class SpMVPE(wiring.Component):
             m.d.sync += fetched_handout.eq(self.act.payload)
         # The pointers go straight into registers (a block RAM's output is slow), the second
         # read before kept as ``carry`` (``p[j]`` of a pair); the columns are offered in the
-        # next cycle.
+        # next cycle. Each column's count and tests come straight from these registers (a
+        # multiplexer choosing between a single column's pointers and a pair's first would
+        # lie on the path into the queue's write enable and the walk's registers).
         pointed = Signal()
         handout = Signal(Handout(self._act_bits))
         start, end, carry = Signal(ptr_bits), Signal(ptr_bits), Signal(ptr_bits)
@@ -556,29 +561,29 @@ class SpMVPE(wiring.Component):
             m.d.sync += [start.eq(self.pointers.start), end.eq(self.pointers.end),
                          carry.eq(end)]
         pair = handout.pair
-        column, second = Signal(layout), Signal(layout)
-        m.d.comb += [column.start.eq(Mux(pair, carry, start)),
-                     column.following.eq(column.start + 1), second.following.eq(start + 1),
-                     column.count.eq(Mux(pair, start - carry, end - start)),
-                     column.short.eq(column.count <= 2), column.x.eq(handout.x[0]),
-                     second.start.eq(start), second.count.eq(end - start),
-                     second.short.eq(second.count <= 2), second.x.eq(handout.x[1])]
-        offered = pointed & Mux(pair, start != carry, end != start)
-        second_offered = pointed & pair & (end != start)
+        column, carried = Signal(layout), Signal(layout)
+        m.d.comb += [column.start.eq(start), column.following.eq(start + 1),
+                     column.count.eq(end - start), column.short.eq(column.count <= 2),
+                     column.x.eq(Mux(pair, handout.x[1], handout.x[0])),
+                     carried.start.eq(carry), carried.following.eq(carry + 1),
+                     carried.count.eq(start - carry), carried.short.eq(carried.count <= 2),
+                     carried.x.eq(handout.x[0])]
+        offered = pointed & (end != start)
+        carried_offered = pointed & pair & (start != carry)
         # Ready while both queues have room for every hand-out reading its pointers (each
         # puts at most one column into each). A register: from this cycle's levels, counting
         # the columns offered whether or not they are empty or walked at once, and not
         # counting a column being taken by the walk (so no long path reaches it).
         in_flight = taking + fetched + pointed
         m.d.sync += self.act.ready.eq((queue.level + in_flight < self._queue_depth) &
-                                      (second_queue.level + in_flight < self._queue_depth))
-        return ((queue, second_queue),
-                (layout, column, offered, second, second_offered, pointed),
+                                      (carried_queue.level + in_flight < self._queue_depth))
+        return ((queue, carried_queue),
+                (layout, column, offered, carried, carried_offered, pointed),
                 fetched | pointed)
 
     def _walk(self, m, queues, columns, word, entry_write):
         """Walk the columns a pair of entries per cycle: the first queue's oldest, else the
-        second queue's, else (both empty) the first column just offered (the order in which a
+        second queue's, else (both empty) the column read just offered (the order in which a
         PE walks its columns does not change its sums). Returns the pair (its register, its
         first and second entries and whether each carries a weight), the stall (two weights in
         the pair: the first goes now), ``half`` (the second goes now) and whether a column, a
@@ -590,8 +595,8 @@ class SpMVPE(wiring.Component):
         RAM. (Both reads are transparent to the write: with either not, yosys builds the
         memory twice, 100 or 104 blocks for the unit instead of 52.)"""
         ptr_bits = self.pointer_bits
-        queue, second_queue = queues
-        layout, column, offered, second, second_offered, pointed = columns
+        queue, carried_queue = queues
+        layout, column, offered, carried, carried_offered, pointed = columns
         entry = self.entry_layout
 
         # The walk: the addresses of the next pair, the entries left in the column.
@@ -615,29 +620,29 @@ class SpMVPE(wiring.Component):
         advance = ~stall
         next_column = ~walking | last
         # Every column offered is written into its queue (so that the write enable does not
-        # wait for the stall); a first column the walk takes at once is dropped from the
+        # wait for the stall); a column read that the walk takes at once is dropped from the
         # first queue in the next cycle (``skip``: then it is that queue's only entry).
         skip = Signal()
         waiting = queue.r_rdy & ~skip        # a column waits in the first queue
-        second_waiting = second_queue.r_rdy
+        carried_waiting = carried_queue.r_rdy
         head = layout(Mux(waiting, queue.r_data,
-                          Mux(second_waiting, second_queue.r_data, column.as_value())))
-        available = waiting | second_waiting | offered
+                          Mux(carried_waiting, carried_queue.r_data, column.as_value())))
+        available = waiting | carried_waiting | offered
         take_column = advance & next_column
         m.d.comb += [queue.w_data.eq(column), queue.w_write.eq(pointed),
                      queue.w_en.eq(offered),
                      queue.r_en.eq(skip | (take_column & waiting)),
-                     second_queue.w_data.eq(second), second_queue.w_write.eq(pointed),
-                     second_queue.w_en.eq(second_offered),
-                     second_queue.r_en.eq(take_column & ~waiting & second_waiting)]
-        m.d.sync += skip.eq(take_column & ~waiting & ~second_waiting & offered)
+                     carried_queue.w_data.eq(carried), carried_queue.w_write.eq(pointed),
+                     carried_queue.w_en.eq(carried_offered),
+                     carried_queue.r_en.eq(take_column & ~waiting & carried_waiting)]
+        m.d.sync += skip.eq(take_column & ~waiting & ~carried_waiting & offered)
         # A new column's registers load from any column registered, kept or not, so that
         # their enable does not wait for the test whether it holds entries; ``walking`` says
         # whether what they hold is a column to walk.
         with m.If(advance):
             with m.If(next_column):
                 m.d.sync += walking.eq(available)
-                with m.If(waiting | second_waiting | pointed):
+                with m.If(waiting | carried_waiting | pointed):
                     m.d.sync += [*(a.eq(head.start) for a in firsts),
                                  *(a.eq(head.following) for a in seconds),
                                  left.eq(head.count), last.eq(head.short), first.eq(1),
@@ -709,7 +714,7 @@ class SpMVPE(wiring.Component):
             m.d.sync += half.eq(stall)
         # (A column dropped from the queue is being walked then: ``r_rdy`` may count as busy.)
         return ((pair.flags, pair.a, pair.b, real0, real1), stall, half,
-                queue.r_rdy | second_queue.r_rdy | walking | read.valid | fetched_flags.valid
+                queue.r_rdy | carried_queue.r_rdy | walking | read.valid | fetched_flags.valid
                 | pair.flags.valid)
 
     def _accumulate(self, m, pair, stall, half, bias, multiplier):
