@@ -244,11 +244,10 @@ class ColumnQueue(wiring.Component):
         with m.If(taking):
             m.d.sync += consume.eq(following(consume))
         # ``r_rdy`` is a register beside the level (its test would otherwise lie on the path
-        # of the walk's head multiplexer).
-        with m.If(keeping & ~taking):
-            m.d.sync += [self.level.eq(self.level + 1), self.r_rdy.eq(1)]
-        with m.If(taking & ~keeping):
-            m.d.sync += [self.level.eq(self.level - 1), self.r_rdy.eq(self.level != 1)]
+        # of the walk's head multiplexer). Both load in every cycle: the keep and take
+        # decisions, which come late, feed their data, not the enables of all their bits.
+        m.d.sync += [self.level.eq(self.level + keeping - taking),
+                     self.r_rdy.eq(keeping | (self.level >= 2) | (self.r_rdy & ~taking))]
         return m
 
 
@@ -555,7 +554,8 @@ class SpMVPE(wiring.Component):
         # lie on the path into the queue's write enable and the walk's registers).
         pointed = Signal()
         handout = Signal(Handout(self._act_bits))
-        start, end, carry = Signal(ptr_bits), Signal(ptr_bits), Signal(ptr_bits)
+        start, end = Signal(ptr_bits, name="start"), Signal(ptr_bits, name="end")
+        carry = Signal(ptr_bits, name="carry")
         m.d.sync += [pointed.eq(fetched), handout.eq(fetched_handout)]
         with m.If(fetched):
             m.d.sync += [start.eq(self.pointers.start), end.eq(self.pointers.end),
@@ -948,6 +948,7 @@ class SpMV(wiring.Component):
         offer = Signal(data.StructLayout({"valid": 1, "read": range(self._cols + 1),
                                           "handout": Handout(self._act_bits)}))
         reading = Signal()                       # ``offer.read`` is the vector's last read
+        expected = Signal(range(self._cols + 2))   # ``offer.read + 1``
         room = Signal()
         m.d.comb += room.eq(Cat(pe.act.ready for pe in pes).all())
         free = ~offer.valid | room               # the offer is taken now, or there is none
@@ -970,8 +971,7 @@ class SpMV(wiring.Component):
             lane_column = beat_column + lowest
         pair = Signal()
         if self._lanes > 1:
-            m.d.comb += pair.eq(reading & (lane_column == offer.read + 1) &
-                                (source >> lowest)[1])
+            m.d.comb += pair.eq(reading & (lane_column == expected) & (source >> lowest)[1])
         next_x = Cat(source_x, Const(0, self._act_bits)).word_select(lowest + 1, self._act_bits)
         handed = (Mux(pair, 0b11, 0b01) << lowest)[:self._lanes]
         m.d.comb += pointers.column.eq(offer.read)
@@ -994,7 +994,8 @@ class SpMV(wiring.Component):
                 with m.If(beat.last):
                     m.d.sync += input_done.eq(1)
             with m.If(held | (taken & source.any())):
-                m.d.sync += [offer.read.eq(lane_column + pair), reading.eq(1)]
+                m.d.sync += [offer.read.eq(lane_column + pair),
+                             expected.eq(lane_column + pair + 1), reading.eq(1)]
 
         # Output: local row k of every PE per beat, through the optional requantizer; a
         # pipeline that holds while a beat waits in the skid register (see _result_pipeline).
