@@ -411,9 +411,9 @@ def spmv_cycles(matrix, x, n_pes, *, z_bits=4, lanes=4, queue_depth=8, requantiz
     queues each column that holds entries of the PE (three cycles), the column read (a
     pair's second) in the first queue, a pair's first in the second; the walk takes the
     first queue's oldest column from the next cycle on, else the second's, else (both
-    empty) the column read just registered, and reads a pair of entries per cycle; the registered pair sends one
-    weight per cycle on (two cycles for a pair of two weights, during which the walk
-    waits). The unit turns to read-out in the cycle after the last beat's activations are
+    empty) the column read just registered, and reads a pair of entries per cycle; the
+    registered pair sends one weight per cycle on (two cycles for a pair of two weights,
+    during which the walk waits). The unit turns to read-out in the cycle after the last beat's activations are
     handed out and every PE has nothing queued, read or paired (its last weight may still
     be multiplied and added then); the first result comes ``RESULT_CYCLES`` later, then one
     per cycle.
