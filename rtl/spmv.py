@@ -557,16 +557,17 @@ class SpMVPE(wiring.Component):
         start, end = Signal(ptr_bits, name="start"), Signal(ptr_bits, name="end")
         carry = Signal(ptr_bits, name="carry")
         m.d.sync += [pointed.eq(fetched), handout.eq(fetched_handout)]
+        carry_reach = Signal(ptr_bits + 1)       # carry + 2
         with m.If(fetched):
             m.d.sync += [start.eq(self.pointers.start), end.eq(self.pointers.end),
-                         carry.eq(end)]
+                         carry.eq(end), carry_reach.eq(end + 2)]
         pair = handout.pair
         column, carried = Signal(layout), Signal(layout)
         m.d.comb += [column.start.eq(start), column.following.eq(start + 1),
                      column.count.eq(end - start), column.short.eq(column.count <= 2),
                      column.x.eq(Mux(pair, handout.x[1], handout.x[0])),
                      carried.start.eq(carry), carried.following.eq(carry + 1),
-                     carried.count.eq(start - carry), carried.short.eq(carried.count <= 2),
+                     carried.count.eq(start - carry), carried.short.eq(start <= carry_reach),
                      carried.x.eq(handout.x[0])]
         offered = pointed & (end != start)
         carried_offered = pointed & pair & (start != carry)
@@ -972,6 +973,20 @@ class SpMV(wiring.Component):
         pair = Signal()
         if self._lanes > 1:
             m.d.comb += pair.eq(reading & (lane_column == expected) & (source >> lowest)[1])
+        # The first pointer read and the column after the second. With a power-of-two
+        # ``lanes`` no adder follows the choice of lane: a pair's first lane is below the
+        # beat's last, so its read stays in the beat, and the column after it is the next
+        # lane or, after the last lane, the next beat's first column.
+        if 1 < self._lanes == 1 << lane_bits:
+            high = beat_column[lane_bits:]
+            read_lane = (lowest + pair)[:lane_bits]
+            read_column = Cat(read_lane, high)
+            after_column = Mux(read_lane == self._lanes - 1,
+                               Cat(Const(0, lane_bits), high + 1),
+                               Cat((read_lane + 1)[:lane_bits], high))
+        else:
+            read_column = lane_column + pair
+            after_column = read_column + 1
         next_x = Cat(source_x, Const(0, self._act_bits)).word_select(lowest + 1, self._act_bits)
         handed = (Mux(pair, 0b11, 0b01) << lowest)[:self._lanes]
         m.d.comb += pointers.column.eq(offer.read)
@@ -994,8 +1009,8 @@ class SpMV(wiring.Component):
                 with m.If(beat.last):
                     m.d.sync += input_done.eq(1)
             with m.If(held | (taken & source.any())):
-                m.d.sync += [offer.read.eq(lane_column + pair),
-                             expected.eq(lane_column + pair + 1), reading.eq(1)]
+                m.d.sync += [offer.read.eq(read_column), expected.eq(after_column),
+                             reading.eq(1)]
 
         # Output: local row k of every PE per beat, through the optional requantizer; a
         # pipeline that holds while a beat waits in the skid register (see _result_pipeline).
