@@ -409,7 +409,7 @@ def spmv_cycles(matrix, x, n_pes, *, z_bits=4, lanes=4, queue_depth=8, requantiz
     plus the hand-outs reading their pointers, the one then taken among them, was below
     ``queue_depth``. It registers the hand-out, reads the pointers, registers them and
     queues each column that holds entries of the PE (three cycles), the column read (a
-    pair's second) in the first queue, a pair's first in the second; the walk takes the
+    pair's second) in the first queue, a pair's first in the second a cycle later; the walk takes the
     first queue's oldest column from the next cycle on, else the second's, else (both
     empty) the column read just registered, and reads a pair of entries per cycle; the
     registered pair sends one weight per cycle on (two cycles for a pair of two weights,
@@ -478,6 +478,7 @@ class _PECycles:
         self.pointers = image.pointers
         self.depth = depth
         self.fetched = self.pointed = None        # hand-outs reading their pointers
+        self.late = None                          # a pair's first column, to the second queue
         self.queues = ([], [])                    # (start, end) of queued columns
         self.skip = False                         # the first queue also holds a column walked
         self.walk = None                          # [next entry, end] of the walk
@@ -508,6 +509,7 @@ class _PECycles:
         """One cycle; ``handed`` holds the columns handed out to the PE (or is None). Returns
         whether the PE was busy in this cycle."""
         busy = (self.fetched is not None or self.pointed is not None or any(self.queues)
+                or self.late is not None
                 or self.walk is not None or self.read is not None
                 or self.fetched_pair is not None or self.pair is not None)
         pair = self.pair
@@ -515,16 +517,17 @@ class _PECycles:
         queued = [len(queue) for queue in self.queues]    # what the walk can take
         in_flight = sum(columns is not None for columns in (self.fetched, self.pointed, handed))
         self.room = (queued[0] + self.skip + in_flight < self.depth
-                     and queued[1] + in_flight < self.depth)
+                     and queued[1] + in_flight + (self.late is not None) < self.depth)
         self.skip = False
         # The columns offered: the column read (a pair's second) to the walk or the first
-        # queue, a pair's first to the second queue.
+        # queue, a pair's first to the second queue, in the next cycle.
         offered = [None, None]
         for k, column in enumerate(reversed(self.pointed or ())):
             start, end = self.pointers[column], self.pointers[column + 1]
             if end > start:
                 offered[k] = (start, end)
         self.pointed, self.fetched = self.fetched, handed
+        late, self.late, offered[1] = self.late, offered[1], None
         if pair is not None:
             self.half = stall
         if not stall:
@@ -535,7 +538,7 @@ class _PECycles:
                 self.walk = self._take(queued, offered)
             else:
                 walk[0] += 2
-        for queue, column in zip(self.queues, offered):
+        for queue, column in zip(self.queues, (offered[0], late)):
             if column is not None:
                 queue.append(column)
         return busy

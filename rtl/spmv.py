@@ -244,10 +244,11 @@ class ColumnQueue(wiring.Component):
         with m.If(taking):
             m.d.sync += consume.eq(following(consume))
         # ``r_rdy`` is a register beside the level (its test would otherwise lie on the path
-        # of the walk's head multiplexer). Both load in every cycle: the keep and take
-        # decisions, which come late, feed their data, not the enables of all their bits.
-        m.d.sync += [self.level.eq(self.level + keeping - taking),
-                     self.r_rdy.eq(keeping | (self.level >= 2) | (self.r_rdy & ~taking))]
+        # of the walk's head multiplexer).
+        with m.If(keeping & ~taking):
+            m.d.sync += [self.level.eq(self.level + 1), self.r_rdy.eq(1)]
+        with m.If(taking & ~keeping):
+            m.d.sync += [self.level.eq(self.level - 1), self.r_rdy.eq(self.level != 1)]
         return m
 
 
@@ -526,12 +527,13 @@ class SpMVPE(wiring.Component):
     def _pointer_fetch(self, m):
         """Register the hand-out taken and, in the cycle after, the column pointers read for
         it; the next cycle offers its columns: the column read (``p[r]`` to ``p[r+1]``, the
-        pair's second for a pair) to the walk or else to the first queue, a pair's first
-        column (``carry`` to ``p[r]``) to the second queue. Returns the two queues, the
-        columns (their layout; each column's start, start + 1, entry count, whether that is
-        at most 2, and ``x``; whether each is offered, that is holds entries of this PE;
-        whether the pointers are registered, so that the queues write them) and whether a
-        hand-out is reading its pointers."""
+        pair's second for a pair) to the walk or else to the first queue, and registers a
+        pair's first column (``carry`` to ``p[r]``), which the cycle after offers to the
+        second queue. Returns the two queues, the columns (their layout; each column's start,
+        start + 1, entry count, whether that is at most 2, and ``x``; whether each is
+        offered, that is holds entries of this PE; whether each is written into its queue)
+        and whether a hand-out is reading its pointers or a column is on its way to a
+        queue."""
         ptr_bits = self.pointer_bits
         # ``following`` is ``start + 1``, where the walk reads the column's first pair's
         # second entry (an adder after the walk's choice of column would lie on its longest
@@ -570,17 +572,24 @@ class SpMVPE(wiring.Component):
                      carried.count.eq(start - carry), carried.short.eq(start <= carry_reach),
                      carried.x.eq(handout.x[0])]
         offered = pointed & (end != start)
-        carried_offered = pointed & pair & (start != carry)
+        # A pair's first column goes to its queue a cycle later, registered with whether it
+        # holds entries (the queue's write enable a register, not that test).
+        late = Signal(layout)
+        late_written, late_offered = Signal(), Signal()
+        m.d.sync += [late.eq(carried), late_written.eq(pointed),
+                     late_offered.eq(pointed & pair & (start != carry))]
         # Ready while both queues have room for every hand-out reading its pointers (each
         # puts at most one column into each). A register: from this cycle's levels, counting
-        # the columns offered whether or not they are empty or walked at once, and not
-        # counting a column being taken by the walk (so no long path reaches it).
+        # the columns offered whether or not they are empty or walked at once (and a pair's
+        # first column on its way to its queue), and not counting a column being taken by
+        # the walk (so no long path reaches it).
         in_flight = taking + fetched + pointed
-        m.d.sync += self.act.ready.eq((queue.level + in_flight < self._queue_depth) &
-                                      (carried_queue.level + in_flight < self._queue_depth))
+        m.d.sync += self.act.ready.eq(
+            (queue.level + in_flight < self._queue_depth) &
+            (carried_queue.level + in_flight + late_offered < self._queue_depth))
         return ((queue, carried_queue),
-                (layout, column, offered, carried, carried_offered, pointed),
-                fetched | pointed)
+                (layout, column, offered, late, late_offered, pointed, late_written),
+                fetched | pointed | late_offered)
 
     def _walk(self, m, queues, columns, word, entry_write):
         """Walk the columns a pair of entries per cycle: the first queue's oldest, else the
@@ -597,7 +606,7 @@ class SpMVPE(wiring.Component):
         memory twice, 100 or 104 blocks for the unit instead of 52.)"""
         ptr_bits = self.pointer_bits
         queue, carried_queue = queues
-        layout, column, offered, carried, carried_offered, pointed = columns
+        layout, column, offered, carried, carried_offered, pointed, carried_written = columns
         entry = self.entry_layout
 
         # The walk: the addresses of the next pair, the entries left in the column.
@@ -633,7 +642,7 @@ class SpMVPE(wiring.Component):
         m.d.comb += [queue.w_data.eq(column), queue.w_write.eq(pointed),
                      queue.w_en.eq(offered),
                      queue.r_en.eq(skip | (take_column & waiting)),
-                     carried_queue.w_data.eq(carried), carried_queue.w_write.eq(pointed),
+                     carried_queue.w_data.eq(carried), carried_queue.w_write.eq(carried_written),
                      carried_queue.w_en.eq(carried_offered),
                      carried_queue.r_en.eq(take_column & ~waiting & carried_waiting)]
         m.d.sync += skip.eq(take_column & ~waiting & ~carried_waiting & offered)
