@@ -444,9 +444,9 @@ class SpMVPE(wiring.Component):
     table : In(Codebook)
         The shared codebook; only with ``codebook``.
     busy : Out(1)
-        Work left: a hand-out reading its pointers, a queued or walked column, or a pair
-        (the last weight's two cycles, multiply and add, are not counted: ``readout.acc``
-        of the row read in the add's cycle is the sum written then).
+        Work left: a hand-out reading its pointers, a column on its way to a queue, queued
+        or walked, or a pair (the last weight's two cycles, multiply and add, are not
+        counted: ``readout.acc`` of the row read in the add's cycle is the sum written then).
     readout : In(Readout(local_rows, acc_width))
         The accumulators, biases and multipliers, row by row.
     """
