@@ -112,19 +112,26 @@ def test_load_words_reject_requantizer_settings_that_do_not_fit(options, message
         csc.load_words(np.eye(4, dtype=np.int64), 2, **options)
 
 
-def test_cycle_model_latency_and_one_column_a_cycle():
+def test_cycle_model_latency_column_rate_and_pairs():
     single = np.zeros((4, 4), dtype=np.int64)
     single[0, 0] = 1
-    # docs/spmv.md: one weight's vector gives its first result in cycle 12 (18 requantized).
-    assert csc.spmv_cycles(single, [1, 0, 0, 0], 4) == (12, 13)
-    assert csc.spmv_cycles(single, [1, 0, 0, 0], 4, requantize=True) == (18, 19)
-    # One weight of every PE per column: each further column costs one cycle; a zero
-    # activation costs nothing, an all-zero beat one cycle of the front end.
+    # docs/spmv.md: one weight's vector gives its first result in cycle 11 (17 requantized).
+    assert csc.spmv_cycles(single, [1, 0, 0, 0], 4) == (11, 12)
+    assert csc.spmv_cycles(single, [1, 0, 0, 0], 4, requantize=True) == (17, 18)
+    # One weight of every PE per column: each PE walks a column a cycle, so each further
+    # column costs one cycle; a zero activation costs nothing, an all-zero beat one cycle of
+    # the front end.
     ones = np.ones((4, 64), dtype=np.int64)
-    assert csc.spmv_cycles(ones, np.ones(64), 4, lanes=4)[0] == 12 + 63
-    assert csc.spmv_cycles(ones, np.r_[np.zeros(32), np.ones(32)], 4, lanes=4)[0] == 8 + 12 + 31
+    assert csc.spmv_cycles(ones, np.ones(64), 4, lanes=4)[0] == 11 + 63
+    assert csc.spmv_cycles(ones, np.r_[np.zeros(32), np.ones(32)], 4, lanes=4)[0] == 8 + 11 + 31
     # Two weights of every PE per column: two cycles per column.
-    assert csc.spmv_cycles(np.ones((8, 64), dtype=np.int64), np.ones(64), 4)[0] == 12 + 127
+    assert csc.spmv_cycles(np.ones((8, 64), dtype=np.int64), np.ones(64), 4)[0] == 11 + 127
+    # One weight per column, of PE j mod 4: the front end hands out two columns a cycle,
+    # so 64 more columns cost 32 more cycles.
+    def spread(cols):
+        return (np.arange(cols) % 4 == np.arange(4)[:, None]).astype(np.int64)
+    assert (csc.spmv_cycles(spread(128), np.ones(128), 4)[0]
+            - csc.spmv_cycles(spread(64), np.ones(64), 4)[0]) == 32
 
 
 @pytest.mark.parametrize("arguments, message", [
