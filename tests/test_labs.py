@@ -199,7 +199,7 @@ LAB4_MISTAKES = {
     "total cycles taken for the compute cycles": (
         [("cycles, _ = spmv_cycles(", "_, cycles = spmv_cycles(")],
         "load balance", "40x24 matrix, 16 non-zero activations, 1 PE (work per PE [185]): "
-                        "expected cycles 204, got 244"),
+                        "expected cycles 203, got 243"),
 }
 
 
