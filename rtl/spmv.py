@@ -257,11 +257,10 @@ class ColumnPointers(wiring.Component):
 
     Every PE reads the pointers of the same column at once, so one memory ``n_pes``
     pointers wide serves them all: ``ceil(n_pes * pointer_bits / 18)`` dual-port block RAMs
-    of 1,024 x 18 on ECP5 (up to 1,022 columns), where a memory per PE takes a block each.
+    of 1,024 x 18 on ECP5 (up to 1,023 columns), where a memory per PE takes a block each.
     Port ``start`` reads ``p[j]`` and shares its address with the write port; port ``end``
-    reads ``p[j+1]``. (The memory has a word past ``p[cols]``, never written: a hand-out of
-    the last column that carries ``p[cols - 1]`` from the one before reads ``p[cols]`` and
-    that word.)
+    reads ``p[j+1]``. (A pair of columns ``j - 1`` and ``j`` reads ``p[j]`` and ``p[j+1]``
+    too, so ``j`` is a column and ``p[cols]`` the last pointer read.)
 
     A loader word writes one PE's pointer, so it is a read-modify-write of its column's
     word: the word is read on the ``end`` port in the cycle after the loader word is taken,
@@ -287,7 +286,7 @@ class ColumnPointers(wiring.Component):
         ignored.
     busy : Out(1)
         A pointer word taken is not yet written (its column's word may be read wrong).
-    column : In(range(cols + 1))
+    column : In(range(cols))
         The ``j`` whose pointers ``p[j]`` and ``p[j+1]`` are read in this cycle.
     spans : Out(data.ArrayLayout(ColumnSpan(pointer_bits), n_pes))
         Each PE's ``p[j]`` and ``p[j+1]`` of the ``j`` given in the previous cycle.
@@ -301,7 +300,7 @@ class ColumnPointers(wiring.Component):
         super().__init__({
             "load":   In(stream.Signature(Load)),
             "busy":   Out(1),
-            "column": In(range(cols + 1)),
+            "column": In(range(cols)),
             "spans":  Out(data.ArrayLayout(ColumnSpan(pointer_bits), n_pes)),
         })
 
@@ -309,7 +308,7 @@ class ColumnPointers(wiring.Component):
         m = Module()
         n, cols = self._n_pes, self._cols
         lanes = data.ArrayLayout(unsigned(self._pointer_bits), n)
-        m.submodules.memory = memory = Memory(shape=lanes, depth=cols + 2, init=[])
+        m.submodules.memory = memory = Memory(shape=lanes, depth=cols + 1, init=[])
         write = memory.write_port()
         start = memory.read_port(transparent_for=(write,))
         end = memory.read_port(transparent_for=(write,))
@@ -955,10 +954,10 @@ class SpMV(wiring.Component):
         base = Signal(col_bits + 1)
         next_base = Signal(col_bits + 1)
         input_done = Signal()
-        offer = Signal(data.StructLayout({"valid": 1, "read": range(self._cols + 1),
+        offer = Signal(data.StructLayout({"valid": 1, "read": range(self._cols),
                                           "handout": Handout(self._act_bits)}))
         reading = Signal()                       # ``offer.read`` is the vector's last read
-        expected = Signal(range(self._cols + 2))   # ``offer.read + 1``
+        expected = Signal(range(self._cols + 1))   # ``offer.read + 1``
         room = Signal()
         m.d.comb += room.eq(Cat(pe.act.ready for pe in pes).all())
         free = ~offer.valid | room               # the offer is taken now, or there is none
