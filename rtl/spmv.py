@@ -395,10 +395,10 @@ class SpMVPE(wiring.Component):
     are one memory of the unit (:class:`ColumnPointers`), which reads two pointers for a
     :class:`Handout` (one column, or a pair of consecutive ones) in the cycle the PE takes
     it on ``act`` and gives them on ``pointers`` in the next; the PE registers them, and
-    each column that holds entries then goes to its column queue: the column read (a
-    single column, or a pair's second) to the first, or to the walk when both queues are
-    empty, a pair's first column to the second. The walk takes the first queue's columns,
-    then the second's, and reads two
+    each column that holds entries then goes to the walk when no column waits, or else a
+    cycle later to its column queue: the column read (a single column, or a pair's second)
+    to the first, a pair's first column to the second. The walk takes the first queue's
+    columns, then the column read before, then the second queue's, and reads two
     consecutive entries per cycle; the pair is registered and gives one weight per cycle
     (the walk waits a cycle when both entries carry weights; a zero-weight, padding, entry
     only moves the row on). The weight's row is the previous row plus ``z + 1``. The weight
@@ -526,13 +526,16 @@ class SpMVPE(wiring.Component):
     def _pointer_fetch(self, m):
         """Register the hand-out taken and, in the cycle after, the column pointers read for
         it; the next cycle offers its columns: the column read (``p[r]`` to ``p[r+1]``, the
-        pair's second for a pair) to the walk or else to the first queue, and registers a
-        pair's first column (``carry`` to ``p[r]``), which the cycle after offers to the
-        second queue. Returns the two queues, the columns (their layout; each column's start,
-        start + 1, entry count, whether that is at most 2, and ``x``; whether each is
-        offered, that is holds entries of this PE; whether each is written into its queue)
-        and whether a hand-out is reading its pointers or a column is on its way to a
-        queue."""
+        pair's second for a pair) to the walk, and registers it (``deferred``, for the first
+        queue) and a pair's first column (``carry`` to ``p[r]``), which the cycle after
+        offers to the second queue. Returns the two queues, the columns (their layout, each
+        column's start, start + 1, entry count, whether that is at most 2, and ``x``; the
+        column read, whether it is offered, that is holds entries of this PE, and the
+        register ``deferred``; the pair's first column registered and whether it is
+        offered; whether the pointers read are registered now; whether the pair's first
+        column's slot is written) and whether a hand-out is reading its pointers or a column is
+        on its way to a queue (the column read in the cycle before even if the walk took it
+        then)."""
         ptr_bits = self.pointer_bits
         # ``following`` is ``start + 1``, where the walk reads the column's first pair's
         # second entry (an adder after the walk's choice of column would lie on its longest
@@ -577,23 +580,29 @@ class SpMVPE(wiring.Component):
         late_written, late_offered = Signal(), Signal()
         m.d.sync += [late.eq(carried), late_written.eq(pointed),
                      late_offered.eq(pointed & pair & (start != carry))]
+        # The column read reaches its queue a cycle later too (``deferred``), unless the walk
+        # takes it at once (see :meth:`_walk`); ``deferred_counted`` says whether it held
+        # entries, taken or not.
+        deferred = Signal(layout)
+        deferred_counted = Signal()
+        m.d.sync += [deferred.eq(column), deferred_counted.eq(offered)]
         # Ready while both queues have room for every hand-out reading its pointers (each
         # puts at most one column into each). A register: from this cycle's levels, counting
-        # the columns offered whether or not they are empty or walked at once (and a pair's
-        # first column on its way to its queue), and not counting a column being taken by
-        # the walk (so no long path reaches it).
+        # the columns offered whether or not they are empty or walked at once (and the
+        # columns on their way to a queue), and not counting a column being taken by the
+        # walk (so no long path reaches it).
         in_flight = taking + fetched + pointed
         m.d.sync += self.act.ready.eq(
-            (queue.level + in_flight < self._queue_depth) &
+            (queue.level + in_flight + deferred_counted < self._queue_depth) &
             (carried_queue.level + in_flight + late_offered < self._queue_depth))
         return ((queue, carried_queue),
-                (layout, column, offered, late, late_offered, pointed, late_written),
-                fetched | pointed | late_offered)
+                (layout, column, offered, deferred, late, late_offered, pointed, late_written),
+                fetched | pointed | late_offered | deferred_counted)
 
     def _walk(self, m, queues, columns, word, entry_write):
         """Walk the columns a pair of entries per cycle: the first queue's oldest, else the
-        second queue's, else (both empty) the column read just offered (the order in which a
-        PE walks its columns does not change its sums). Returns the pair (its register, its
+        column read in the cycle before, else the second queue's, else the column read just
+        offered (the order in which a PE walks its columns does not change its sums). Returns the pair (its register, its
         first and second entries and whether each carries a weight), the stall (two weights in
         the pair: the first goes now), ``half`` (the second goes now) and whether a column, a
         read or a pair is under way.
@@ -605,7 +614,8 @@ class SpMVPE(wiring.Component):
         memory twice, 100 or 104 blocks for the unit instead of 52.)"""
         ptr_bits = self.pointer_bits
         queue, carried_queue = queues
-        layout, column, offered, carried, carried_offered, pointed, carried_written = columns
+        (layout, column, offered, deferred, carried, carried_offered, pointed,
+         carried_written) = columns
         entry = self.entry_layout
 
         # The walk: the addresses of the next pair, the entries left in the column.
@@ -628,30 +638,35 @@ class SpMVPE(wiring.Component):
         stall = Signal()
         advance = ~stall
         next_column = ~walking | last
-        # Every column offered is written into its queue (so that the write enable does not
-        # wait for the stall); a column read that the walk takes at once is dropped from the
-        # first queue in the next cycle (``skip``: then it is that queue's only entry).
-        skip = Signal()
-        waiting = queue.r_rdy & ~skip        # a column waits in the first queue
+        # The columns in the order the walk takes them: the first queue's, the column read
+        # in the cycle before (``deferred``, written into the first queue now unless taken
+        # now, so that no emptiness test reaches the queue's enables), the second queue's,
+        # and, when none of these waits, the column read now (``deferred`` in the next cycle
+        # unless taken now). The column read now comes last, through one multiplexer.
+        waiting = queue.r_rdy                # a column waits in the first queue
+        deferred_offered = Signal()          # ... in ``deferred``
         carried_waiting = carried_queue.r_rdy
-        head = layout(Mux(waiting, queue.r_data,
-                          Mux(carried_waiting, carried_queue.r_data, column.as_value())))
-        available = waiting | carried_waiting | offered
+        queued = layout(Mux(waiting, queue.r_data,
+                            Mux(deferred_offered, deferred, carried_queue.r_data)))
+        any_queued = waiting | deferred_offered | carried_waiting
+        head = layout(Mux(any_queued, queued, column))
+        available = any_queued | offered
         take_column = advance & next_column
-        m.d.comb += [queue.w_data.eq(column), queue.w_write.eq(pointed),
-                     queue.w_en.eq(offered),
-                     queue.r_en.eq(skip | (take_column & waiting)),
+        m.d.comb += [queue.w_data.eq(deferred), queue.w_write.eq(deferred_offered),
+                     queue.w_en.eq(~(take_column & ~waiting)),
+                     queue.r_en.eq(take_column & waiting),
                      carried_queue.w_data.eq(carried), carried_queue.w_write.eq(carried_written),
                      carried_queue.w_en.eq(carried_offered),
-                     carried_queue.r_en.eq(take_column & ~waiting & carried_waiting)]
-        m.d.sync += skip.eq(take_column & ~waiting & ~carried_waiting & offered)
+                     carried_queue.r_en.eq(take_column & ~waiting & ~deferred_offered
+                                           & carried_waiting)]
+        m.d.sync += deferred_offered.eq(offered & ~(take_column & ~any_queued))
         # A new column's registers load from any column registered, kept or not, so that
         # their enable does not wait for the test whether it holds entries; ``walking`` says
         # whether what they hold is a column to walk.
         with m.If(advance):
             with m.If(next_column):
                 m.d.sync += walking.eq(available)
-                with m.If(waiting | carried_waiting | pointed):
+                with m.If(any_queued | pointed):
                     m.d.sync += [*(a.eq(head.start) for a in firsts),
                                  *(a.eq(head.following) for a in seconds),
                                  left.eq(head.count), last.eq(head.short), first.eq(1),
@@ -721,10 +736,12 @@ class SpMVPE(wiring.Component):
         m.d.comb += stall.eq(pair.flags.valid & ~half & real0 & real1)
         with m.If(pair.flags.valid):
             m.d.sync += half.eq(stall)
-        # (A column dropped from the queue is being walked then: ``r_rdy`` may count as busy.)
+        # Busy tests the queues' levels, not ``any_queued``, whose net fans out to the walk's
+        # registers (the column on its way to the first queue is counted in
+        # :meth:`_pointer_fetch`).
         return ((pair.flags, pair.a, pair.b, real0, real1), stall, half,
-                queue.r_rdy | carried_queue.r_rdy | walking | read.valid | fetched_flags.valid
-                | pair.flags.valid)
+                (queue.level != 0) | (carried_queue.level != 0) | walking | read.valid
+                | fetched_flags.valid | pair.flags.valid)
 
     def _accumulate(self, m, pair, stall, half, bias, multiplier):
         """Give the pair's weights their rows, one per cycle; multiply and accumulate.
