@@ -266,8 +266,9 @@ class ColumnPointers(wiring.Component):
     word: the word is read on the ``end`` port in the cycle after the loader word is taken,
     registered in the next, and written back with the PE's pointer in place in the one
     after. A loader word may follow one for the same column in any order: the word it reads
-    misses only its predecessor's write, whose merged word it takes from a register instead
-    (the write two cycles back is seen through the read port's transparency).
+    misses its predecessor's write and the one two words back (written in the cycle of the
+    read: the ``end`` port is not transparent, so that no multiplexer follows the block
+    RAM's slow output), whose merged words it takes from registers instead.
 
     Parameters
     ----------
@@ -311,7 +312,7 @@ class ColumnPointers(wiring.Component):
         m.submodules.memory = memory = Memory(shape=lanes, depth=cols + 1, init=[])
         write = memory.write_port()
         start = memory.read_port(transparent_for=(write,))
-        end = memory.read_port(transparent_for=(write,))
+        end = memory.read_port()
 
         # A pointer word in three steps: taken (``word``), its column's word read
         # (``change``), that word registered and written back changed (``changing``).
@@ -328,11 +329,16 @@ class ColumnPointers(wiring.Component):
                      change.pointer.eq(word.data.pointer), changing.eq(change)]
         read = Signal(lanes)                  # the column's word as ``end`` read it
         written = Signal(lanes)               # the word written in the previous cycle
-        forward = Signal()                    # ... is the word ``read`` missed
+        forward = Signal()                    # ... is a word ``read`` missed
+        written_before = Signal(lanes)        # the word written the cycle before that
+        forward_before = Signal()             # ... is a word ``read`` missed
+        before = Signal(data.StructLayout({"valid": 1, "addr": range(cols + 1)}))
         merged = Signal(lanes)
-        m.d.sync += [read.eq(end.data), written.eq(merged),
-                     forward.eq(changing.valid & (changing.addr == change.addr))]
-        base = lanes(Mux(forward, written, read))
+        m.d.sync += [read.eq(end.data), written.eq(merged), written_before.eq(written),
+                     before.valid.eq(changing.valid), before.addr.eq(changing.addr),
+                     forward.eq(changing.valid & (changing.addr == change.addr)),
+                     forward_before.eq(before.valid & (before.addr == change.addr))]
+        base = lanes(Mux(forward, written, Mux(forward_before, written_before, read)))
         for i in range(n):
             m.d.comb += merged[i].eq(Mux(changing.pe == i, changing.pointer, base[i]))
 
@@ -531,9 +537,8 @@ class SpMVPE(wiring.Component):
         offers to the second queue. Returns the two queues, the columns (their layout, each
         column's start, start + 1, entry count, whether that is at most 2, and ``x``; the
         column read, whether it is offered, that is holds entries of this PE, and the
-        register ``deferred``; the pair's first column registered and whether it is
-        offered; whether the pointers read are registered now; whether the pair's first
-        column's slot is written) and whether a hand-out is reading its pointers or a column is
+        register ``deferred``; the pair's first column registered, whether it is offered, and
+        whether its slot is written) and whether a hand-out is reading its pointers or a column is
         on its way to a queue (the column read in the cycle before even if the walk took it
         then)."""
         ptr_bits = self.pointer_bits
@@ -596,16 +601,16 @@ class SpMVPE(wiring.Component):
             (queue.level + in_flight + deferred_counted < self._queue_depth) &
             (carried_queue.level + in_flight + late_offered < self._queue_depth))
         return ((queue, carried_queue),
-                (layout, column, offered, deferred, late, late_offered, pointed, late_written),
+                (layout, column, offered, deferred, late, late_offered, late_written),
                 fetched | pointed | late_offered | deferred_counted)
 
     def _walk(self, m, queues, columns, word, entry_write):
         """Walk the columns a pair of entries per cycle: the first queue's oldest, else the
         column read in the cycle before, else the second queue's, else the column read just
-        offered (the order in which a PE walks its columns does not change its sums). Returns the pair (its register, its
-        first and second entries and whether each carries a weight), the stall (two weights in
-        the pair: the first goes now), ``half`` (the second goes now) and whether a column, a
-        read or a pair is under way.
+        offered (the order in which a PE walks its columns does not change its sums).
+        Returns the pair (its register, its first and second entries and whether each carries
+        a weight), the stall (two weights in the pair: the first goes now), ``half`` (the
+        second goes now) and whether a column, a read or a pair is under way.
 
         The weight memory has two read ports, the pair's first and second entries; the first
         shares its address register with the write port (it holds the loader's address while
@@ -614,8 +619,7 @@ class SpMVPE(wiring.Component):
         memory twice, 100 or 104 blocks for the unit instead of 52.)"""
         ptr_bits = self.pointer_bits
         queue, carried_queue = queues
-        (layout, column, offered, deferred, carried, carried_offered, pointed,
-         carried_written) = columns
+        layout, column, offered, deferred, carried, carried_offered, carried_written = columns
         entry = self.entry_layout
 
         # The walk: the addresses of the next pair, the entries left in the column.
@@ -660,17 +664,16 @@ class SpMVPE(wiring.Component):
                      carried_queue.r_en.eq(take_column & ~waiting & ~deferred_offered
                                            & carried_waiting)]
         m.d.sync += deferred_offered.eq(offered & ~(take_column & ~any_queued))
-        # A new column's registers load from any column registered, kept or not, so that
-        # their enable does not wait for the test whether it holds entries; ``walking`` says
-        # whether what they hold is a column to walk.
+        # A new column's registers load from the head whether or not it holds a column, so
+        # that their enable waits for no queue; ``walking`` says whether what they hold is a
+        # column to walk.
         with m.If(advance):
             with m.If(next_column):
-                m.d.sync += walking.eq(available)
-                with m.If(any_queued | pointed):
-                    m.d.sync += [*(a.eq(head.start) for a in firsts),
-                                 *(a.eq(head.following) for a in seconds),
-                                 left.eq(head.count), last.eq(head.short), first.eq(1),
-                                 x.eq(head.x)]
+                m.d.sync += [walking.eq(available),
+                             *(a.eq(head.start) for a in firsts),
+                             *(a.eq(head.following) for a in seconds),
+                             left.eq(head.count), last.eq(head.short), first.eq(1),
+                             x.eq(head.x)]
             with m.Else():
                 m.d.sync += [*(a.eq(a + 2) for a in firsts + seconds),
                              left.eq(left - 2), last.eq(left <= 4), first.eq(0)]
