@@ -409,9 +409,9 @@ def spmv_cycles(matrix, x, n_pes, *, z_bits=4, lanes=4, queue_depth=8, requantiz
     plus the hand-outs reading their pointers, the one then taken among them, was below
     ``queue_depth``. It registers the hand-out, reads the pointers, registers them and
     queues each column that holds entries of the PE (three cycles), the column read (a
-    pair's second) in the first queue, a pair's first in the second a cycle later; the walk takes the
-    first queue's oldest column from the next cycle on, else the second's, else (both
-    empty) the column read just registered, and reads a pair of entries per cycle; the
+    pair's second) in the first queue, a pair's first in the second a cycle later; the walk
+    takes the first queue's oldest column from the next cycle on, else the second's, else
+    (both empty) the column read just registered, and reads a pair of entries per cycle; the
     registered pair sends one weight per cycle on (two cycles for a pair of two weights,
     during which the walk waits). The unit turns to read-out in the cycle after the last beat's activations are
     handed out and every PE has nothing queued, read or paired (its last weight may still
@@ -480,7 +480,7 @@ class _PECycles:
         self.fetched = self.pointed = None        # hand-outs reading their pointers
         self.late = None                          # a pair's first column, to the second queue
         self.queues = ([], [])                    # (start, end) of queued columns
-        self.skip = False                         # the first queue also holds a column walked
+        self.skip = False                         # a column walked at once still counts
         self.walk = None                          # [next entry, end] of the walk
         self.read = self.fetched_pair = self.pair = None   # the pair read, then registered twice
         self.half = False
@@ -496,8 +496,8 @@ class _PECycles:
 
     def _take(self, queued, offered):
         """The column the walk takes (or None): the first queue's oldest, else the second's,
-        else the column read just offered (which the first queue then drops in the next
-        cycle, and which is taken out of ``offered``)."""
+        else the column read just offered (taken out of ``offered``; it still counts toward
+        the first queue's room in the next cycle)."""
         for queue, waiting in zip(self.queues, queued):
             if waiting:
                 return list(queue.pop(0))
