@@ -401,10 +401,10 @@ class SpMVPE(wiring.Component):
     are one memory of the unit (:class:`ColumnPointers`), which reads two pointers for a
     :class:`Handout` (one column, or a pair of consecutive ones) in the cycle the PE takes
     it on ``act`` and gives them on ``pointers`` in the next; the PE registers them, and
-    each column that holds entries then goes to the walk when no column waits, or else a
-    cycle later to its column queue: the column read (a single column, or a pair's second)
-    to the first, a pair's first column to the second. The walk takes the first queue's
-    columns, then the column read before, then the second queue's, and reads two
+    each column that holds entries then goes on: the column read (a single column, or a
+    pair's second) to the walk when no column waits, else a cycle later to the first column
+    queue, a pair's first column a cycle later to the second. The walk takes the first
+    queue's columns, then the column read before, then the second queue's, and reads two
     consecutive entries per cycle; the pair is registered and gives one weight per cycle
     (the walk waits a cycle when both entries carry weights; a zero-weight, padding, entry
     only moves the row on). The weight's row is the previous row plus ``z + 1``. The weight
