@@ -266,9 +266,8 @@ class ColumnPointers(wiring.Component):
     word: the word is read on the ``end`` port in the cycle after the loader word is taken,
     registered in the next, and written back with the PE's pointer in place in the one
     after. A loader word may follow one for the same column in any order: the word it reads
-    misses its predecessor's write and the one two words back (written in the cycle of the
-    read: the ``end`` port is not transparent, so that no multiplexer follows the block
-    RAM's slow output), whose merged words it takes from registers instead.
+    misses only its predecessor's write, whose merged word it takes from a register instead
+    (the write two cycles back is seen through the read port's transparency).
 
     Parameters
     ----------
@@ -312,7 +311,7 @@ class ColumnPointers(wiring.Component):
         m.submodules.memory = memory = Memory(shape=lanes, depth=cols + 1, init=[])
         write = memory.write_port()
         start = memory.read_port(transparent_for=(write,))
-        end = memory.read_port()
+        end = memory.read_port(transparent_for=(write,))
 
         # A pointer word in three steps: taken (``word``), its column's word read
         # (``change``), that word registered and written back changed (``changing``).
@@ -329,16 +328,11 @@ class ColumnPointers(wiring.Component):
                      change.pointer.eq(word.data.pointer), changing.eq(change)]
         read = Signal(lanes)                  # the column's word as ``end`` read it
         written = Signal(lanes)               # the word written in the previous cycle
-        forward = Signal()                    # ... is a word ``read`` missed
-        written_before = Signal(lanes)        # the word written the cycle before that
-        forward_before = Signal()             # ... is a word ``read`` missed
-        before = Signal(data.StructLayout({"valid": 1, "addr": range(cols + 1)}))
+        forward = Signal()                    # ... is the word ``read`` missed
         merged = Signal(lanes)
-        m.d.sync += [read.eq(end.data), written.eq(merged), written_before.eq(written),
-                     before.valid.eq(changing.valid), before.addr.eq(changing.addr),
-                     forward.eq(changing.valid & (changing.addr == change.addr)),
-                     forward_before.eq(before.valid & (before.addr == change.addr))]
-        base = lanes(Mux(forward, written, Mux(forward_before, written_before, read)))
+        m.d.sync += [read.eq(end.data), written.eq(merged),
+                     forward.eq(changing.valid & (changing.addr == change.addr))]
+        base = lanes(Mux(forward, written, read))
         for i in range(n):
             m.d.comb += merged[i].eq(Mux(changing.pe == i, changing.pointer, base[i]))
 
