@@ -25,10 +25,10 @@ from gen.progress import elapsed, relay
 from rtl.ooc import PortWrapper
 
 __all__ = ["DEVICES", "FOLD_SMALL_MODULES", "HIDE_PORT_FIELD_ALIASES", "ROUTER",
-           "ROW_FIFOS_IN_BRAM", "TOOLS", "SynthesisError", "add_arguments", "check", "run",
-           "directory", "parse_seeds", "synth_directory", "tool", "cell_counts", "resources",
-           "synthesize", "nextpnr_command", "packed_utilization", "overflow_message",
-           "format_report"]
+           "ROW_FIFOS_IN_BRAM", "TIMING_ROUTE", "TOOLS", "SynthesisError", "add_arguments",
+           "check", "run", "directory", "parse_seeds", "synth_directory", "tool", "cell_counts",
+           "resources", "synthesize", "nextpnr_command", "packed_utilization",
+           "overflow_message", "format_report"]
 
 
 @dataclass(frozen=True)
@@ -229,6 +229,13 @@ def _count(cells, names):
 #: ever on the last few overused wires, which router1 settles.
 ROUTER = {"ice40": "router1", "ecp5": "router2"}
 
+#: nextpnr's options for ``--synth`` beside the router, per family. On ECP5 router2 rips up
+#: and reroutes the nets of failing paths (``--tmg-ripup``), which it does not by default:
+#: the 4-PE sparse unit's seed 2 closes 101.0 MHz with it, 99.0 without, from the same
+#: placement (docs/results.md). Board builds, whose clock is far below what their designs
+#: reach, leave it out.
+TIMING_ROUTE = {"ice40": [], "ecp5": ["--tmg-ripup"]}
+
 #: Yosys commands that keep every module but the slice steers and the row FIFOs, which are
 #: flattened into their parents (ECP5: hierarchical synthesis, see ``_yosys``). ABC9 in this
 #: yosys fails on a module that is (almost) only wiring, as a fixed-precision steer is, or
@@ -329,7 +336,8 @@ def synthesize(component, name, device, out_dir, freq_mhz=None, progress=None, s
     for seed in seeds:
         stem = "nextpnr" if len(seeds) == 1 else f"nextpnr-seed{seed}"
         command = [*nextpnr_command(device), "--json", "top.json", "--freq", f"{freq:g}",
-                   "--timing-allow-fail", "--router", ROUTER[spec.family], "--seed", str(seed)]
+                   "--timing-allow-fail", "--router", ROUTER[spec.family],
+                   *TIMING_ROUTE[spec.family], "--seed", str(seed)]
         status, log = _run([*command, "--report", f"{stem}.json"], work, f"{stem}.log",
                            progress, f"nextpnr for {device}, seed {seed}")
         if status:
