@@ -231,7 +231,7 @@ ROUTER = {"ice40": "router1", "ecp5": "router2"}
 
 #: nextpnr's options for ``--synth`` beside the router, per family. On ECP5 router2 rips up
 #: and reroutes the nets of failing paths (``--tmg-ripup``), which it does not by default:
-#: the 4-PE sparse unit's seed 2 closes 101.0 MHz with it, 99.0 without, from the same
+#: the 4-PE sparse unit's seed 2 closes 100.9 MHz with it, 99.0 without, from the same
 #: placement (docs/results.md). Board builds, whose clock is far below what their designs
 #: reach, leave it out.
 TIMING_ROUTE = {"ice40": [], "ecp5": ["--tmg-ripup"]}

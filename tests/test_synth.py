@@ -406,7 +406,7 @@ def test_each_design_and_target_keeps_its_synthesis_report_beside_its_files(
 def test_ecp5_routes_with_timing_driven_ripup_and_ice40_with_router1(
         tmp_path, stand_in_flow, monkeypatch):
     # The ECP5 figures of docs/results.md since the sparse unit's 100 MHz are router2's with
-    # its rip-up of failing paths (the sparse unit's seed 2: 101.0 MHz with it, 99.0 without).
+    # its rip-up of failing paths (the sparse unit's seed 2: 100.9 MHz with it, 99.0 without).
     commands = tmp_path / "commands"
     monkeypatch.setenv("STAND_IN_ARGV", str(commands))
     for device in ("ecp5-85k", "ice40-up5k"):
