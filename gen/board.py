@@ -179,8 +179,12 @@ def build_board(engine, board, build_dir, baud=115200, progress=None):
     else:
         flow = {"script_after_read": f"{FOLD_SMALL_MODULES}; {HIDE_PORT_FIELD_ALIASES}",
                 "synth_opts": "-noflatten"}
+    # The ECP5 accelerator fills most of the device; nextpnr's electrostatic placer leaves
+    # router2 far less congestion there than its default analytic one (docs/results.md).
+    placer = " --placer static" if accelerator and family == "ecp5" else ""
     plan = platform.prepare(BoardTop(engine, baud), name="top",
-                            nextpnr_opts=f"--router {ROUTER[family]} --report {REPORT}", **flow)
+                            nextpnr_opts=f"--router {ROUTER[family]}{placer} --report {REPORT}",
+                            **flow)
     try:
         # The build script's yosys logs to top.rpt, nextpnr to top.tim.
         with relay("board", [build_dir / "top.rpt", build_dir / "top.tim"], progress):

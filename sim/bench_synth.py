@@ -7,12 +7,14 @@ GOPS at Fmax per 1k LUT4 (2 ops per MAC, at the precision's peak MACs per cycle)
 each precision the design supports. A design that does not fit says so.
 """
 
+import json
 import sys
 import tempfile
 from pathlib import Path
 
 from gen.cli import parse_array
-from gen.synth import DEVICES, SynthesisError, resources, synthesize
+from gen.synth import (DEVICES, SynthesisError, nextpnr_command, packed_utilization,
+                       resources, synthesize)
 from rtl.baseline import PlainArray, PlainPE
 from rtl.fusion import FusionPE, SliceSteer, modes
 from rtl.systolic import SystolicArray, peak_macs
@@ -28,8 +30,9 @@ def add_arguments(parser):
                         help="device, repeatable (default: ice40-up5k, ecp5-85k)")
     parser.add_argument("--freq", type=float, help="target MHz (default: the device's)")
     parser.add_argument("--pe", action="store_true",
-                        help="instead: yosys-only cost of one PE of each kind (with its "
-                             "accumulator), of a slice steer, and of a plain a*b MAC")
+                        help="instead: cost of one PE of each kind (with its accumulator), "
+                             "of a slice steer and of a plain a*b MAC: yosys's cells, and on "
+                             "ECP5 nextpnr's slices after packing")
 
 
 def _row(report, shape, kind, macs):
@@ -43,7 +46,9 @@ def _row(report, shape, kind, macs):
 
 
 def pe_costs(progress_stream=None):
-    """LUT4 and DSP of single PEs on iCE40 and ECP5 (yosys, ports as the top level)."""
+    """LUT4 and DSP of single PEs on iCE40 and ECP5 (yosys, ports as the top level); on ECP5
+    also the carry cells and nextpnr's LUT/carry slices after packing (a carry cell takes two
+    slices, and each carry chain's packing some more)."""
     designs = [*((f"fusion PE {p}", FusionPE(p)) for p in ("mixed", 8, 4, 2)),
                ("slice steer (one per row/column)", SliceSteer("mixed", "a")),
                ("plain a*b 8-bit MAC", PlainPE())]
@@ -54,9 +59,14 @@ def pe_costs(progress_stream=None):
         for number, (kind, design) in enumerate(designs):
             row = {"design": kind}
             for family in families:
+                work = Path(out) / f"{family}{number}"
                 with progress.job(f"{kind}: yosys synth_{family}"):
-                    counts = resources(design, kind, family, Path(out) / f"{family}{number}")
+                    counts = resources(design, kind, family, work)
                 row[f"{family}_lut4"], row[f"{family}_dsp"] = counts["lut"], counts["dsp"]
+            cells = json.loads((work / "stat.json").read_text())["design"]["num_cells_by_type"]
+            row["ecp5_carry"] = cells.get("CCU2C", 0)
+            packed = packed_utilization([*nextpnr_command("ecp5-85k"), "--json", "top.json"], work)
+            row["ecp5_slices"] = packed["TRELLIS_COMB"]["used"]
             table.append(row)
     return table
 
