@@ -16,8 +16,8 @@ from gen.synth import (FOLD_SMALL_MODULES, FLOW, HIDE_PORT_FIELD_ALIASES, ROUTER
                        nextpnr_command, overflow_message, packed_utilization, tool)
 from rtl.accel.core import Accelerator
 
-__all__ = ["add_arguments", "check", "run", "directory", "build_board", "board_report",
-           "format_report", "find_programmer", "flash", "by_hand"]
+__all__ = ["add_arguments", "check", "run", "directory", "nextpnr_options", "build_board",
+           "board_report", "format_report", "find_programmer", "flash", "by_hand"]
 
 #: The tools of each family's bitstream flow (see :data:`gen.synth.TOOLS`): synthesis, place
 #: and route, and the bitstream packer.
@@ -128,6 +128,18 @@ RESOURCES = {
 }
 
 
+def nextpnr_options(family, accelerator):
+    """nextpnr's options for a board build on ``family`` ("ice40" or "ecp5") of an accelerator
+    or (``accelerator`` false) a systolic array.
+
+    The ECP5 accelerator fills most of the device; nextpnr's electrostatic placer (``--placer
+    static``) leaves router2 far less congestion there than its default analytic one (the
+    ULX3S's: 23,181 overused wires after nine passes against about 57,000, docs/results.md).
+    """
+    placer = " --placer static" if accelerator and family == "ecp5" else ""
+    return f"--router {ROUTER[family]}{placer} --report {REPORT}"
+
+
 def build_board(engine, board, build_dir, baud=115200, progress=None):
     """Build ``engine`` (a systolic array or an accelerator) for ``board`` in ``build_dir``;
     return (and write as ``report.json`` there) the bitstream, the resources and Fmax.
@@ -179,12 +191,8 @@ def build_board(engine, board, build_dir, baud=115200, progress=None):
     else:
         flow = {"script_after_read": f"{FOLD_SMALL_MODULES}; {HIDE_PORT_FIELD_ALIASES}",
                 "synth_opts": "-noflatten"}
-    # The ECP5 accelerator fills most of the device; nextpnr's electrostatic placer leaves
-    # router2 far less congestion there than its default analytic one (docs/results.md).
-    placer = " --placer static" if accelerator and family == "ecp5" else ""
     plan = platform.prepare(BoardTop(engine, baud), name="top",
-                            nextpnr_opts=f"--router {ROUTER[family]}{placer} --report {REPORT}",
-                            **flow)
+                            nextpnr_opts=nextpnr_options(family, accelerator), **flow)
     try:
         # The build script's yosys logs to top.rpt, nextpnr to top.tim.
         with relay("board", [build_dir / "top.rpt", build_dir / "top.tim"], progress):
