@@ -84,7 +84,7 @@ BOARDS = {
         # The 8x8 mixed array, a 4-PE sparse unit for matrices up to 64 x 64 and a top-k
         # engine taking a score per beat: the default accelerator's engines at smaller
         # sizes. 24-bit accumulators (a step bound of 257 in mode 8x8; the digits MLP needs
-        # 22 bits) and one result row per beat (8 output lanes, not 16) take it to 78.1% of
+        # 22 bits) and one result row per beat (8 output lanes, not 16) take it to 87.7% of
         # the slices, where it places (it does not route yet: docs/results.md).
         AccelConfig(acc_width=24, drain_rows=1, spmv=SpmvConfig(n_pes=4, rows=64, cols=64),
                     topk=TopkConfig(n_max=256, k_max=8, par=1))),

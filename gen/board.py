@@ -134,8 +134,7 @@ def nextpnr_options(family, accelerator):
 
     The ECP5 accelerator fills most of the device; nextpnr's electrostatic placer (``--placer
     static``) leaves router2 far less congestion there than its default analytic one (the
-    ULX3S's, before its PEs' bricks were added in gates: 23,181 overused wires after nine
-    passes against about 57,000, docs/results.md).
+    ULX3S's: 23,181 overused wires after nine passes against about 57,000, docs/results.md).
     """
     placer = " --placer static" if accelerator and family == "ecp5" else ""
     return f"--router {ROUTER[family]}{placer} --report {REPORT}"

@@ -21,7 +21,7 @@ adder tree has two levels, each with a few mode-dependent shifts, as Bit
 Fusion's fusion units do.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -219,32 +219,13 @@ class SliceSteer(wiring.Component):
         return m
 
 
-def _add_bits(x, y, carry):
-    """``x + y + carry`` of two lists of bits of one width, modulo ``2**width``, as a list of
-    bits: gates, not ``+``, so synthesis maps it to LUTs and not to a carry chain."""
-    total = []
-    for x_bit, y_bit in zip(x, y):
-        total.append(x_bit ^ y_bit ^ carry)
-        carry = (x_bit & y_bit) | (carry & (x_bit ^ y_bit))
-    return total
-
-
 def brick_product(w, a):
-    """``w * a`` of two signed 3-bit slice values, from partial products (no ``*``).
+    """``w * a`` of two signed 3-bit slice values, as explicit partial products (no ``*``).
 
-    ``a = a0 + 2*a1 - 4*a2`` (two's complement), so the product is three partial products of
-    ``w``, added in gates rather than with ``+``: synthesis builds it from a few LUTs and never
-    from a DSP block, and not from two carry chains, which on ECP5 cost their packing too (a
-    mixed PE takes 748 LUT/carry slices after packing instead of 796, an 8-bit one 453
-    instead of 653: docs/results.md, Fusion PE cost).
+    ``a = a0 + 2*a1 - 4*a2`` (two's complement), so the product is three partial
+    products of ``w``; synthesis builds it from LUTs and never from a DSP block.
     """
-    w_bits = [w[min(i, 2)] for i in range(5)]                       # w sign-extended
-    zero, one = Const(0, 1), Const(1, 1)
-    once = [w_bits[i] & a[0] for i in range(5)]
-    twice = [zero] + [w_bits[i] & a[1] for i in range(4)]
-    # -4*a2*w as the complement of 4*a2*w plus the carry into the second addition.
-    minus_four = [one, one] + [~(w_bits[i] & a[2]) for i in range(3)]
-    return Cat(*_add_bits(_add_bits(once, twice, zero), minus_four, one)).as_signed()
+    return Mux(a[0], w, 0) + (Mux(a[1], w, 0) << 1) - (Mux(a[2], w, 0) << 2)
 
 
 class BitBrick(wiring.Component):
