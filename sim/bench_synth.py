@@ -63,12 +63,18 @@ def pe_costs(progress_stream=None):
                 with progress.job(f"{kind}: yosys synth_{family}"):
                     counts = resources(design, kind, family, work)
                 row[f"{family}_lut4"], row[f"{family}_dsp"] = counts["lut"], counts["dsp"]
-            cells = json.loads((work / "stat.json").read_text())["design"]["num_cells_by_type"]
-            row["ecp5_carry"] = cells.get("CCU2C", 0)
-            packed = packed_utilization([*nextpnr_command("ecp5-85k"), "--json", "top.json"], work)
-            row["ecp5_slices"] = packed["TRELLIS_COMB"]["used"]
+                if family == "ecp5":
+                    row.update(_ecp5_packing(work))
             table.append(row)
     return table
+
+
+def _ecp5_packing(work):
+    """The carry cells of the ECP5 netlist in ``work`` (yosys's ``stat.json``) and nextpnr's
+    LUT/carry slices for it after packing."""
+    cells = json.loads((work / "stat.json").read_text())["design"]["num_cells_by_type"]
+    packed = packed_utilization([*nextpnr_command("ecp5-85k"), "--json", "top.json"], work)
+    return {"ecp5_carry": cells.get("CCU2C", 0), "ecp5_slices": packed["TRELLIS_COMB"]["used"]}
 
 
 def run(args):
