@@ -17,7 +17,8 @@ from gen.synth import (FOLD_SMALL_MODULES, FLOW, HIDE_PORT_FIELD_ALIASES, ROUTER
 from rtl.accel.core import Accelerator
 
 __all__ = ["add_arguments", "check", "run", "directory", "nextpnr_options", "build_board",
-           "board_report", "format_report", "find_programmer", "flash", "by_hand"]
+           "board_report", "format_report", "find_programmer", "flash", "by_hand",
+           "yosys_options", "BRICK_ADDERS_IN_LUTS"]
 
 #: The tools of each family's bitstream flow (see :data:`gen.synth.TOOLS`): synthesis, place
 #: and route, and the bitstream packer.
@@ -140,6 +141,42 @@ def nextpnr_options(family, accelerator):
     return f"--router {ROUTER[family]}{placer} --report {REPORT}"
 
 
+#: Yosys command that builds the adders of the array PEs' bricks (``brick_product``: the
+#: 5-bit sum and the 7-bit difference of its partial products, the PE's only adders that
+#: narrow) from LUTs instead of carry chains: on ECP5 a carry chain takes whole slices, two
+#: a brick (``python -m sim.bench synth --pe``), and in LUTs the mixed PE takes a fifth of
+#: its slices fewer. Only the array's PEs (``...row<r>.pe<c>``; the sparse unit's are
+#: ``unit.pe<i>``): their wider adders, and every other module's, keep their carry chains.
+BRICK_ADDERS_IN_LUTS = ("techmap -map +/techmap.v *.row*.pe*/t:$add *.row*.pe*/t:$sub %u "
+                        "r:Y_WIDTH<=7 %i")
+
+
+def yosys_options(family, accelerator):
+    """The build script's yosys options (``script_after_read``, ``synth_opts``) for a board
+    build on ``family`` ("ice40" or "ecp5") of an accelerator or (``accelerator`` false) a
+    systolic array.
+
+    The same preparation as the reports: ECP5 synthesizes hierarchically (a flattened 8x8
+    array trips an assertion in this yosys) with the port-field aliases hidden from the start
+    (ABC9 asserts on them, see :data:`gen.synth.HIDE_PORT_FIELD_ALIASES`: on the accelerator,
+    and on the array since its rows are modules of their own); iCE40 keeps the row FIFOs in
+    block RAM. The ECP5 accelerator, whose logic is what runs out, keeps them in block RAM
+    too, builds its PEs' brick adders from LUTs (:data:`BRICK_ADDERS_IN_LUTS`) and maps to
+    LUT4s alone (no PFUMX/L6MUX21 wide LUTs: 11% fewer LUT and carry slices on the array);
+    on iCE40 the accelerator's multipliers go to the DSPs (WEIGHT is in SPRAM there, see
+    :mod:`rtl.accel.memory`).
+    """
+    if family == "ice40":
+        return {"script_after_read": ROW_FIFOS_IN_BRAM,
+                **({"synth_opts": "-dsp"} if accelerator else {})}
+    if accelerator:
+        return {"script_after_read": f"{ROW_FIFOS_IN_BRAM}; {FOLD_SMALL_MODULES}; "
+                                     f"{HIDE_PORT_FIELD_ALIASES}; {BRICK_ADDERS_IN_LUTS}",
+                "synth_opts": "-noflatten -nowidelut"}
+    return {"script_after_read": f"{FOLD_SMALL_MODULES}; {HIDE_PORT_FIELD_ALIASES}",
+            "synth_opts": "-noflatten"}
+
+
 def build_board(engine, board, build_dir, baud=115200, progress=None):
     """Build ``engine`` (a systolic array or an accelerator) for ``board`` in ``build_dir``;
     return (and write as ``report.json`` there) the bitstream, the resources and Fmax.
@@ -172,27 +209,10 @@ def build_board(engine, board, build_dir, baud=115200, progress=None):
     started = time.monotonic()
     if progress:
         print(f"board: building {board} in {build_dir} ...", file=progress, flush=True)
-    # The same yosys preparation as the reports: ECP5 synthesizes hierarchically (a
-    # flattened 8x8 array trips an assertion in this yosys), iCE40 keeps the row
-    # FIFOs in block RAM. The accelerator, whose logic is what runs out, keeps them in block
-    # RAM on ECP5 too and maps to LUT4s alone (no PFUMX/L6MUX21 wide LUTs: 11% fewer LUT and
-    # carry slices on the array); on ECP5 the port-field aliases are hidden from the start
-    # (ABC9 asserts on them, see gen.synth.HIDE_PORT_FIELD_ALIASES: on the accelerator, and
-    # on the array since its rows are modules of their own); on iCE40 the accelerator's
-    # multipliers go to the DSPs (WEIGHT is in SPRAM there, see rtl.accel.memory).
     accelerator = isinstance(engine, Accelerator)
-    if family == "ice40":
-        flow = {"script_after_read": ROW_FIFOS_IN_BRAM,
-                **({"synth_opts": "-dsp"} if accelerator else {})}
-    elif accelerator:
-        flow = {"script_after_read": f"{ROW_FIFOS_IN_BRAM}; {FOLD_SMALL_MODULES}; "
-                                     f"{HIDE_PORT_FIELD_ALIASES}",
-                "synth_opts": "-noflatten -nowidelut"}
-    else:
-        flow = {"script_after_read": f"{FOLD_SMALL_MODULES}; {HIDE_PORT_FIELD_ALIASES}",
-                "synth_opts": "-noflatten"}
     plan = platform.prepare(BoardTop(engine, baud), name="top",
-                            nextpnr_opts=nextpnr_options(family, accelerator), **flow)
+                            nextpnr_opts=nextpnr_options(family, accelerator),
+                            **yosys_options(family, accelerator))
     try:
         # The build script's yosys logs to top.rpt, nextpnr to top.tim.
         with relay("board", [build_dir / "top.rpt", build_dir / "top.tim"], progress):

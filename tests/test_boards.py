@@ -5,15 +5,19 @@ at its claimed size, fitting its device and meeting its board clock."""
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
+from amaranth.back import rtlil
 
 import gen.board
 from boards.top import BAUD, BOARDS, uart_divisor
 from gen.accel import name_of
-from gen.board import REPORT, board_report, build_board, format_report, nextpnr_options
+from gen.board import (BRICK_ADDERS_IN_LUTS, REPORT, board_report, build_board, format_report,
+                       nextpnr_options, yosys_options)
 from gen.cli import main
+from gen.synth import tool
 from rtl.accel.core import Accelerator
 from rtl.systolic import SystolicArray
 
@@ -226,6 +230,36 @@ def test_only_the_ecp5_accelerator_is_placed_by_the_static_placer():
             for accelerator in (True, False)] == ["static", "heap", "heap", "heap"]
     assert "--report" in nextpnr_options("ecp5", True).split()
 
+
+
+def _pe_cells(tmp_path, script_after_read, synth_opts):
+    """The cells of a 1x1 mixed array's PE after the board's yosys steps for ECP5."""
+    work = tmp_path / str(len(list(tmp_path.iterdir())))
+    work.mkdir()
+    (work / "top.il").write_text(rtlil.convert(SystolicArray(1, 1, "mixed", acc_width=24),
+                                               name="top"))
+    (work / "top.ys").write_text(f"read_rtlil top.il\n{script_after_read}\n"
+                                 f"synth_ecp5 {synth_opts} -top top\n"
+                                 f"tee -q -o stat.json stat -json top.row0.pe0\n")
+    subprocess.run([tool("YOSYS"), "-q", "top.ys"], cwd=work, check=True, capture_output=True)
+    return json.loads((work / "stat.json").read_text())["modules"]["\\top.row0.pe0"][
+        "num_cells_by_type"]
+
+
+def test_the_ecp5_accelerator_builds_its_pe_brick_adders_from_luts(tmp_path):
+    # Each brick's two adders (a 5-bit sum and a 7-bit difference) are at least a carry cell
+    # each when they are left to synth_ecp5: 32 a PE. In LUTs the PE takes fewer slices
+    # (a carry cell is two).
+    flow = yosys_options("ecp5", True)
+    assert BRICK_ADDERS_IN_LUTS in flow["script_after_read"]
+    board = _pe_cells(tmp_path, flow["script_after_read"], flow["synth_opts"])
+    plain = _pe_cells(tmp_path, flow["script_after_read"].replace(BRICK_ADDERS_IN_LUTS, ""),
+                      flow["synth_opts"])
+    assert plain["CCU2C"] - board["CCU2C"] >= 32
+    assert board["LUT4"] + 2 * board["CCU2C"] < plain["LUT4"] + 2 * plain["CCU2C"]
+    # The array board tops and iCE40 keep yosys's adders.
+    assert all(BRICK_ADDERS_IN_LUTS not in yosys_options(family, accelerator)["script_after_read"]
+               for family, accelerator in (("ecp5", False), ("ice40", True), ("ice40", False)))
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_a_programmer_that_fails_leaves_status_3_and_its_last_line(
