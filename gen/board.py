@@ -160,18 +160,19 @@ def yosys_options(family, accelerator):
     array trips an assertion in this yosys) with the port-field aliases hidden from the start
     (ABC9 asserts on them, see :data:`gen.synth.HIDE_PORT_FIELD_ALIASES`: on the accelerator,
     and on the array since its rows are modules of their own); iCE40 keeps the row FIFOs in
-    block RAM. The ECP5 accelerator, whose logic is what runs out, keeps them in block RAM
-    too, builds its PEs' brick adders from LUTs (:data:`BRICK_ADDERS_IN_LUTS`) and maps to
-    LUT4s alone (no PFUMX/L6MUX21 wide LUTs: 11% fewer LUT and carry slices on the array);
-    on iCE40 the accelerator's multipliers go to the DSPs (WEIGHT is in SPRAM there, see
-    :mod:`rtl.accel.memory`).
+    block RAM. The ECP5 accelerator builds its PEs' brick adders from LUTs
+    (:data:`BRICK_ADDERS_IN_LUTS`), maps to LUT4s alone (no PFUMX/L6MUX21 wide LUTs: 11% fewer
+    LUT and carry slices on the array) and leaves its row FIFOs to yosys, which builds them
+    from distributed RAM: in block RAM, one a PE, their wires to the block RAM rows were an
+    eighth of the ULX3S's congestion (docs/results.md). On iCE40 the accelerator's
+    multipliers go to the DSPs (WEIGHT is in SPRAM there, see :mod:`rtl.accel.memory`).
     """
     if family == "ice40":
         return {"script_after_read": ROW_FIFOS_IN_BRAM,
                 **({"synth_opts": "-dsp"} if accelerator else {})}
     if accelerator:
-        return {"script_after_read": f"{ROW_FIFOS_IN_BRAM}; {FOLD_SMALL_MODULES}; "
-                                     f"{HIDE_PORT_FIELD_ALIASES}; {BRICK_ADDERS_IN_LUTS}",
+        return {"script_after_read": f"{FOLD_SMALL_MODULES}; {HIDE_PORT_FIELD_ALIASES}; "
+                                     f"{BRICK_ADDERS_IN_LUTS}",
                 "synth_opts": "-noflatten -nowidelut"}
     return {"script_after_read": f"{FOLD_SMALL_MODULES}; {HIDE_PORT_FIELD_ALIASES}",
             "synth_opts": "-noflatten"}

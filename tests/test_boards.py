@@ -17,7 +17,7 @@ from gen.accel import name_of
 from gen.board import (BRICK_ADDERS_IN_LUTS, REPORT, board_report, build_board, format_report,
                        nextpnr_options, yosys_options)
 from gen.cli import main
-from gen.synth import tool
+from gen.synth import ROW_FIFOS_IN_BRAM, tool
 from rtl.accel.core import Accelerator
 from rtl.systolic import SystolicArray
 
@@ -232,18 +232,18 @@ def test_only_the_ecp5_accelerator_is_placed_by_the_static_placer():
 
 
 
-def _pe_cells(tmp_path, script_after_read, synth_opts):
-    """The cells of a 1x1 mixed array's PE after the board's yosys steps for ECP5."""
+def _array_cells(tmp_path, script_after_read, synth_opts):
+    """The cells of each module of a 1x1 mixed array after the given yosys steps for ECP5."""
     work = tmp_path / str(len(list(tmp_path.iterdir())))
     work.mkdir()
     (work / "top.il").write_text(rtlil.convert(SystolicArray(1, 1, "mixed", acc_width=24),
                                                name="top"))
     (work / "top.ys").write_text(f"read_rtlil top.il\n{script_after_read}\n"
                                  f"synth_ecp5 {synth_opts} -top top\n"
-                                 f"tee -q -o stat.json stat -json top.row0.pe0\n")
+                                 f"tee -q -o stat.json stat -json\n")
     subprocess.run([tool("YOSYS"), "-q", "top.ys"], cwd=work, check=True, capture_output=True)
-    return json.loads((work / "stat.json").read_text())["modules"]["\\top.row0.pe0"][
-        "num_cells_by_type"]
+    return {name.lstrip("\\"): module["num_cells_by_type"]
+            for name, module in json.loads((work / "stat.json").read_text())["modules"].items()}
 
 
 def test_the_ecp5_accelerator_builds_its_pe_brick_adders_from_luts(tmp_path):
@@ -252,14 +252,28 @@ def test_the_ecp5_accelerator_builds_its_pe_brick_adders_from_luts(tmp_path):
     # (a carry cell is two).
     flow = yosys_options("ecp5", True)
     assert BRICK_ADDERS_IN_LUTS in flow["script_after_read"]
-    board = _pe_cells(tmp_path, flow["script_after_read"], flow["synth_opts"])
-    plain = _pe_cells(tmp_path, flow["script_after_read"].replace(BRICK_ADDERS_IN_LUTS, ""),
-                      flow["synth_opts"])
+    board = _array_cells(tmp_path, flow["script_after_read"], flow["synth_opts"])["top.row0.pe0"]
+    plain = _array_cells(tmp_path, flow["script_after_read"].replace(BRICK_ADDERS_IN_LUTS, ""),
+                         flow["synth_opts"])["top.row0.pe0"]
     assert plain["CCU2C"] - board["CCU2C"] >= 32
     assert board["LUT4"] + 2 * board["CCU2C"] < plain["LUT4"] + 2 * plain["CCU2C"]
     # The array board tops and iCE40 keep yosys's adders.
     assert all(BRICK_ADDERS_IN_LUTS not in yosys_options(family, accelerator)["script_after_read"]
                for family, accelerator in (("ecp5", False), ("ice40", True), ("ice40", False)))
+
+
+def test_the_ecp5_accelerator_keeps_its_row_fifos_out_of_block_ram(tmp_path):
+    # On the ULX3S, 64 row FIFOs in block RAM were an eighth of router2's overuse; in
+    # distributed RAM the rest of the design routes to half the overuse.
+    flow = yosys_options("ecp5", True)
+    board = _array_cells(tmp_path, flow["script_after_read"], flow["synth_opts"])["top.drain0"]
+    assert "DP16KD" not in board
+    assert board["TRELLIS_DPR16X4"] >= 6                # 24 bits, 4 a distributed RAM
+    # What the test tells apart: the same steps with the row FIFOs asked for in block RAM.
+    in_bram = _array_cells(tmp_path, f"{ROW_FIFOS_IN_BRAM}; {flow['script_after_read']}",
+                           flow["synth_opts"])["top.drain0"]
+    assert in_bram["DP16KD"] == 1
+
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_a_programmer_that_fails_leaves_status_3_and_its_last_line(
