@@ -263,8 +263,8 @@ def test_the_ecp5_accelerator_builds_its_pe_brick_adders_from_luts(tmp_path):
 
 
 def test_the_ecp5_accelerator_keeps_its_row_fifos_out_of_block_ram(tmp_path):
-    # On the ULX3S, 64 row FIFOs in block RAM were an eighth of router2's overuse; in
-    # distributed RAM the rest of the design routes to half the overuse.
+    # On the ULX3S, 64 row FIFOs in block RAM were an eighth of router2's overuse; with them
+    # in distributed RAM router2 stalls at half the overuse it did (docs/results.md).
     flow = yosys_options("ecp5", True)
     board = _array_cells(tmp_path, flow["script_after_read"], flow["synth_opts"])["top.drain0"]
     assert "DP16KD" not in board
