@@ -134,11 +134,15 @@ def nextpnr_options(family, accelerator):
     or (``accelerator`` false) a systolic array.
 
     The ECP5 accelerator fills most of the device; nextpnr's electrostatic placer (``--placer
-    static``) leaves router2 far less congestion there than its default analytic one (the
-    ULX3S's: 23,181 overused wires after nine passes against about 57,000, docs/results.md).
+    static``) leaves far less congestion there than its default analytic one (the ULX3S's:
+    23,181 overused wires after router2's ninth pass against about 57,000), and router1,
+    which rips up and reroutes net by net, finishes what router2 cannot: on the ULX3S router2
+    stalls at about 9,000 overused wires, router1 routes it in about 30 min (38.6 MHz against
+    the 25 MHz clock, docs/results.md).
     """
-    placer = " --placer static" if accelerator and family == "ecp5" else ""
-    return f"--router {ROUTER[family]}{placer} --report {REPORT}"
+    if accelerator and family == "ecp5":
+        return f"--router router1 --placer static --report {REPORT}"
+    return f"--router {ROUTER[family]} --report {REPORT}"
 
 
 #: Yosys command that builds the adders of the array PEs' bricks (``brick_product``: the
