@@ -236,10 +236,9 @@ def test_only_the_ecp5_accelerator_is_placed_by_the_static_placer_and_routed_by_
 
 
 
-def _array_cells(tmp_path, script_after_read, synth_opts):
-    """The cells of each module of a 1x1 mixed array after the given yosys steps for ECP5."""
-    work = tmp_path / str(len(list(tmp_path.iterdir())))
-    work.mkdir()
+def _array_cells(work, script_after_read, synth_opts):
+    """The cells of each module of a 1x1 mixed array after the given yosys steps for ECP5,
+    synthesized in the directory ``work``."""
     (work / "top.il").write_text(rtlil.convert(SystolicArray(1, 1, "mixed", acc_width=24),
                                                name="top"))
     (work / "top.ys").write_text(f"read_rtlil top.il\n{script_after_read}\n"
@@ -250,13 +249,22 @@ def _array_cells(tmp_path, script_after_read, synth_opts):
             for name, module in json.loads((work / "stat.json").read_text())["modules"].items()}
 
 
-def test_the_ecp5_accelerator_builds_its_pe_brick_adders_from_luts(tmp_path):
+@pytest.fixture(scope="module")
+def board_flow_cells(tmp_path_factory):
+    """:func:`_array_cells` with the ECP5 accelerator's board flow (one yosys run for the tests
+    of that flow)."""
+    flow = yosys_options("ecp5", True)
+    return _array_cells(tmp_path_factory.mktemp("board_flow"), flow["script_after_read"],
+                        flow["synth_opts"])
+
+
+def test_the_ecp5_accelerator_builds_its_pe_brick_adders_from_luts(board_flow_cells, tmp_path):
     # Each brick's two adders (a 5-bit sum and a 7-bit difference) are at least a carry cell
     # each when they are left to synth_ecp5: 32 a PE. In LUTs the PE takes fewer slices
     # (a carry cell is two).
     flow = yosys_options("ecp5", True)
     assert BRICK_ADDERS_IN_LUTS in flow["script_after_read"]
-    board = _array_cells(tmp_path, flow["script_after_read"], flow["synth_opts"])["top.row0.pe0"]
+    board = board_flow_cells["top.row0.pe0"]
     plain = _array_cells(tmp_path, flow["script_after_read"].replace(BRICK_ADDERS_IN_LUTS, ""),
                          flow["synth_opts"])["top.row0.pe0"]
     assert plain["CCU2C"] - board["CCU2C"] >= 32
@@ -266,11 +274,11 @@ def test_the_ecp5_accelerator_builds_its_pe_brick_adders_from_luts(tmp_path):
                for family, accelerator in (("ecp5", False), ("ice40", True), ("ice40", False)))
 
 
-def test_the_ecp5_accelerator_keeps_its_row_fifos_out_of_block_ram(tmp_path):
+def test_the_ecp5_accelerator_keeps_its_row_fifos_out_of_block_ram(board_flow_cells, tmp_path):
     # On the ULX3S, 64 row FIFOs in block RAM were an eighth of router2's overuse; with them
     # in distributed RAM router2 stalls at half the overuse it did (docs/results.md).
     flow = yosys_options("ecp5", True)
-    board = _array_cells(tmp_path, flow["script_after_read"], flow["synth_opts"])["top.drain0"]
+    board = board_flow_cells["top.drain0"]
     assert "DP16KD" not in board
     assert board["TRELLIS_DPR16X4"] >= 6                # 24 bits, 4 a distributed RAM
     # What the test tells apart: the same steps with the row FIFOs asked for in block RAM.
