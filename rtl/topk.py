@@ -206,12 +206,18 @@ class TopK(wiring.Component):
         """The shape of a score: ``signed(score_bits)`` or ``unsigned(score_bits)``."""
         return signed(self._score_bits) if self._signed else unsigned(self._score_bits)
 
+    @property
+    def _key_bias(self):
+        """What a score's bits are XORed with to make its key, an unsigned number that
+        orders as the score does: the sign bit for signed scores, nothing for unsigned."""
+        return 1 << (self._score_bits - 1) if self._signed else 0
+
     def elaborate(self, platform):
         m = Module()
         P, K, W = self._par, self._k_max, self._score_bits
         G, Q = self._groups, self._group_lanes
         index_bits = self._index_bits
-        bias = 1 << (W - 1) if self._signed else 0
+        bias = self._key_bias
         # ---- Input: at once, except a last beat while a batch is owed. -------------------
         k = Signal(range(K + 1), init=K)
         seen = Signal(index_bits + 2)                 # scores taken of the open batch
@@ -379,7 +385,7 @@ class TopK(wiring.Component):
         """
         K, W = self._k_max, self._score_bits
         index_bits = self._index_bits
-        bias = 1 << (W - 1) if self._signed else 0
+        bias = self._key_bias
         lanes = len(keys)
         rank = data.StructLayout({"key": unsigned(W + 1), "resident": 1})
         group = [Signal(rank, name=f"{prefix}group0_{j}") for j in range(lanes)]
@@ -547,7 +553,7 @@ class TopK(wiring.Component):
         for each). Returns the threshold register and the flag that the last place is
         loaded."""
         K, W = self._k_max, self._score_bits
-        bias = 1 << (W - 1) if self._signed else 0
+        bias = self._key_bias
         token = Signal(K, init=1, name="place_token")  # the place the next item goes to
         selecting = Signal(K, name="places_selected")  # place i: i < min(k, n)
         chosen = Signal(name="place_selected")         # the token's place is selected
