@@ -6,15 +6,19 @@ and meet timing at the board clock (see docs/boards.md and docs/results.md).
 """
 
 from dataclasses import dataclass
+from fractions import Fraction
 
-from amaranth import Elaboratable, Module
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
 
 from rtl.accel.config import AccelConfig, SpmvConfig, TopkConfig
 from rtl.accel.core import Accelerator
 from rtl.accel.link import AccelLink
 from rtl.hostlink import HostLink
 
-__all__ = ["BAUD", "Board", "BOARDS", "BoardTop", "Programmer", "link_of", "uart_divisor"]
+__all__ = ["BAUD", "Board", "BOARDS", "BoardTop", "Ecp5Pll", "Programmer", "ecp5_pll_dividers",
+           "link_of", "uart_divisor"]
 
 #: The UART rate of each unit's link on a board unless ``--baud`` says otherwise: the array's
 #: 115200; the accelerator's 1 Mbaud, which both boards' USB UARTs (FT2232H, FT231X) support
@@ -48,6 +52,14 @@ class Board:
     largest_array: str   # the largest --array that fits and meets timing, mixed precision
     edge_registers: int  # the array's edge_registers there (1 where the device is nearly full)
     accel: AccelConfig   # the accelerator --board builds (docs/boards.md)
+    accel_clock_hz: float = None  # its clock, from a PLL; None: the board's oscillator
+
+    def clock_hz(self, unit):
+        """The clock ``unit`` ("accel" or "array") runs at on the board: the accelerator's
+        :attr:`accel_clock_hz` where it has one, else the board's oscillator."""
+        if unit == "accel" and self.accel_clock_hz:
+            return self.accel_clock_hz
+        return self.make_platform().default_clk_frequency
 
     @property
     def programmer(self):
@@ -84,10 +96,13 @@ BOARDS = {
         # The 8x8 mixed array, a 4-PE sparse unit for matrices up to 64 x 64 and a top-k
         # engine taking a score per beat: the default accelerator's engines at smaller
         # sizes. 24-bit accumulators (a step bound of 257 in mode 8x8; the digits MLP needs
-        # 22 bits) and one result row per beat (8 output lanes, not 16) take it to 87.7% of
-        # the slices, where it places (it does not route yet: docs/results.md).
+        # 22 bits) and one result row per beat (8 output lanes, not 16): with the board
+        # flow's settings (gen.board) it takes 79.7% of the slices and routes at 38.6 MHz, so
+        # it runs at 30 MHz from the PLL, where the link makes 3 Mbaud exactly (a divisor of
+        # 10; the FT231X's fastest) as well as 1 (docs/results.md).
         AccelConfig(acc_width=24, drain_rows=1, spmv=SpmvConfig(n_pes=4, rows=64, cols=64),
-                    topk=TopkConfig(n_max=256, k_max=8, par=1))),
+                    topk=TopkConfig(n_max=256, k_max=8, par=1)),
+        accel_clock_hz=30e6),
 }
 
 
@@ -107,6 +122,94 @@ def uart_divisor(clock_hz, baud):
     return divisor
 
 
+#: The ECP5 PLL's (EHXPLLL's) ranges, from Lattice's ECP5 family data sheet: the phase
+#: detector's input (the input clock over CLKI_DIV) and the VCO (the output clock times
+#: CLKOP_DIV, with CLKOP as the feedback); each divider is 1 to 128.
+ECP5_PFD_HZ = (3.125e6, 400e6)
+ECP5_VCO_HZ = (400e6, 800e6)
+ECP5_PLL_DIVIDER = range(1, 129)
+
+
+def ecp5_pll_dividers(input_hz, output_hz):
+    """The EHXPLLL dividers that make exactly ``output_hz`` from ``input_hz`` with CLKOP as the
+    feedback (output = input x CLKFB_DIV / CLKI_DIV, VCO = output x CLKOP_DIV), within
+    :data:`ECP5_PFD_HZ` and :data:`ECP5_VCO_HZ`: of those, the VCO nearest the middle of its
+    range, then the smallest CLKI_DIV.
+
+    Returns
+    -------
+    dict
+        ``CLKI_DIV``, ``CLKFB_DIV`` and ``CLKOP_DIV``.
+
+    Raises
+    ------
+    ValueError
+        When no dividers make ``output_hz`` exactly.
+    """
+    ratio = Fraction(output_hz) / Fraction(input_hz)
+    middle = sum(ECP5_VCO_HZ) / 2
+    found = []
+    for clki in ECP5_PLL_DIVIDER:
+        clkfb = ratio * clki
+        if clkfb.denominator != 1 or clkfb.numerator not in ECP5_PLL_DIVIDER:
+            continue
+        if not ECP5_PFD_HZ[0] <= input_hz / clki <= ECP5_PFD_HZ[1]:
+            continue
+        for clkop in ECP5_PLL_DIVIDER:
+            if ECP5_VCO_HZ[0] <= output_hz * clkop <= ECP5_VCO_HZ[1]:
+                found.append((abs(output_hz * clkop - middle), clki,
+                              {"CLKI_DIV": clki, "CLKFB_DIV": int(clkfb), "CLKOP_DIV": clkop}))
+    if not found:
+        raise ValueError(f"the ECP5 PLL cannot make exactly {output_hz / 1e6:g} MHz from "
+                         f"{input_hz / 1e6:g} MHz (output = input x CLKFB_DIV / CLKI_DIV, "
+                         f"dividers 1 to 128, VCO 400 to 800 MHz), not {output_hz!r}")
+    return min(found, key=lambda entry: entry[:2])[2]
+
+
+class Ecp5Pll(Elaboratable):
+    """Drives the ``sync`` domain (which its parent defines) at ``clock_hz`` from an ECP5 PLL
+    (EHXPLLL) on the board's oscillator, and holds it in reset until the PLL locks (and
+    again should it lose lock).
+
+    Parameters
+    ----------
+    clock_hz : float
+        The domain's clock; :func:`ecp5_pll_dividers` must make it from the oscillator's.
+    """
+
+    def __init__(self, clock_hz):
+        self.clock_hz = clock_hz
+
+    def elaborate(self, platform):
+        m = Module()
+        input_hz = platform.default_clk_frequency
+        dividers = ecp5_pll_dividers(input_hz, self.clock_hz)
+        m.submodules.oscillator = oscillator = io.Buffer(
+            "i", platform.request(platform.default_clk, dir="-"))
+        clock, locked = Signal(name="pll_clock"), Signal(name="pll_locked")
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=f"{input_hz / 1e6:g}",
+            a_FREQUENCY_PIN_CLKOP=f"{self.clock_hz / 1e6:g}",
+            p_FEEDBK_PATH="CLKOP",
+            p_CLKI_DIV=dividers["CLKI_DIV"],
+            p_CLKFB_DIV=dividers["CLKFB_DIV"],
+            p_CLKOP_ENABLE="ENABLED",
+            p_CLKOP_DIV=dividers["CLKOP_DIV"],
+            p_CLKOP_CPHASE=dividers["CLKOP_DIV"] - 1,
+            p_CLKOP_FPHASE=0,
+            i_CLKI=oscillator.i,
+            i_CLKFB=clock,
+            i_RST=0,
+            i_STDBY=0,
+            o_CLKOP=clock,
+            o_LOCK=locked)
+        m.d.comb += ClockSignal("sync").eq(clock)
+        m.submodules.reset = ResetSynchronizer(~locked, domain="sync")
+        platform.add_clock_constraint(clock, self.clock_hz)
+        return m
+
+
 def link_of(engine):
     """The UART link class for ``engine``: :class:`~rtl.accel.link.AccelLink` for an
     accelerator, :class:`~rtl.hostlink.HostLink` for a systolic array."""
@@ -122,16 +225,27 @@ class BoardTop(Elaboratable):
     engine : SystolicArray or Accelerator
         The design.
     baud : int
-        UART rate; the divisor is the board clock over it.
+        UART rate; the divisor is the clock over it.
+    clock_hz : float or None
+        The clock the design runs at: the board's oscillator (None, or its frequency), or
+        on ECP5 another from the PLL (:class:`Ecp5Pll`).
     """
 
-    def __init__(self, engine, baud=115200):
+    def __init__(self, engine, baud=115200, clock_hz=None):
         self.engine = engine
         self.baud = baud
+        self.clock_hz = clock_hz
 
     def elaborate(self, platform):
         m = Module()
-        divisor = uart_divisor(platform.default_clk_frequency, self.baud)
+        clock_hz = self.clock_hz or platform.default_clk_frequency
+        if clock_hz != platform.default_clk_frequency:
+            if platform.family.lower() != "ecp5":
+                raise ValueError(f"a clock other than the board's {platform.default_clk_frequency / 1e6:g} MHz "
+                                 f"needs an ECP5 PLL, not {clock_hz!r} on {platform.family}")
+            m.domains.sync = ClockDomain("sync")
+            m.submodules.clock = Ecp5Pll(clock_hz)
+        divisor = uart_divisor(clock_hz, self.baud)
         uart = platform.request("uart", 0)
         m.submodules.link = link = link_of(self.engine)(self.engine, divisor)
         m.d.comb += [link.rx.eq(uart.rx.i), uart.tx.o.eq(link.tx)]

@@ -64,10 +64,11 @@ def check(args):
     if args.unit not in UNITS:
         raise UsageError(f"--board builds --unit accel or --unit array, not --unit {args.unit}")
     options = _options(args)
-    platform = BOARDS[args.board].make_platform()
+    spec = BOARDS[args.board]
+    platform = spec.make_platform()
     with options_named(OPTIONS):
         # The board top's own check, made before it elaborates (and leaves a module unused).
-        uart_divisor(platform.default_clk_frequency, options["baud"])
+        uart_divisor(spec.clock_hz(args.unit), options["baud"])
     try:
         for variable in BITSTREAM_FLOW[platform.family.lower()]:
             tool(variable)
@@ -215,7 +216,8 @@ def build_board(engine, board, build_dir, baud=115200, progress=None):
     if progress:
         print(f"board: building {board} in {build_dir} ...", file=progress, flush=True)
     accelerator = isinstance(engine, Accelerator)
-    plan = platform.prepare(BoardTop(engine, baud), name="top",
+    clock_hz = BOARDS[board].clock_hz("accel" if accelerator else "array")
+    plan = platform.prepare(BoardTop(engine, baud, clock_hz), name="top",
                             nextpnr_opts=nextpnr_options(family, accelerator),
                             **yosys_options(family, accelerator))
     try:

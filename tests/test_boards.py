@@ -6,18 +6,20 @@ at its claimed size, fitting its device and meeting its board clock."""
 import json
 import re
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 from amaranth.back import rtlil
 
 import gen.board
-from boards.top import BAUD, BOARDS, uart_divisor
+from boards.top import BAUD, BOARDS, BoardTop, ecp5_pll_dividers, uart_divisor
 from gen.accel import name_of
 from gen.board import (BRICK_ADDERS_IN_LUTS, REPORT, board_report, build_board, format_report,
                        nextpnr_options, yosys_options)
 from gen.cli import main
 from gen.synth import ROW_FIFOS_IN_BRAM, tool
+from rtl.accel.config import AccelConfig
 from rtl.accel.core import Accelerator
 from rtl.systolic import SystolicArray
 
@@ -55,7 +57,7 @@ def test_board_spec_is_what_the_board_guide_says(name):
 @pytest.mark.parametrize("name", sorted(BOARDS))
 @pytest.mark.parametrize("unit", sorted(BAUD))
 def test_the_default_baud_rate_is_within_uart_tolerance_on_every_board(name, unit):
-    clock = BOARDS[name].make_platform().default_clk_frequency
+    clock = BOARDS[name].clock_hz(unit)
     divisor = uart_divisor(clock, BAUD[unit])
     assert abs(clock / divisor - BAUD[unit]) <= 0.02 * BAUD[unit]
 
@@ -66,6 +68,66 @@ def test_a_baud_rate_the_board_clock_cannot_make_is_refused(baud):
     # be 14% off); 9 Mbaud is faster than a bit per cycle.
     with pytest.raises(ValueError, match=rf"baud must be within 2% .* not {baud}"):
         uart_divisor(12e6, baud)
+
+
+def test_the_ulx3s_accelerator_runs_at_30_mhz_and_the_others_at_their_oscillator():
+    # 38.6 MHz after routing at 25 (docs/results.md); 30 MHz makes 3 Mbaud exactly.
+    assert BOARDS["ulx3s-85f"].clock_hz("accel") == 30e6
+    assert BOARDS["ulx3s-85f"].clock_hz("array") == 25e6
+    assert BOARDS["icebreaker"].clock_hz("accel") == BOARDS["icebreaker"].clock_hz("array") == 12e6
+    assert uart_divisor(30e6, 3_000_000) == 10
+
+
+@pytest.mark.parametrize("input_hz, output_hz", [(25e6, 30e6), (25e6, 50e6), (25e6, 100e6),
+                                                 (12e6, 60e6), (25e6, 6.25e6)])
+def test_the_ecp5_pll_dividers_make_the_clock_exactly_within_the_plls_ranges(input_hz,
+                                                                             output_hz):
+    dividers = ecp5_pll_dividers(input_hz, output_hz)
+    assert set(dividers) == {"CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV"}
+    assert all(1 <= divider <= 128 for divider in dividers.values())
+    # Feedback from CLKOP: the output is the input times CLKFB_DIV over CLKI_DIV.
+    assert Fraction(input_hz) * dividers["CLKFB_DIV"] / dividers["CLKI_DIV"] == output_hz
+    # The ECP5 family data sheet's ranges: phase detector 3.125 to 400 MHz, VCO 400 to 800.
+    assert 3.125e6 <= input_hz / dividers["CLKI_DIV"] <= 400e6
+    assert 400e6 <= output_hz * dividers["CLKOP_DIV"] <= 800e6
+
+
+@pytest.mark.parametrize("output_hz", [30.1e6, 48e6, 1e6, 900e6])
+def test_a_clock_the_ecp5_pll_cannot_make_exactly_is_refused(output_hz):
+    # 30.1/25 = 301/250 needs CLKI_DIV 250; 48/25 needs 25, a 1 MHz phase detector (3.125 at
+    # least); 1 MHz puts the VCO at 128 MHz at most; 900 above 800.
+    with pytest.raises(ValueError, match=rf"cannot make exactly {output_hz / 1e6:g} MHz from "
+                                         rf"25 MHz .* not {output_hz!r}"):
+        ecp5_pll_dividers(25e6, output_hz)
+
+
+def test_a_clock_other_than_the_oscillator_needs_an_ecp5():
+    platform = BOARDS["icebreaker"].make_platform()
+    with pytest.raises(ValueError, match=r"needs an ECP5 PLL, not 24000000.0 on iCE40"):
+        platform.prepare(BoardTop(SystolicArray(1, 1, 8), 1_000_000, 24e6))
+
+
+#: A 1x1 accelerator of 8-bit PEs and small memories: the ULX3S's flow in seconds.
+SMALL_ACCEL = AccelConfig(rows=1, cols=1, precision=8, spmv=None, topk=None, program_words=32,
+                          act_words=64, input_words=16, weight_words=64, param_words=16,
+                          result_words=16, output_words=16)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("unit", ["accel", "array"])
+def test_the_ulx3s_builds_time_each_unit_against_its_clock(unit, tmp_path):
+    # Through the whole flow (yosys, nextpnr, ecppack) on the smallest designs: the
+    # accelerator's clock comes from the PLL (30 MHz, its LOCK holding the design in reset),
+    # the array's from the 25 MHz oscillator.
+    engine = Accelerator(SMALL_ACCEL) if unit == "accel" else SystolicArray(1, 1, 8)
+    report = build_board(engine, "ulx3s-85f", tmp_path, 1_000_000)
+    assert report["fmax"], "nextpnr reported no clock"
+    for clock, timing in report["fmax"].items():
+        assert timing["need_mhz"] == pytest.approx(BOARDS["ulx3s-85f"].clock_hz(unit) / 1e6,
+                                                   rel=1e-3), clock
+        assert timing["met"], clock
+    plls = json.loads((tmp_path / REPORT).read_text())["utilization"]["EHXPLLL"]["used"]
+    assert plls == (unit == "accel")
 
 
 def test_a_baud_rate_between_divisors_is_refused():
@@ -328,6 +390,8 @@ def test_the_boards_accelerator_fits_its_board_and_meets_the_board_clock(name, t
     utilization = json.loads((tmp_path / REPORT).read_text())["utilization"]
     for resource, use in utilization.items():
         assert use["used"] <= use["available"], resource
+    assert report["fmax"], "nextpnr reported no clock"
     for clock, timing in report["fmax"].items():
+        assert timing["need_mhz"] == pytest.approx(spec.clock_hz("accel") / 1e6, rel=1e-3)
         assert timing["met"], f"{clock}: {timing['achieved_mhz']} MHz, the board clock is " \
                               f"{timing['need_mhz']} MHz"
