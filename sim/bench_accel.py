@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from boards.top import BAUD, BOARDS
 from gen.cli import parse_array
 from golden.bitfusion import lanes
 from golden.network import PRECISIONS, digits_network, digits_split
@@ -32,6 +33,8 @@ from rtl.hostlink import CONFIG_BYTES, step_layout
 from sim import runner
 from sim.progress import FIRST_BUILD, Progress
 
+#: The clock the ULX3S's accelerator runs at (from its PLL), in MHz.
+ULX3S_ACCEL_MHZ = BOARDS["ulx3s-85f"].clock_hz("accel") / 1e6
 SPARSITIES = (0.5, 0.9)
 RUNS = 3
 
@@ -44,11 +47,12 @@ def add_arguments(parser):
                         help="images per run (default: 16)")
     parser.add_argument("--sparse", action="store_true",
                         help="also run the hidden layers on the sparse unit")
-    parser.add_argument("--clock-mhz", type=float, default=25.0,
-                        help="clock of the inference rate (default: 25, the ULX3S's)")
-    parser.add_argument("--baud", type=int, default=1_000_000,
-                        help="baud rate of the link-bound rate (default: 1000000, the ULX3S's "
-                             "fastest exact rate at 25 MHz)")
+    parser.add_argument("--clock-mhz", type=float, default=ULX3S_ACCEL_MHZ,
+                        help=f"clock of the inference rate (default: {ULX3S_ACCEL_MHZ:g}, the "
+                             f"ULX3S's accelerator's)")
+    parser.add_argument("--baud", type=int, default=BAUD["accel"],
+                        help=f"baud rate of the link-bound rate (default: {BAUD['accel']}, the "
+                             f"accelerator's link's on both boards)")
 
 
 #: Bytes of a frame besides its payload: the 4-byte header and the CRC.

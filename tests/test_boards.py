@@ -52,6 +52,8 @@ def test_board_spec_is_what_the_board_guide_says(name):
     assert doc["largest mixed array that fits"] == spec.largest_array
     assert int(doc["edge registers"]) == spec.edge_registers
     assert doc["accelerator"] == name_of(spec.accel)
+    pll = " (PLL)" if spec.accel_clock_hz else ""
+    assert doc["accelerator clock"] == f"{spec.clock_hz('accel') / 1e6:g} MHz{pll}"
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
