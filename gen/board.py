@@ -198,7 +198,8 @@ def build_board(engine, board, build_dir, baud=115200, progress=None):
     dict
         ``board``, ``bitstream`` (its path), ``resources`` ``{name: {"used", "available",
         "percent"}}`` (see :data:`RESOURCES`) and ``fmax`` ``{clock: {"achieved_mhz",
-        "need_mhz", "met"}}``, the need being the board clock.
+        "need_mhz", "met"}}``, the need being the clock the design runs at on the board
+        (:meth:`boards.top.Board.clock_hz`: the oscillator's, or the ULX3S accelerator's PLL's).
 
     Raises
     ------
