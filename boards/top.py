@@ -175,10 +175,14 @@ class Ecp5Pll(Elaboratable):
     ----------
     clock_hz : float
         The domain's clock; :func:`ecp5_pll_dividers` must make it from the oscillator's.
+    timing_hz : float or None
+        The frequency place and route is asked to meet on that clock (its constraint);
+        None: ``clock_hz``.
     """
 
-    def __init__(self, clock_hz):
+    def __init__(self, clock_hz, timing_hz=None):
         self.clock_hz = clock_hz
+        self.timing_hz = timing_hz or clock_hz
 
     def elaborate(self, platform):
         m = Module()
@@ -206,7 +210,7 @@ class Ecp5Pll(Elaboratable):
             o_LOCK=locked)
         m.d.comb += ClockSignal("sync").eq(clock)
         m.submodules.reset = ResetSynchronizer(~locked, domain="sync")
-        platform.add_clock_constraint(clock, self.clock_hz)
+        platform.add_clock_constraint(clock, self.timing_hz)
         return m
 
 
@@ -229,12 +233,15 @@ class BoardTop(Elaboratable):
     clock_hz : float or None
         The clock the design runs at: the board's oscillator (None, or its frequency), or
         on ECP5 another from the PLL (:class:`Ecp5Pll`).
+    timing_hz : float or None
+        With the PLL, the frequency place and route is asked to meet (see :class:`Ecp5Pll`).
     """
 
-    def __init__(self, engine, baud=115200, clock_hz=None):
+    def __init__(self, engine, baud=115200, clock_hz=None, timing_hz=None):
         self.engine = engine
         self.baud = baud
         self.clock_hz = clock_hz
+        self.timing_hz = timing_hz
 
     def elaborate(self, platform):
         m = Module()
@@ -244,7 +251,7 @@ class BoardTop(Elaboratable):
                 raise ValueError(f"a clock other than the board's {platform.default_clk_frequency / 1e6:g} MHz "
                                  f"needs an ECP5 PLL, not {clock_hz!r} on {platform.family}")
             m.domains.sync = ClockDomain("sync")
-            m.submodules.clock = Ecp5Pll(clock_hz)
+            m.submodules.clock = Ecp5Pll(clock_hz, self.timing_hz)
         divisor = uart_divisor(clock_hz, self.baud)
         uart = platform.request("uart", 0)
         m.submodules.link = link = link_of(self.engine)(self.engine, divisor)

@@ -121,6 +121,7 @@ def test_the_ulx3s_builds_time_each_unit_against_its_clock(unit, tmp_path):
     # Through the whole flow (yosys, nextpnr, ecppack) on the smallest designs: the
     # accelerator's clock comes from the PLL (30 MHz, its LOCK holding the design in reset),
     # the array's from the 25 MHz oscillator.
+    # nextpnr is asked for the oscillator's 25 MHz on both (gen.board.timing_target_hz).
     engine = Accelerator(SMALL_ACCEL) if unit == "accel" else SystolicArray(1, 1, 8)
     report = build_board(engine, "ulx3s-85f", tmp_path, 1_000_000)
     assert report["fmax"], "nextpnr reported no clock"
@@ -128,8 +129,16 @@ def test_the_ulx3s_builds_time_each_unit_against_its_clock(unit, tmp_path):
         assert timing["need_mhz"] == pytest.approx(BOARDS["ulx3s-85f"].clock_hz(unit) / 1e6,
                                                    rel=1e-3), clock
         assert timing["met"], clock
-    plls = json.loads((tmp_path / REPORT).read_text())["utilization"]["EHXPLLL"]["used"]
-    assert plls == (unit == "accel")
+    nextpnr = json.loads((tmp_path / REPORT).read_text())
+    assert [timing["constraint"] for timing in nextpnr["fmax"].values()] == \
+        [pytest.approx(25, rel=1e-3)]
+    assert nextpnr["utilization"]["EHXPLLL"]["used"] == (unit == "accel")
+    if unit == "accel":
+        # The PLL in the design makes 30 MHz: 25 MHz x CLKFB_DIV / CLKI_DIV.
+        pll = (tmp_path / "top.il").read_text().split("cell \\EHXPLLL")[1].split("end")[0]
+        div = {name: int(value) for name, value in
+               re.findall(r"parameter \\(CLKI_DIV|CLKFB_DIV) (\d+)", pll)}
+        assert Fraction(25_000_000) * div["CLKFB_DIV"] / div["CLKI_DIV"] == 30_000_000
 
 
 def test_a_baud_rate_between_divisors_is_refused():
@@ -180,6 +189,17 @@ def test_a_board_build_prints_its_resources_beside_fmax(tmp_path, board, expecte
     bitstream = tmp_path / ("top.bin" if board == "icebreaker" else "top.bit")
     assert format_report("top_design", board_report(board, tmp_path)).splitlines() == [
         f"top_design on {board}: {bitstream}", *expected]
+
+
+def test_fmax_is_held_to_the_clock_the_design_runs_at_not_to_what_nextpnr_was_asked(tmp_path):
+    # The ULX3S's accelerator is placed and routed against 25 MHz and runs at 30 from the PLL.
+    canned_build("ulx3s-85f", tmp_path)
+    report = json.loads((tmp_path / REPORT).read_text())
+    report["fmax"]["$glbnet$clk"]["achieved"] = 28.0
+    (tmp_path / REPORT).write_text(json.dumps(report))
+    assert board_report("ulx3s-85f", tmp_path)["fmax"]["$glbnet$clk"]["met"]
+    fmax = board_report("ulx3s-85f", tmp_path, 30e6)["fmax"]["$glbnet$clk"]
+    assert fmax == {"achieved_mhz": 28.0, "need_mhz": 30.0, "met": False}
 
 
 @pytest.fixture
