@@ -10,7 +10,6 @@ from fractions import Fraction
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
-from amaranth.lib.cdc import ResetSynchronizer
 
 from rtl.accel.config import AccelConfig, SpmvConfig, TopkConfig
 from rtl.accel.core import Accelerator
@@ -167,9 +166,11 @@ def ecp5_pll_dividers(input_hz, output_hz):
 
 
 class Ecp5Pll(Elaboratable):
-    """Drives the ``sync`` domain (which its parent defines) at ``clock_hz`` from an ECP5 PLL
-    (EHXPLLL) on the board's oscillator, and holds it in reset until the PLL locks (and
-    again should it lose lock).
+    """Drives the ``sync`` domain (which its parent defines, reset-less) at ``clock_hz`` from an
+    ECP5 PLL (EHXPLLL) on the board's oscillator, and holds every flip-flop in reset through
+    the global set/reset (SGSR) until the PLL locks, as Amaranth's own ECP5 clock domain does
+    until configuration ends: a reset of the domain routed to each flip-flop instead stalled
+    nextpnr's router on the ULX3S's accelerator (docs/results.md).
 
     Parameters
     ----------
@@ -209,7 +210,14 @@ class Ecp5Pll(Elaboratable):
             o_CLKOP=clock,
             o_LOCK=locked)
         m.d.comb += ClockSignal("sync").eq(clock)
-        m.submodules.reset = ResetSynchronizer(~locked, domain="sync")
+        # Two flip-flops outside GSR (which power-up clears) take the lock to the PLL's clock;
+        # SGSR's GSR input holds the design while it is low.
+        held = [Signal(name=f"pll_locked_{stage}") for stage in range(2)]
+        m.submodules.lock_sync0 = Instance("FD1S3AX", p_GSR="DISABLED", i_CK=clock, i_D=locked,
+                                           o_Q=held[0])
+        m.submodules.lock_sync1 = Instance("FD1S3AX", p_GSR="DISABLED", i_CK=clock, i_D=held[0],
+                                           o_Q=held[1])
+        m.submodules.gsr = Instance("SGSR", i_CLK=clock, i_GSR=held[1])
         platform.add_clock_constraint(clock, self.timing_hz)
         return m
 
@@ -250,7 +258,7 @@ class BoardTop(Elaboratable):
             if platform.family.lower() != "ecp5":
                 raise ValueError(f"a clock other than the board's {platform.default_clk_frequency / 1e6:g} MHz "
                                  f"needs an ECP5 PLL, not {clock_hz!r} on {platform.family}")
-            m.domains.sync = ClockDomain("sync")
+            m.domains.sync = ClockDomain("sync", reset_less=True)
             m.submodules.clock = Ecp5Pll(clock_hz, self.timing_hz)
         divisor = uart_divisor(clock_hz, self.baud)
         uart = platform.request("uart", 0)

@@ -139,6 +139,11 @@ def test_the_ulx3s_builds_time_each_unit_against_its_clock(unit, tmp_path):
         div = {name: int(value) for name, value in
                re.findall(r"parameter \\(CLKI_DIV|CLKFB_DIV) (\d+)", pll)}
         assert Fraction(25_000_000) * div["CLKFB_DIV"] / div["CLKI_DIV"] == 30_000_000
+        # Held until lock through the global set/reset, not a reset net to every flip-flop
+        # (which stalled router1 on the ULX3S's accelerator): LOCK, two flip-flops, SGSR.
+        il = (tmp_path / "top.il").read_text()
+        assert il.count("cell \\SGSR") == 1 and il.count("cell \\FD1S3AX") == 2
+        assert "connect \\GSR \\pll_locked_1" in il
 
 
 def test_a_baud_rate_between_divisors_is_refused():
