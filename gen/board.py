@@ -159,9 +159,11 @@ BRICK_ADDERS_IN_LUTS = ("techmap -map +/techmap.v *.row*.pe*/t:$add *.row*.pe*/t
 def timing_target_hz(platform, accelerator):
     """The frequency nextpnr is asked to meet on a clock from the PLL (None: the clock's
     own): for the ECP5 accelerator, the board's oscillator. Its router1 routes the ULX3S's
-    at 25 MHz in 23.5 min, 38.3 MHz after routing; asked for the PLL's 30 MHz it had 148,661
-    arcs left after 41 min (docs/results.md). nextpnr's Fmax is that of the routed design
-    whatever it was asked, and :func:`board_report` holds it to the clock the design runs at.
+    at 25 MHz in 23.5 min, 38.3 MHz after routing; asked for the PLL's 30 MHz (with a reset
+    net to every flip-flop, since replaced by the global set/reset, see
+    :class:`boards.top.Ecp5Pll`) it had 147,569 arcs left after 45 min (docs/results.md).
+    nextpnr's Fmax is that of the routed design whatever it was asked, and
+    :func:`board_report` holds it to the clock the design runs at.
     """
     if accelerator and platform.family.lower() == "ecp5":
         return platform.default_clk_frequency
