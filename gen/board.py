@@ -138,8 +138,8 @@ def nextpnr_options(family, accelerator):
     static``) leaves far less congestion there than its default analytic one (the ULX3S's:
     23,181 overused wires after router2's ninth pass against about 57,000), and router1,
     which rips up and reroutes net by net, finishes what router2 cannot: on the ULX3S router2
-    stalls at about 9,000 overused wires, router1 routes it in about 30 min (38.6 MHz against
-    the 25 MHz clock, docs/results.md).
+    stalls at about 9,000 overused wires, router1 routes it in about 25 min (38.3 MHz after
+    routing, end to end at 25 MHz; docs/results.md).
     """
     if accelerator and family == "ecp5":
         return f"--router router1 --placer static --report {REPORT}"
