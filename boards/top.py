@@ -96,7 +96,7 @@ BOARDS = {
         # engine taking a score per beat: the default accelerator's engines at smaller
         # sizes. 24-bit accumulators (a step bound of 257 in mode 8x8; the digits MLP needs
         # 22 bits) and one result row per beat (8 output lanes, not 16): with the board
-        # flow's settings (gen.board) it takes 79.7% of the slices and routes at 38.6 MHz, so
+        # flow's settings (gen.board) it takes 79.7% of the slices and routes at 38.3 MHz, so
         # it runs at 30 MHz from the PLL, where the link makes 3 Mbaud exactly (a divisor of
         # 10; the FT231X's fastest) as well as 1 (docs/results.md).
         AccelConfig(acc_width=24, drain_rows=1, spmv=SpmvConfig(n_pes=4, rows=64, cols=64),
