@@ -253,10 +253,11 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        clock_hz = self.clock_hz or platform.default_clk_frequency
-        if clock_hz != platform.default_clk_frequency:
+        oscillator_hz = platform.default_clk_frequency
+        clock_hz = self.clock_hz or oscillator_hz
+        if clock_hz != oscillator_hz:
             if platform.family.lower() != "ecp5":
-                raise ValueError(f"a clock other than the board's {platform.default_clk_frequency / 1e6:g} MHz "
+                raise ValueError(f"a clock other than the board's {oscillator_hz / 1e6:g} MHz "
                                  f"needs an ECP5 PLL, not {clock_hz!r} on {platform.family}")
             m.domains.sync = ClockDomain("sync", reset_less=True)
             m.submodules.clock = Ecp5Pll(clock_hz, self.timing_hz)
